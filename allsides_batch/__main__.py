@@ -1,0 +1,27 @@
+"""`python -m allsides_batch <command>`: one CLI, each subcommand a thin front door onto the library."""
+
+from __future__ import annotations
+
+import click
+
+from . import __version__
+from .cli import LazyGroup
+
+COMMANDS = {
+    "train": ("allsides_batch.commands.train", "Fine-tune an encoder to label articles left/center/right."),
+}
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"],
+                                                                       "max_content_width": 110})
+@click.version_option(__version__, prog_name="allsides-batch")
+def app() -> None:
+    """Score the political slant of news articles at scale."""
+
+
+def main() -> None:
+    app(prog_name="python -m allsides_batch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""CLI plumbing: a lazily-loading click group, options generated from the config dataclasses, and
+the error boundary (UserError → one line on stderr, exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import sys
+import types
+import typing
+from typing import Literal, get_args, get_type_hints
+
+import click
+
+from .errors import UserError
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when it runs, so `aggregate` never imports torch and
+    `train` never imports polars or prefect."""
+
+    def __init__(self, *args, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands or {}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands:
+            module, help_text = self.lazy_commands[name]
+            try:
+                return importlib.import_module(module).command
+            except ModuleNotFoundError as exc:
+                # A listing (--help) should not fail because one command's extra is missing.
+                return click.Command(name, help=f"{help_text} [unavailable: {exc}]",
+                                     callback=functools.partial(_missing, exc))
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, self.lazy_commands[name][1]) for name in sorted(self.lazy_commands)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _missing(exc: Exception) -> None:
+    raise UserError(f"{exc}; install the package's dependencies (pip install allsides-batch)")
+
+
+def _unwrap_optional(tp):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...] = (),
+                      flags: dict[str, tuple[str, ...]] | None = None):
+    """Decorator adding one click option per dataclass field (nested dataclasses flattened with
+    their field name as suffix: Columns.text → --text-column)."""
+    flags = flags or {}
+
+    def decorate(func):
+        for name, tp, default, help_text in reversed(list(_fields(cls))):
+            if name in skip:
+                continue
+            opt = flags.get(name, ("--" + name.replace("_", "-"),))
+            base, optional = _unwrap_optional(tp)
+            kwargs: dict = {"help": help_text, "show_default": True}
+            if typing.get_origin(base) is list:
+                kwargs.update(multiple=True, required=name in required, show_default=False)
+            elif base is bool:
+                opt = (f"{opt[0]}/--no-{opt[0][2:]}",) if default else opt
+                kwargs.update(is_flag=True, default=default)
+            elif typing.get_origin(base) is Literal:
+                kwargs.update(type=click.Choice(list(get_args(base))), default=default)
+            else:
+                kwargs.update(type=base, default=None if name in required else default, required=name in required,
+                                  show_default=name not in required)
+                if optional:
+                    kwargs["show_default"] = False
+            func = click.option(*opt, name, **kwargs)(func)
+        return func
+    return decorate
+
+
+def _fields(cls, suffix: str = ""):
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _fields(tp, suffix=f"_{f.name[:-1] if f.name.endswith('s') else f.name}")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        yield f.name + suffix, tp, default, f.metadata.get("help", "")
+
+
+def build_config(cls, values: dict):
+    """Construct `cls` from flattened CLI values (inverse of dataclass_options)."""
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            suffix = f"_{f.name[:-1] if f.name.endswith('s') else f.name}"
+            kwargs[f.name] = tp(**{g.name: values[g.name + suffix] for g in dataclasses.fields(tp)
+                                   if g.name + suffix in values})
+        elif f.name in values:
+            value = values[f.name]
+            kwargs[f.name] = list(value) if isinstance(value, tuple) else value
+    return cls(**kwargs)
+
+
+def run_command(func, *args, **kwargs):
+    """Run a command body; a UserError becomes one line on stderr and exit code 2."""
+    try:
+        return func(*args, **kwargs)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,131 @@
+"""Typed configuration. Defaults of TrainConfig are the published DistilBERT-AllSides recipe.
+
+Each dataclass validates itself at construction and names the bad field. The CLI builds its
+options from these fields (see cli_options), so a flag and its config field never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Literal, get_args, get_type_hints
+
+from .errors import ConfigError
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Metric = Literal["macro_f1", "accuracy", "val_loss"]
+
+
+@dataclass
+class Columns:
+    """Column names in the input Parquet; defaults match ../shared/data/allsides/articles.parquet."""
+
+    text: str = field(default="text", metadata={"help": "article body column"})
+    title: str = field(default="title", metadata={"help": "headline column ('' for none); prepended to text"})
+    label: str = field(
+        default="auto",
+        metadata={"help": "label column; 'auto' takes bias_text, else bias (left/center/right or 0/1/2)"},
+    )
+    source: str = field(default="source", metadata={"help": "outlet column"})
+    id: str = field(default="id", metadata={"help": "article id column"})
+    date: str = field(default="date", metadata={"help": "publication date column"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train` needs. Recipe defaults = the DistilBERT-AllSides model card."""
+
+    data: list[str] = field(default_factory=list, metadata={"help": "Parquet file(s), directory, glob or hf:NAME"})
+    output: str = field(default="", metadata={"help": "directory for the trained model"})
+    base_model: str = field(
+        default="distilbert-base-uncased", metadata={"help": "hub name or local directory of the encoder"}
+    )
+    columns: Columns = field(default_factory=Columns)
+    split: str = field(
+        default="outlet", metadata={"help": "validation split: outlet | random | column:NAME"}
+    )
+    val_fraction: float = field(default=0.1, metadata={"help": "validation share for outlet/random splits"})
+    test: list[str] = field(default_factory=list, metadata={"help": "labelled Parquet to test the best model on"})
+    learning_rate: float = field(default=3e-5, metadata={"help": "peak learning rate"})
+    train_batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
+    seed: int = field(default=12345, metadata={"help": "seed for split, init, shuffling"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "Adam epsilon"})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay (0 = plain Adam)"})
+    lr_scheduler: Literal["linear", "constant"] = field(default="linear", metadata={"help": "LR schedule after warmup"})
+    warmup_steps: int = field(default=16, metadata={"help": "linear warmup steps"})
+    epochs: int = field(default=20, metadata={"help": "maximum epochs"})
+    early_stopping: int = field(
+        default=3, metadata={"help": "stop after N epochs without improvement (0 = never)"}
+    )
+    metric_for_best: Metric = field(default="macro_f1", metadata={"help": "validation metric that picks the best epoch"})
+    precision: Precision = field(
+        default="auto", metadata={"help": "auto = bf16 on GPUs that support it, else fp16; fp32 on CPU"}
+    )
+    max_length: int = field(default=512, metadata={"help": "maximum tokens per article"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (smoke runs)"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use at most this many validation rows"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a model already in --output"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.columns, dict):
+            self.columns = Columns(**self.columns)
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if isinstance(self.test, str):
+            self.test = [self.test]
+        _check_literals(self)
+        _positive(self, "learning_rate", "train_batch_size", "eval_batch_size", "epochs", "max_length",
+                  "adam_epsilon")
+        _non_negative(self, "warmup_steps", "early_stopping", "weight_decay")
+        _optional_positive(self, "max_steps", "max_train_samples", "max_eval_samples")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", f"must be between 0 and 1, got {self.val_fraction}")
+        if not re.fullmatch(r"outlet|random|column:.+", self.split):
+            raise ConfigError("split", f"must be 'outlet', 'random' or 'column:NAME', got {self.split!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_literals(obj) -> None:
+    hints = get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        choices = _literal_choices(hints[f.name])
+        if choices and getattr(obj, f.name) not in choices:
+            raise ConfigError(f.name, f"must be one of {', '.join(choices)}; got {getattr(obj, f.name)!r}")
+
+
+def _literal_choices(tp) -> tuple[str, ...] | None:
+    if getattr(tp, "__origin__", None) is Literal:
+        return tuple(get_args(tp))
+    return None
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ConfigError(name, f"must be > 0, got {getattr(obj, name)}")
+
+
+def _non_negative(obj, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < 0:
+            raise ConfigError(name, f"must be >= 0, got {getattr(obj, name)}")
+
+
+def _optional_positive(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value <= 0:
+            raise ConfigError(name, f"must be > 0 when given, got {value}")

@@ -1,0 +1,157 @@
+"""Parquet in and out over any fsspec URL: input expansion, reading, atomic commits, fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import UserError
+
+_GLOB_CHARS = set("*?[")
+
+
+def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise UserError(f"cannot open {url!r}: {exc}") from exc
+
+
+def _unstrip(fs: fsspec.AbstractFileSystem, original: str, path: str) -> str:
+    """Give a path found by fs.find/glob back its protocol, so it can be opened on its own."""
+    if "://" in original:
+        return fs.unstrip_protocol(path)
+    return path
+
+
+def expand_inputs(paths: Sequence[str], suffix: str = ".parquet") -> list[str]:
+    """Files named by `paths`: files as given, directories searched recursively (hive partitions
+    included) for `suffix`, globs expanded. Sorted, de-duplicated. A path that names nothing is an error."""
+    found: list[str] = []
+    for raw in paths:
+        path = str(raw)
+        fs, stripped = _fs(path)
+        if any(c in _GLOB_CHARS for c in path):
+            matches = sorted(m for m in fs.glob(stripped) if fs.isfile(m))
+            if not matches:
+                raise UserError(f"no files match {path!r}")
+            found.extend(_unstrip(fs, path, m) for m in matches)
+        elif fs.isdir(stripped):
+            matches = sorted(
+                m for m in fs.find(stripped)
+                if m.endswith(suffix) and not os.path.basename(m).startswith((".", "_"))
+            )
+            if not matches:
+                raise UserError(f"directory {path!r} holds no *{suffix} files")
+            found.extend(_unstrip(fs, path, m) for m in matches)
+        elif fs.isfile(stripped):
+            found.append(path)
+        else:
+            raise UserError(f"input not found: {path!r} (give a Parquet file, a directory or a glob)")
+    return list(dict.fromkeys(found))
+
+
+def parquet_file(url: str) -> pq.ParquetFile:
+    """Open a Parquet file for streaming; a missing, unreadable or non-Parquet file is a UserError."""
+    fs, path = _fs(url)
+    try:
+        return pq.ParquetFile(fs.open(path, "rb"))
+    except FileNotFoundError as exc:
+        raise UserError(f"input not found: {url!r}") from exc
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise UserError(f"{url!r} is not a readable Parquet file ({exc}); give Parquet input") from exc
+
+
+def schema_names(url: str) -> list[str]:
+    return parquet_file(url).schema_arrow.names
+
+
+def read_table(url: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read whole columns of one Parquet file (for labelled data; the scorer streams instead)."""
+    pf = parquet_file(url)
+    try:
+        return pf.read(columns=list(columns) if columns is not None else None)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise UserError(f"{url!r} could not be read as Parquet ({exc})") from exc
+
+
+def iter_batches(url: str, columns: Sequence[str], batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+    """Stream record batches of one Parquet file; memory stays bounded by batch_rows."""
+    yield from parquet_file(url).iter_batches(batch_size=batch_rows, columns=list(columns))
+
+
+def exists(url: str) -> bool:
+    fs, path = _fs(url)
+    return fs.exists(path)
+
+
+def makedirs(url: str) -> None:
+    fs, path = _fs(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def _commit(fs: fsspec.AbstractFileSystem, tmp: str, final: str) -> None:
+    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        os.replace(tmp, final)  # atomic on POSIX: readers see the old file or the new one, never half
+    else:
+        fs.mv(tmp, final)
+
+
+def atomic_write_parquet(table: pa.Table, url: str, compression: str = "zstd") -> str:
+    """Write `table` to a temporary name beside `url`, then rename it into place."""
+    fs, path = _fs(url)
+    fs.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression=compression)
+        _commit(fs, tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+    return url
+
+
+def atomic_write_text(url: str, text: str) -> str:
+    fs, path = _fs(url)
+    fs.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(tmp, "w") as fh:
+            fh.write(text)
+        _commit(fs, tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+    return url
+
+
+def write_json(url: str, obj) -> str:
+    return atomic_write_text(url, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(url: str):
+    fs, path = _fs(url)
+    with fs.open(path, "r") as fh:
+        return json.load(fh)
+
+
+def file_fingerprint(url: str) -> dict:
+    """Size and sha256 of a file's bytes: names the exact data a model was trained on."""
+    fs, path = _fs(url)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": url, "bytes": fs.size(path), "sha256": digest.hexdigest()}

