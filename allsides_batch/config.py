@@ -30,6 +30,7 @@ class Columns:
     source: str = field(default="source", metadata={"help": "outlet column"})
     id: str = field(default="id", metadata={"help": "article id column"})
     date: str = field(default="date", metadata={"help": "publication date column"})
+    url: str = field(default="url", metadata={"help": "article URL column (optional; kept for domain keying)"})
 
 
 @dataclass
@@ -129,3 +130,70 @@ def _optional_positive(obj, *names: str) -> None:
         value = getattr(obj, name)
         if value is not None and value <= 0:
             raise ConfigError(name, f"must be > 0 when given, got {value}")
+
+
+@dataclass
+class ScoreConfig:
+    """Everything `score` needs. Output layout and exactly-once rules: see allsides_batch/score.py."""
+
+    model: str = field(default="", metadata={"help": "model directory or hub name"})
+    input: list[str] = field(default_factory=list, metadata={"help": "Parquet file(s), directories or globs"})
+    output: str = field(default="", metadata={"help": "output directory (scores, quarantine, manifest)"})
+    columns: Columns = field(default_factory=Columns)
+    max_length: int | None = field(
+        default=None, metadata={"help": "tokens per article (default: the length the model was trained with)"}
+    )
+    batch_tokens: int | None = field(
+        default=None, metadata={"help": "token budget per batch (default: 131072 on GPU, 16384 on CPU)"}
+    )
+    workers: int | None = field(default=None, metadata={"help": "tokenizer processes (default: cores - 1)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    devices: str | None = field(
+        default=None, metadata={"help": "several devices, one process each: 'all', 'cuda:0,cuda:1' or 'cpu:N'"}
+    )
+    precision: Precision = field(default="auto", metadata={"help": "auto = bf16/fp16 on GPU, fp32 on CPU"})
+    quantize: Literal["none", "int8"] = field(default="none", metadata={"help": "CPU only: dynamic int8"})
+    label_map: str | None = field(
+        default=None, metadata={"help": "rename model labels, e.g. LABEL_0=left,LABEL_1=center,LABEL_2=right"}
+    )
+    long_text: Literal["truncate", "chunk"] = field(
+        default="truncate", metadata={"help": "truncate: first max_length tokens; chunk: average all windows"}
+    )
+    stride: int = field(default=64, metadata={"help": "chunk mode: tokens shared by consecutive windows"})
+    run_id: str | None = field(default=None, metadata={"help": "run identifier (default: a new UUID)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.columns, dict):
+            self.columns = Columns(**self.columns)
+        if isinstance(self.input, str):
+            self.input = [self.input]
+        _check_literals(self)
+        _optional_positive(self, "max_length", "batch_tokens", "workers")
+        _non_negative(self, "stride")
+        if self.max_length is not None and self.stride >= self.max_length:
+            raise ConfigError("stride", f"must be smaller than max_length ({self.max_length}), got {self.stride}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class AggregateConfig:
+    """Everything `aggregate` needs."""
+
+    scores: str = field(default="", metadata={"help": "scores directory written by `score`"})
+    output: str = field(default="", metadata={"help": "aggregates output directory"})
+    window: Literal["day", "week", "month", "all"] = field(default="all", metadata={"help": "time window"})
+    since: str | None = field(default=None, metadata={"help": "first date to include (YYYY-MM-DD)"})
+    until: str | None = field(default=None, metadata={"help": "last date to include (YYYY-MM-DD)"})
+    outlet_key: Literal["source", "domain"] = field(
+        default="source", metadata={"help": "group by outlet name or by the registered domain of the URL"}
+    )
+    outlet_map: str | None = field(default=None, metadata={"help": "CSV mapping outlet names to canonical ones"})
+    min_articles: int = field(default=20, metadata={"help": "outlets with fewer articles are flagged low_n"})
+    model_id: str | None = field(default=None, metadata={"help": "aggregate only this model's scores"})
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        _positive(self, "min_articles")
