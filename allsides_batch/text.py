@@ -18,6 +18,7 @@ TEXT_PREP_FILE = "text_preparation.json"
 CHARS_PER_TOKEN = 8
 
 _WS = re.compile(r"[ \t\u00a0]+")
+_SPACED_NEWLINE = re.compile(r" ?\n ?")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
@@ -28,6 +29,10 @@ class TextPrep:
     version: int = 1
     prepend_title: bool = True
     separator: str = "\n\n"
+    # Outlet-identity masking (allsides_batch/masking.py). Off by default so model directories saved
+    # before masking existed load with the preparation they were trained with.
+    mask_outlet: bool = False
+    mask_version: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -53,14 +58,21 @@ class TextPrep:
 
 def normalise_whitespace(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _WS.sub(" ", text)
+    text = _SPACED_NEWLINE.sub("\n", _WS.sub(" ", text))
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
-def prepare_text(title: str | None, text: str, prep: TextPrep = TextPrep()) -> str:
+def prepare_text(title: str | None, text: str, prep: TextPrep = TextPrep(), source: str | None = None) -> str:
     """One article → one model input string. The title is prepended unless the body already starts
-    with it (many crawled bodies repeat the headline as their first line)."""
+    with it (many crawled bodies repeat the headline as their first line). With prep.mask_outlet the
+    outlet's identity (its name and aliases given `source`, datelines, bylines, URLs, boilerplate) is
+    removed from both, identically in training and scoring."""
     body = normalise_whitespace(text)
+    if prep.mask_outlet:
+        from .masking import mask_outlet_identity
+
+        body = mask_outlet_identity(body, source)
+        title = mask_outlet_identity(normalise_whitespace(title), source) if title else title
     if prep.prepend_title and title:
         head = normalise_whitespace(title)
         if head and not body.lower().startswith(head.lower()):
@@ -71,6 +83,16 @@ def prepare_text(title: str | None, text: str, prep: TextPrep = TextPrep()) -> s
 def char_budget(max_length: int) -> int:
     """Characters to keep before tokenizing when only the first `max_length` tokens are needed."""
     return max_length * CHARS_PER_TOKEN
+
+
+def cut_text(text: str, budget: int) -> str:
+    """The text's first whole words within `budget` characters. Cutting at whitespace keeps every
+    kept word whole, so its tokens are those of the full text; a text with no whitespace in the
+    budget is kept whole."""
+    if len(text) <= budget:
+        return text
+    end = max(text.rfind(" ", 0, budget + 1), text.rfind("\n", 0, budget + 1))
+    return text[:end] if end > 0 else text
 
 
 def special_token_layout(tokenizer) -> tuple[int, int]:
@@ -94,9 +116,10 @@ def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]
     """
     budget = char_budget(max_length)
     n_prefix, n_suffix = special_token_layout(tokenizer)
-    ids: list[list[int]] = tokenizer([t[:budget] for t in texts], truncation=True, max_length=max_length + 1,
+    cut = [cut_text(t, budget) for t in texts]
+    ids: list[list[int]] = tokenizer(cut, truncation=True, max_length=max_length + 1,
                                      return_attention_mask=False)["input_ids"]
-    redo = [i for i, t in enumerate(texts) if len(t) > budget and len(ids[i]) <= max_length]
+    redo = [i for i, (t, c) in enumerate(zip(texts, cut)) if len(c) < len(t) and len(ids[i]) <= max_length]
     if redo:
         again = tokenizer([texts[i] for i in redo], truncation=True, max_length=max_length + 1,
                           return_attention_mask=False)["input_ids"]
@@ -104,8 +127,8 @@ def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]
             ids[i] = row
     truncated = [len(row) > max_length for row in ids]
     out = []
-    for row, cut in zip(ids, truncated):
-        if cut:  # drop the one extra content token, keep the closing special tokens
+    for row, over in zip(ids, truncated):
+        if over:  # drop the one extra content token, keep the closing special tokens
             end = len(row) - n_suffix
             row = row[: end - 1] + row[end:]
         out.append(row)
