@@ -1,0 +1,94 @@
+"""A models root: published models side by side, named by model id, and an atomic `latest` pointer.
+
+```
+models/
+  3f2a9c0d1e4b5a67/      one directory per published model (its model_id: weights + config hash)
+  latest -> 3f2a9c0d1e4b5a67
+```
+`latest` is a relative symlink replaced with one rename, so a reader (a nightly run starting at
+the wrong moment) sees the old model or the new one, never a half-copied directory. Scoring runs
+resolve it once, at their start, to the real directory, so a model published mid-night does not
+mix two models in one night's scores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+
+from .errors import UserError
+from .model import model_id
+
+LATEST = "latest"
+
+
+@dataclass
+class PublishedModel:
+    model_id: str
+    path: str  # <models_root>/<model_id>
+    latest: str | None  # <models_root>/latest when it was moved, else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_model_dir(model_dir: str) -> None:
+    for name in ("config.json", "model.safetensors"):
+        if not os.path.isfile(os.path.join(model_dir, name)):
+            raise UserError(f"{model_dir!r} is not a complete model directory: {name} is missing")
+
+
+def publish_model(model_dir: str, models_root: str, set_latest: bool = True) -> PublishedModel:
+    """Copy `model_dir` to `<models_root>/<model_id>` (once: the same id means the same bytes) and,
+    with `set_latest`, point `<models_root>/latest` at it."""
+    _check_model_dir(model_dir)
+    mid = model_id(model_dir)
+    os.makedirs(models_root, exist_ok=True)
+    dest = os.path.join(models_root, mid)
+    if not os.path.isdir(dest):
+        # copy beside the destination, then rename: a crash leaves a *.partial-* directory, never a
+        # directory that looks published but is incomplete
+        tmp = f"{dest}.partial-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(model_dir, tmp)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            # another publisher of the same model won the race; its copy is byte-identical
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not os.path.isdir(dest):
+                raise
+    latest = point_latest(models_root, mid) if set_latest else None
+    return PublishedModel(model_id=mid, path=os.path.abspath(dest), latest=latest)
+
+
+def point_latest(models_root: str, mid: str) -> str:
+    """Atomically point `<models_root>/latest` at `<models_root>/<mid>`."""
+    target = os.path.join(models_root, mid)
+    if not os.path.isdir(target):
+        raise UserError(f"cannot point latest at {target!r}: no such published model")
+    link = os.path.join(models_root, LATEST)
+    if os.path.exists(link) and not os.path.islink(link):
+        raise UserError(f"{link!r} is a real file or directory, not a pointer; move it away so "
+                        "`latest` can be managed as a symlink")
+    tmp = os.path.join(models_root, f".{LATEST}.{uuid.uuid4().hex[:8]}")
+    os.symlink(mid, tmp)  # relative: the models root can be mounted anywhere
+    os.replace(tmp, link)
+    return os.path.abspath(link)
+
+
+def resolve_model(model: str, models_root: str = "models") -> str:
+    """'latest' (or a models-root entry name) → the real directory it names now; a path → its
+    absolute path; anything else (a hub name) unchanged."""
+    if model == LATEST or (os.sep not in model and os.path.isdir(os.path.join(models_root, model))):
+        path = os.path.join(models_root, model)
+        if not os.path.exists(path):
+            raise UserError(f"no model at {path!r}: publish one first (python -m flows train, or "
+                            "prefect deployment run train-model/manual), or pass a model directory")
+        return os.path.realpath(path)
+    if os.path.isdir(model):
+        return os.path.abspath(model)
+    if "://" in model or model.count("/") == 1 and not model.startswith((".", "/")):
+        return model  # a remote URL or a hub name such as org/model: the scorer loads it
+    raise UserError(f"model {model!r} is neither 'latest', a published model id, nor a directory")
