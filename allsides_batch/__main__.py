@@ -9,6 +9,7 @@ from .cli import LazyGroup
 
 COMMANDS = {
     "train": ("allsides_batch.commands.train", "Fine-tune an encoder to label articles left/center/right."),
+    "aggregate": ("allsides_batch.commands.aggregate", "Per-outlet (and per-window) statistics of article scores."),
 }
 
 

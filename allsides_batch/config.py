@@ -193,7 +193,21 @@ class AggregateConfig:
     outlet_map: str | None = field(default=None, metadata={"help": "CSV mapping outlet names to canonical ones"})
     min_articles: int = field(default=20, metadata={"help": "outlets with fewer articles are flagged low_n"})
     model_id: str | None = field(default=None, metadata={"help": "aggregate only this model's scores"})
+    label_threshold: float = field(
+        default=1 / 3, metadata={"help": "outlet_label: mean score below -T is left, above +T right, else center"}
+    )
 
     def __post_init__(self) -> None:
         _check_literals(self)
         _positive(self, "min_articles")
+        if not 0.0 <= self.label_threshold < 1.0:
+            raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ConfigError(name, f"must be a date YYYY-MM-DD, got {value!r}")
+        if self.since and self.until and self.since > self.until:
+            raise ConfigError("until", f"{self.until} is before --since {self.since}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

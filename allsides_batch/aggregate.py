@@ -1,0 +1,399 @@
+"""Per-outlet (and per-window) statistics over the scorer's output, with polars.
+
+One output row per outlet and window:
+
+- ``mean_bias_score``, ``std_bias_score`` (sample standard deviation, ddof 1) of bias_score = p_right − p_left.
+- ``ci95_low`` / ``ci95_high``: Student-t interval for the mean, mean ± t(0.975, n−1) · s / √n,
+  clipped to the score's range [−1, 1]; null when n = 1 (no spread to estimate). The t interval
+  assumes the outlet's articles are independent draws; for bounded scores its coverage is close to
+  95% from about 20 articles on, which is why outlets under --min-articles are flagged ``low_n``.
+- ``outlet_label``: left if the mean is below −T, right if above +T, else center
+  (T = --label-threshold, default 1/3: the score range [−1, 1] cut into thirds).
+- ``delta_vs_previous_window``: this window's mean minus the mean of the outlet's previous window
+  that has articles (``previous_window_start`` names it); null for the first window and for ``all``.
+
+Dates are parsed from ``YYYY-MM-DD`` (with any time after it), ``M/D/YY`` and ``M/D/YYYY``. A date that
+is missing, unparseable, or implausible (before 1900 or after tomorrow) cannot be placed in a window:
+such rows are counted by reason in the summary; they are excluded from day/week/month aggregates and
+from any --since/--until range, and included in ``window=all`` without a range.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from .config import AggregateConfig
+from .errors import UserError
+from .io import atomic_write_parquet, exists, expand_inputs, join, write_json
+
+if TYPE_CHECKING:
+    import polars as pl
+
+REQUIRED = ("id", "source", "date", "label", "bias_score", "confidence", "model_id", "scored_at")
+URL_COLUMNS = ("url", "source_url")
+CI_METHOD = "student-t: mean ± t(0.975, n-1)·s/√n, clipped to [-1, 1]; null for n = 1"
+# Public suffixes of two labels that are common in news URLs; the registered domain under them has
+# three labels (bbc.co.uk). A full public-suffix list would be a new dependency for little gain here.
+MULTI_PART_SUFFIXES = (
+    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "org.au", "co.nz", "co.jp", "co.in",
+    "com.br", "com.mx", "co.za", "com.cn", "com.hk", "com.sg", "co.il", "com.tr", "co.kr",
+)
+MIN_YEAR = 1900
+PART_NAME = "part-0.parquet"
+SUMMARY_NAME = "_summary.json"
+
+
+@dataclass
+class AggregateSummary:
+    """What one aggregate run read, chose, excluded and wrote."""
+
+    output_path: str
+    summary_path: str
+    window: str
+    outlet_key: str
+    model_id: str
+    model_ids_found: list[str]
+    input_files: int
+    input_rows: int
+    duplicate_rows: int
+    rows_without_score: int
+    aggregated_articles: int
+    outlets: int
+    rows: int
+    low_n_rows: int
+    unplaceable_dates: dict[str, int]
+    unplaceable_examples: list[str]
+    excluded_rows: dict[str, int]
+    domain_fallback_rows: int
+    mapped_rows: int
+    aggregated_at: str
+    ci_method: str = CI_METHOD
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+def _t_cdf_two_sided(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer df, in closed form (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2 == 1:
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        return (2 / math.pi) * (theta + (s * math.cos(theta) * total if df > 1 else 0.0))
+    term, total = 1.0, 1.0
+    for k in range(1, df // 2):
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return s * total
+
+
+def t_critical(df: int, level: float = 0.95) -> float:
+    """Two-sided critical value t with P(|T| < t) = level, for integer df >= 1 (bisection on the exact CDF)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df > 1000:
+        # Cornish-Fisher expansion in 1/df (A&S 26.7.5): exact to ~1e-12 here; the series would be long
+        z = statistics.NormalDist().inv_cdf((1 + level) / 2)
+        g1 = (z ** 3 + z) / 4
+        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+        g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+        return z + g1 / df + g2 / df ** 2 + g3 / df ** 3
+    lo, hi = 0.0, 1.0
+    while _t_cdf_two_sided(hi, df) < level:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf_two_sided(mid, df) < level else (lo, mid)
+    return (lo + hi) / 2
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+def score_files(scores: str) -> list[str]:
+    """Parquet files of the scores table: `DIR/scores/**` when DIR is a score output directory,
+    else DIR itself (a scores directory). Quarantine files are never read as scores."""
+    if not scores:
+        raise UserError("--scores is required: the output directory of `score`")
+    sub = join(scores, "scores")
+    if exists(sub):
+        return expand_inputs([sub])
+    if exists(join(scores, "quarantine")):
+        raise UserError(f"{scores!r} has quarantine/ but no scores/: the score run wrote no scores yet")
+    return expand_inputs([scores])
+
+
+def read_outlet_map(path: str) -> dict[str, str]:
+    """CSV with a header and two columns: outlet name as found (or domain), canonical name."""
+    if not os.path.isfile(path):
+        raise UserError(f"--outlet-map {path!r} not found; give a CSV with columns name,canonical")
+    mapping: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or len(rows[0]) < 2:
+        raise UserError(f"--outlet-map {path!r}: needs a header and two columns (name,canonical)")
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise UserError(f"--outlet-map {path!r} line {line}: needs a name and a canonical name, got {row}")
+        name, canonical = row[0].strip(), row[1].strip()
+        if mapping.get(name, canonical) != canonical:
+            raise UserError(f"--outlet-map {path!r} line {line}: {name!r} is mapped twice "
+                            f"({mapping[name]!r} and {canonical!r})")
+        mapping[name] = canonical
+    return mapping
+
+
+def _parsed_date(dtype) -> pl.Expr:
+    import polars as pl
+
+    col = pl.col("date")
+    if dtype == pl.Date:
+        return col
+    if isinstance(dtype, pl.Datetime):
+        return col.dt.date()
+    text = col.cast(pl.String).str.strip_chars()
+    # Order matters: M/D/YY before M/D/YYYY, or 9/6/17 would become the year 17.
+    return pl.coalesce(text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False),
+                       text.str.to_date("%m/%d/%y", strict=False),
+                       text.str.to_date("%m/%d/%Y", strict=False))
+
+
+def _date_status(parsed: pl.Expr) -> pl.Expr:
+    import polars as pl
+
+    latest = dt.date.today() + dt.timedelta(days=1)
+    raw = pl.col("date").cast(pl.String).str.strip_chars()
+    return (pl.when(raw.is_null() | (raw == "")).then(pl.lit("missing"))
+            .when(parsed.is_null()).then(pl.lit("unparseable"))
+            .when((parsed.dt.year() < MIN_YEAR) | (parsed > pl.lit(latest))).then(pl.lit("implausible"))
+            .otherwise(pl.lit("ok")))
+
+
+def registered_domain(url: pl.Expr) -> pl.Expr:
+    """Host of a URL (scheme optional) reduced to its registered domain: www.money.cnn.com → cnn.com."""
+    import polars as pl
+
+    host = (url.str.to_lowercase()
+            .str.extract(r"^\s*(?:[a-z][a-z0-9+.\-]*://)?(?:[^@/?#]*@)?([^/:?#\s]+)", 1)
+            .str.strip_chars("."))
+    parts = host.str.split(".")
+    last2 = parts.list.slice(-2, 2).list.join(".")
+    last3 = parts.list.slice(-3, 3).list.join(".")
+    return (pl.when(host.str.contains(r"^\d+(\.\d+){3}$")).then(host)
+            .when(last2.is_in(list(MULTI_PART_SUFFIXES)) & (parts.list.len() >= 3)).then(last3)
+            .when(host.str.contains(r"\.")).then(last2)
+            .otherwise(None))
+
+
+def _outlet_expr(cfg: AggregateConfig, names: list[str]) -> tuple[pl.Expr, pl.Expr]:
+    """(outlet key, whether the row fell back to its source name for want of a URL)."""
+    import polars as pl
+
+    source = pl.col("source").cast(pl.String).fill_null("(no source)")
+    if cfg.outlet_key == "source":
+        return source, pl.lit(False)
+    urls = [c for c in URL_COLUMNS if c in names]
+    if not urls:
+        raise UserError("--outlet-key domain needs a url or source_url column in the scores; "
+                        "score input that has one, or use --outlet-key source with --outlet-map")
+    domain = pl.coalesce([registered_domain(pl.col(c).cast(pl.String)) for c in urls])
+    return pl.coalesce(domain, source), domain.is_null()
+
+
+def _choose_model(lf: pl.LazyFrame, wanted: str | None) -> tuple[str, list[str], list[str]]:
+    import polars as pl
+
+    latest = (lf.group_by("model_id").agg(pl.col("scored_at").max().alias("last"))
+              .sort("last", descending=True, nulls_last=True).collect())
+    found = [str(m) for m in latest["model_id"].to_list()]
+    if not found:
+        raise UserError("the scores hold no rows: nothing to aggregate")
+    if wanted is not None:
+        if wanted not in found:
+            raise UserError(f"--model-id {wanted!r} not in the scores; found: {', '.join(found)}")
+        return wanted, found, []
+    notes = [] if len(found) == 1 else [
+        f"scores hold {len(found)} models ({', '.join(found)}); aggregated the most recently scored, "
+        f"{found[0]}; choose another with --model-id"]
+    return found[0], found, notes
+
+
+def _window_start(window: str) -> pl.Expr:
+    import polars as pl
+
+    date = pl.col("_date")
+    return {"day": date, "week": date.dt.truncate("1w"), "month": date.dt.month_start()}[window]
+
+
+def _window_end(window: str) -> pl.Expr:
+    import polars as pl
+
+    start = pl.col("window_start")
+    return {"day": start, "week": start + pl.duration(days=6), "month": start.dt.month_end()}[window]
+
+
+def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    import polars as pl
+
+    try:
+        return frame.collect()
+    except (pl.exceptions.SchemaError, pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as exc:
+        raise UserError(f"the scores could not be read as one table ({type(exc).__name__}: {exc}); "
+                        "aggregate the output of one `score` version at a time") from exc
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
+    """Aggregate one model's article scores per outlet (and window) into
+    `cfg.output/window=<window>/part-0.parquet`, replacing that window's previous output.
+
+    Interval: Student-t (see the module docstring). Labels: mean < −T left, > T right, else center."""
+    import polars as pl
+
+    if not cfg.output:
+        raise UserError("--output is required: the directory for the aggregates")
+    files = score_files(cfg.scores)
+    scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore")
+    try:
+        schema = scan.collect_schema()
+    except (pl.exceptions.ComputeError, OSError) as exc:
+        raise UserError(f"cannot read the scores under {cfg.scores!r} as Parquet: {exc}") from exc
+    names = schema.names()
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise UserError(f"scores under {cfg.scores!r} lack column(s) {', '.join(missing)} "
+                        f"(found: {', '.join(names)}); give the output directory of `score`")
+
+    model, found, notes = _choose_model(scan, cfg.model_id)
+    mapping = read_outlet_map(cfg.outlet_map) if cfg.outlet_map else {}
+    outlet, fallback = _outlet_expr(cfg, names)
+    parsed = _parsed_date(schema["date"])
+    status = _date_status(parsed)
+    rows = (scan.filter(pl.col("model_id") == model)
+            .with_columns(_outlet=outlet, _fallback=fallback, _status=status, _date=parsed))
+    rows = rows.with_columns(_mapped=pl.col("_outlet").is_in(list(mapping)),
+                             _outlet=pl.col("_outlet").replace(mapping),
+                             _date=pl.when(pl.col("_status") == "ok").then(pl.col("_date")))
+    # A rerun of `score` over the same input must not count an article twice: keep its latest score.
+    input_rows = _collect(rows.select(pl.len())).item()
+    rows = rows.sort("scored_at", nulls_last=False).unique(subset=["id"], keep="last")
+    bias = pl.col("bias_score").cast(pl.Float64)
+    scored = bias.is_not_null() & bias.is_not_nan()
+
+    placed = pl.col("_status") == "ok"
+    keep = scored
+    checks = {}
+    if cfg.window != "all" or cfg.since or cfg.until:
+        keep = keep & placed
+        checks["unplaceable date"] = scored & ~placed
+    if cfg.since:
+        since = dt.date.fromisoformat(cfg.since)
+        keep = keep & (pl.col("_date") >= since)
+        checks["before --since"] = scored & placed & (pl.col("_date") < since)
+    if cfg.until:
+        until = dt.date.fromisoformat(cfg.until)
+        keep = keep & (pl.col("_date") <= until)
+        checks["after --until"] = scored & placed & (pl.col("_date") > until)
+
+    counts = _collect(rows.select(
+        n=pl.len(), no_score=(~scored).sum(), fallback=pl.col("_fallback").sum(),
+        mapped=pl.col("_mapped").sum(), kept=keep.sum(),
+        **{f"x{i}": expr.sum() for i, expr in enumerate(checks.values())})).row(0, named=True)
+    status_counts = _collect(rows.filter(~placed).group_by("_status").len())
+    examples = _collect(rows.filter(~placed).select(pl.col("date").cast(pl.String).fill_null("<null>"))
+                        .unique().sort("date").head(5))["date"].to_list()
+
+    table = _aggregate_rows(rows.filter(keep), cfg, model)
+    out_dir = join(cfg.output, f"window={cfg.window}")
+    out_path = atomic_write_parquet(table.to_arrow(), join(out_dir, PART_NAME))
+    _remove_stale_parts(out_dir)
+    if counts["kept"] == 0:
+        notes.append("no articles left to aggregate after the date filters; wrote an empty table")
+    summary = AggregateSummary(
+        output_path=out_path, summary_path=join(out_dir, SUMMARY_NAME), window=cfg.window,
+        outlet_key=cfg.outlet_key, model_id=model, model_ids_found=found, input_files=len(files),
+        input_rows=input_rows, duplicate_rows=input_rows - counts["n"], rows_without_score=counts["no_score"],
+        aggregated_articles=counts["kept"], outlets=table["outlet"].n_unique(), rows=table.height,
+        low_n_rows=int(table["low_n"].sum()),
+        unplaceable_dates={r["_status"]: r["len"] for r in status_counts.sort("_status").iter_rows(named=True)},
+        unplaceable_examples=examples,
+        excluded_rows={name: counts[f"x{i}"] for i, name in enumerate(checks)},
+        domain_fallback_rows=counts["fallback"], mapped_rows=counts["mapped"],
+        aggregated_at=table["aggregated_at"][0].isoformat() if table.height else _now().isoformat(),
+        notes=notes)
+    if counts["fallback"]:
+        notes.append(f"{counts['fallback']} row(s) had no usable URL and were keyed by their source name")
+    write_json(summary.summary_path, {"config": cfg.to_dict(), **summary.to_dict()})
+    return summary
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def _aggregate_rows(rows: pl.LazyFrame, cfg: AggregateConfig, model: str) -> pl.DataFrame:
+    import polars as pl
+
+    bias = pl.col("bias_score").cast(pl.Float64)
+    label = pl.col("label").cast(pl.String).str.to_lowercase()
+    stats = [pl.len().alias("n_articles"), bias.mean().alias("mean_bias_score"),
+             bias.std(ddof=1).alias("std_bias_score"),
+             *[(label == name).mean().alias(f"share_{name}") for name in ("left", "center", "right")],
+             pl.col("confidence").cast(pl.Float64).mean().alias("mean_confidence")]
+    if cfg.window == "all":
+        grouped = rows.group_by("_outlet").agg(pl.col("_date").min().alias("window_start"),
+                                               pl.col("_date").max().alias("window_end"), *stats)
+    else:
+        grouped = (rows.with_columns(window_start=_window_start(cfg.window))
+                   .group_by("_outlet", "window_start").agg(*stats)
+                   .with_columns(window_end=_window_end(cfg.window)))
+    frame = _collect(grouped.rename({"_outlet": "outlet"}).sort("outlet", "window_start", nulls_last=False))
+
+    n = frame["n_articles"]
+    t_values = {int(k): t_critical(int(k) - 1) for k in n.unique().to_list() if k >= 2}
+    half = (pl.col("n_articles").replace_strict(t_values, default=None, return_dtype=pl.Float64)
+            * pl.col("std_bias_score") / pl.col("n_articles").cast(pl.Float64).sqrt())
+    mean = pl.col("mean_bias_score")
+    previous = pl.col("window_start").shift(1).over("outlet")
+    if cfg.window == "all":
+        delta, previous = pl.lit(None, dtype=pl.Float64), pl.lit(None, dtype=pl.Date)
+    else:
+        delta = mean - mean.shift(1).over("outlet")
+    T = cfg.label_threshold
+    frame = frame.with_columns(
+        window=pl.lit(cfg.window),
+        ci95_low=(mean - half).clip(-1.0, 1.0), ci95_high=(mean + half).clip(-1.0, 1.0),
+        outlet_label=pl.when(mean < -T).then(pl.lit("left")).when(mean > T).then(pl.lit("right"))
+        .otherwise(pl.lit("center")),
+        low_n=pl.col("n_articles") < cfg.min_articles,
+        delta_vs_previous_window=delta, previous_window_start=previous,
+        model_id=pl.lit(model), aggregated_at=pl.lit(_now(), dtype=pl.Datetime("us", "UTC")))
+    return frame.select(
+        "outlet", "window", pl.col("window_start").cast(pl.Date), pl.col("window_end").cast(pl.Date),
+        pl.col("n_articles").cast(pl.Int64), "mean_bias_score", "std_bias_score", "ci95_low", "ci95_high",
+        "share_left", "share_center", "share_right", "mean_confidence", "outlet_label", "low_n",
+        "delta_vs_previous_window", pl.col("previous_window_start").cast(pl.Date), "model_id", "aggregated_at")
+
+
+def _remove_stale_parts(out_dir: str) -> None:
+    """A window's directory holds exactly one data file after a run: older parts would be read twice."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(out_dir)
+    for name in fs.ls(path, detail=False):
+        if name.endswith(".parquet") and os.path.basename(name) != PART_NAME:
+            fs.rm(name)

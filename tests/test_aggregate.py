@@ -1,0 +1,257 @@
+"""aggregate: hand-computed statistics, interval coverage, outlet keying, dates, reruns, model choice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from allsides_batch.aggregate import outlet_aggregates, t_critical
+from allsides_batch.config import AggregateConfig
+from allsides_batch.errors import ConfigError, UserError
+
+LABEL_OF = {0: "left", 1: "center", 2: "right"}
+
+
+def score_row(id_, source, date, p_left, p_right, *, url=None, source_url=None, model="m1",
+              scored_at="2026-01-01T00:00:00+00:00", run="r1") -> dict:
+    p_center = 1.0 - p_left - p_right
+    probs = [p_left, p_center, p_right]
+    return {"id": id_, "source": source, "date": date, "label": LABEL_OF[int(np.argmax(probs))],
+            "p_left": p_left, "p_center": p_center, "p_right": p_right, "bias_score": p_right - p_left,
+            "confidence": max(probs), "n_tokens": 100, "truncated": False, "model_id": model, "run_id": run,
+            "scored_at": scored_at, "url": url, "source_url": source_url}
+
+
+def write_scores(root: Path, rows: list[dict], part: str = "part-0") -> Path:
+    """The scorer's layout: ROOT/scores/model_id=<id>/part-*.parquet (+ an empty quarantine)."""
+    by_model: dict[str, list[dict]] = {}
+    for row in rows:
+        by_model.setdefault(row["model_id"], []).append(row)
+    for model, items in by_model.items():
+        out = root / "scores" / f"model_id={model}"
+        out.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist(items).cast(pa.schema([
+            ("id", pa.string()), ("source", pa.string()), ("date", pa.string()), ("label", pa.string()),
+            ("p_left", pa.float32()), ("p_center", pa.float32()), ("p_right", pa.float32()),
+            ("bias_score", pa.float32()), ("confidence", pa.float32()), ("n_tokens", pa.int32()),
+            ("truncated", pa.bool_()), ("model_id", pa.string()), ("run_id", pa.string()),
+            ("scored_at", pa.string()), ("url", pa.string()), ("source_url", pa.string())]))
+        pq.write_table(table, out / f"{part}.parquet")
+    (root / "quarantine").mkdir(exist_ok=True)
+    return root
+
+
+def run(tmp_path: Path, scores: Path, **kwargs):
+    cfg = AggregateConfig(scores=str(scores), output=str(tmp_path / "agg"), **kwargs)
+    summary = outlet_aggregates(cfg)
+    return summary, pq.read_table(summary.output_path).to_pylist()
+
+
+# Outlet A: two articles in January 2020 (same week), one in February; outlet B: one in January.
+HAND = [
+    score_row("a1", "A", "2020-01-06", 0.7, 0.1),   # bias -0.6, left
+    score_row("a2", "A", "2020-01-08", 0.2, 0.6),   # bias +0.4, right
+    score_row("a3", "A", "2020-02-03", 0.1, 0.1),   # bias  0.0, center
+    score_row("b1", "B", "2020-01-31", 0.1, 0.8),   # bias +0.7, right
+]
+
+
+def test_month_aggregates_equal_hand_computation(tmp_path):
+    summary, rows = run(tmp_path, write_scores(tmp_path / "s", HAND), window="month", min_articles=2)
+    got = {(r["outlet"], r["window_start"]): r for r in rows}
+    assert summary.rows == 3 and summary.outlets == 2 and summary.aggregated_articles == 4
+    a_jan = got[("A", dt.date(2020, 1, 1))]
+    assert a_jan["window_end"] == dt.date(2020, 1, 31) and a_jan["window"] == "month"
+    assert a_jan["n_articles"] == 2
+    assert a_jan["mean_bias_score"] == pytest.approx(-0.1, abs=1e-6)
+    assert a_jan["std_bias_score"] == pytest.approx(statistics.stdev([-0.6, 0.4]), abs=1e-6)
+    half = 12.706204736 * statistics.stdev([-0.6, 0.4]) / math.sqrt(2)  # t(0.975, 1): clipped to [-1, 1]
+    assert a_jan["ci95_low"] == pytest.approx(max(-1.0, -0.1 - half)) and a_jan["ci95_high"] == 1.0
+    assert (a_jan["share_left"], a_jan["share_center"], a_jan["share_right"]) == (0.5, 0.0, 0.5)
+    assert a_jan["mean_confidence"] == pytest.approx((0.7 + 0.6) / 2, abs=1e-6)
+    assert a_jan["outlet_label"] == "center" and a_jan["low_n"] is False
+    assert a_jan["delta_vs_previous_window"] is None
+    a_feb = got[("A", dt.date(2020, 2, 1))]
+    assert a_feb["window_end"] == dt.date(2020, 2, 29) and a_feb["n_articles"] == 1
+    assert a_feb["delta_vs_previous_window"] == pytest.approx(0.0 - (-0.1), abs=1e-6)
+    assert a_feb["previous_window_start"] == dt.date(2020, 1, 1)
+    assert a_feb["std_bias_score"] is None and a_feb["ci95_low"] is None and a_feb["low_n"] is True
+    b_jan = got[("B", dt.date(2020, 1, 1))]
+    assert b_jan["outlet_label"] == "right" and b_jan["share_right"] == 1.0
+    assert {r["model_id"] for r in rows} == {"m1"}
+
+
+def test_week_and_all_windows(tmp_path):
+    scores = write_scores(tmp_path / "s", HAND)
+    _, weeks = run(tmp_path, scores, window="week")
+    a = sorted((r["window_start"], r["window_end"], r["n_articles"]) for r in weeks if r["outlet"] == "A")
+    # ISO weeks start on Monday: 2020-01-06 and 2020-02-03 are Mondays
+    assert a == [(dt.date(2020, 1, 6), dt.date(2020, 1, 12), 2), (dt.date(2020, 2, 3), dt.date(2020, 2, 9), 1)]
+    _, all_rows = run(tmp_path, scores, window="all")
+    a_all = next(r for r in all_rows if r["outlet"] == "A")
+    assert a_all["n_articles"] == 3 and a_all["mean_bias_score"] == pytest.approx(-0.2 / 3, abs=1e-6)
+    assert (a_all["window_start"], a_all["window_end"]) == (dt.date(2020, 1, 6), dt.date(2020, 2, 3))
+    assert a_all["delta_vs_previous_window"] is None
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 10, 29, 30, 99, 1000, 250_000])
+def test_t_critical_matches_scipy(df):
+    from scipy import stats
+
+    assert t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-6)
+
+
+def test_interval_covers_known_mean_about_95_percent(tmp_path):
+    """1,000 simulated outlets of 30 skewed, bounded scores with a known mean (seeded)."""
+    rng = np.random.default_rng(7)
+    a, b = 2.0, 5.0
+    true_mean = 2 * a / (a + b) - 1  # scores = 2·Beta(2, 5) − 1 in [-1, 1]
+    rows = []
+    for o in range(1000):
+        for j, s in enumerate(2 * rng.beta(a, b, size=30) - 1):
+            p_left = (1 - s) / 2 * 0.9
+            rows.append(score_row(f"o{o}-{j}", f"outlet{o:04d}", "2021-03-01", p_left, p_left + s))
+    _, out = run(tmp_path, write_scores(tmp_path / "s", rows))
+    lows, highs = np.array([r["ci95_low"] for r in out]), np.array([r["ci95_high"] for r in out])
+    coverage = np.mean((lows <= true_mean) & (true_mean <= highs))
+    assert len(out) == 1000 and 0.92 <= coverage <= 0.98
+    # and the interval narrows like 1/sqrt(n): 4x the articles, about half the width
+    rows120 = [score_row(f"x{j}", "big", "2021-03-01", (1 - s) / 2 * 0.9, (1 - s) / 2 * 0.9 + s)
+               for j, s in enumerate(2 * rng.beta(a, b, size=120) - 1)]
+    _, big = run(tmp_path, write_scores(tmp_path / "s2", rows120))
+    ratio = (big[0]["ci95_high"] - big[0]["ci95_low"]) / np.median(highs - lows)
+    assert 0.35 < ratio < 0.65
+
+
+def test_domain_keying_merges_aliases(tmp_path):
+    rows = [
+        score_row("f1", "Fox News", "2020-01-01", 0.1, 0.8, url="https://www.foxnews.com/politics/x"),
+        score_row("f2", "Fox Online News", "2020-01-02", 0.2, 0.7, url="http://foxnews.com/us/y?z=1"),
+        score_row("f3", "Fox Online News", "2020-01-03", 0.2, 0.7, source_url="www.insider.foxnews.com"),
+        score_row("c1", "CNN (Web News)", "2020-01-01", 0.8, 0.1, url="http://www.cnn.com/2020/a"),
+        score_row("c2", "CNN - Editorial", "2020-01-01", 0.6, 0.1, url="https://money.cnn.com:443/b"),
+        score_row("g1", "BBC News", "2020-01-01", 0.3, 0.3, url="https://www.bbc.co.uk/news/c"),
+        score_row("n1", "No URL Daily", "2020-01-01", 0.3, 0.3),
+    ]
+    summary, out = run(tmp_path, write_scores(tmp_path / "s", rows), outlet_key="domain")
+    counts = {r["outlet"]: r["n_articles"] for r in out}
+    assert counts == {"foxnews.com": 3, "cnn.com": 2, "bbc.co.uk": 1, "No URL Daily": 1}
+    assert summary.domain_fallback_rows == 1 and any("no usable URL" in n for n in summary.notes)
+    _, by_source = run(tmp_path, write_scores(tmp_path / "s", rows), outlet_key="source")
+    assert len(by_source) == 6
+
+
+def test_outlet_map_merges_names(tmp_path):
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("name,canonical\nFox Online News,Fox News\nCNN - Editorial,CNN\nCNN (Web News),CNN\n")
+    rows = [score_row("1", "Fox News", "2020-01-01", 0.1, 0.8), score_row("2", "Fox Online News", "2020-01-01", 0.1, 0.8),
+            score_row("3", "CNN - Editorial", "2020-01-01", 0.8, 0.1), score_row("4", "CNN (Web News)", "", 0.8, 0.1),
+            score_row("5", "Reuters", "2020-01-01", 0.3, 0.3)]
+    summary, out = run(tmp_path, write_scores(tmp_path / "s", rows), outlet_map=str(mapping))
+    assert {r["outlet"]: r["n_articles"] for r in out} == {"Fox News": 2, "CNN": 2, "Reuters": 1}
+    assert summary.mapped_rows == 3
+    mapping.write_text("name,canonical\nFox News,A\nFox News,B\n")
+    with pytest.raises(UserError, match="mapped twice"):
+        run(tmp_path, tmp_path / "s", outlet_map=str(mapping))
+
+
+MALFORMED = ["2019-05-02", "9/6/17", "0001-11-30", "", None, "yesterday", "12/30/2017", "2019-05-20T08:00:00Z"]
+
+
+def test_malformed_dates_are_counted_not_lost(tmp_path):
+    rows = [score_row(f"d{i}", "X", d, 0.5, 0.2) for i, d in enumerate(MALFORMED)]
+    scores = write_scores(tmp_path / "s", rows)
+    summary, out = run(tmp_path, scores, window="month")
+    placed = sum(r["n_articles"] for r in out)
+    assert placed == 4  # 2019-05 (2), 2017-09, 2017-12
+    assert {r["window_start"] for r in out} == {dt.date(2019, 5, 1), dt.date(2017, 9, 1), dt.date(2017, 12, 1)}
+    assert summary.unplaceable_dates == {"implausible": 1, "missing": 2, "unparseable": 1}
+    assert summary.excluded_rows == {"unplaceable date": 4}
+    assert placed + sum(summary.unplaceable_dates.values()) == len(MALFORMED)
+    assert "0001-11-30" in summary.unplaceable_examples and "yesterday" in summary.unplaceable_examples
+    on_disk = json.loads(Path(summary.summary_path).read_text())
+    assert on_disk["unplaceable_dates"] == summary.unplaceable_dates
+    summary_all, out_all = run(tmp_path, scores, window="all")  # no window to place: everything counts
+    assert out_all[0]["n_articles"] == len(MALFORMED) and summary_all.excluded_rows == {}
+    assert summary_all.unplaceable_dates == summary.unplaceable_dates
+
+
+def test_since_until_filters_are_counted(tmp_path):
+    rows = [score_row(f"d{i}", "X", d, 0.5, 0.2) for i, d in enumerate(MALFORMED)]
+    summary, out = run(tmp_path, write_scores(tmp_path / "s", rows), since="2018-01-01", until="2019-05-10")
+    assert out[0]["n_articles"] == 1
+    assert summary.excluded_rows == {"unplaceable date": 4, "before --since": 2, "after --until": 1}
+
+
+def test_real_dates_every_row_accounted_for(tmp_path, articles_path):
+    """All 36k real dates: placed in a month or counted by reason; the missing count matches the file."""
+    table = pq.read_table(articles_path, columns=["id", "source", "date", "url", "source_url"])
+    rng = np.random.default_rng(0)
+    p_left = rng.uniform(0, 0.5, table.num_rows)
+    rows = [score_row(i, s, d, pl_, 0.3, url=u, source_url=su) for i, s, d, u, su, pl_ in
+            zip(*[table[c].to_pylist() for c in ("id", "source", "date", "url", "source_url")], p_left)]
+    summary, out = run(tmp_path, write_scores(tmp_path / "s", rows), window="month", outlet_key="domain")
+    empty = sum(1 for d in table["date"].to_pylist() if d is None or not d.strip())
+    assert summary.unplaceable_dates["missing"] == empty
+    assert sum(r["n_articles"] for r in out) + sum(summary.unplaceable_dates.values()) == table.num_rows
+    assert summary.unplaceable_dates.get("implausible", 0) >= 1  # 0001-11-30 is in the data
+    assert summary.domain_fallback_rows == 0 and "cnn.com" in {r["outlet"] for r in out}
+
+
+def test_rerun_replaces_and_latest_model_wins(tmp_path):
+    scores = write_scores(tmp_path / "s", HAND)
+    first, rows1 = run(tmp_path, scores, window="month")
+    second, rows2 = run(tmp_path, scores, window="month")
+    files = sorted(p.name for p in (tmp_path / "agg" / "window=month").iterdir())
+    assert files == ["_summary.json", "part-0.parquet"]
+    assert [r["n_articles"] for r in rows1] == [r["n_articles"] for r in rows2]
+    # a rescoring run of the same articles, and a newer model: the newer model is chosen, duplicates counted
+    newer = [dict(r, model_id="m2", scored_at="2026-02-01T00:00:00+00:00") for r in HAND]
+    rescored = [dict(r, run_id="r2", bias_score=0.0) for r in HAND[:2]]
+    write_scores(scores, newer + rescored, part="part-1")
+    summary, rows = run(tmp_path, scores, window="month")
+    assert summary.model_id == "m2" and summary.model_ids_found == ["m2", "m1"] and summary.notes
+    picked, rows_m1 = run(tmp_path, scores, window="month", model_id="m1")
+    assert picked.duplicate_rows == 2 and sum(r["n_articles"] for r in rows_m1) == 4
+    with pytest.raises(UserError, match="not in the scores"):
+        run(tmp_path, scores, model_id="nope")
+
+
+def test_bad_input_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="since"):
+        AggregateConfig(scores="x", output="y", since="9/6/17")
+    with pytest.raises(UserError, match="not found"):
+        run(tmp_path, tmp_path / "missing")
+    bad = tmp_path / "bad" / "scores"
+    bad.mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["1"], "source": ["A"]}), bad / "part-0.parquet")
+    with pytest.raises(UserError, match="lack column"):
+        run(tmp_path, tmp_path / "bad")
+    no_url = [dict(r, url=None, source_url=None) for r in HAND]
+    pq.write_table(pa.Table.from_pylist(no_url).drop_columns(["url", "source_url"]), bad / "part-0.parquet")
+    with pytest.raises(UserError, match="--outlet-key domain needs"):
+        run(tmp_path, tmp_path / "bad", outlet_key="domain")
+
+
+def test_cli_runs_without_torch(tmp_path):
+    scores = write_scores(tmp_path / "s", HAND)
+    code = ("import sys; from allsides_batch.__main__ import main; sys.argv[1:] = sys.argv[1:]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert 'torch' not in sys.modules, 'torch imported'\n"
+            "    raise\n")
+    ok = subprocess.run([sys.executable, "-c", code, "aggregate", "--scores", str(scores), "--output",
+                         str(tmp_path / "cli"), "--window", "month"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["rows"] == 3
+    bad = subprocess.run([sys.executable, "-m", "allsides_batch", "aggregate", "--scores", str(tmp_path / "nope"),
+                          "--output", str(tmp_path / "cli")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")
