@@ -1,0 +1,34 @@
+"""`report`: outlet chart, trend chart and markdown table from `aggregate`'s output (never imports torch)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..cli import dataclass_options, run_command
+
+
+def _options(func):
+    from ..report import ReportConfig
+
+    return dataclass_options(ReportConfig, required=("aggregates", "output"),
+                             flags={"outlets": ("--outlet",)})(func)
+
+
+@click.command("report")
+@_options
+def command(**values) -> None:
+    """Write outlets.png (outlets left to right with 95% intervals), trend.png and summary.md."""
+    run_command(_report, values)
+
+
+def _report(values: dict) -> None:
+    from ..cli import build_config
+    from ..report import ReportConfig, write_report
+
+    cfg = build_config(ReportConfig, values)
+    paths = write_report(cfg.aggregates, cfg.output, cfg.outlets or None, max_outlets=cfg.max_outlets, dpi=cfg.dpi)
+    for note in paths.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(json.dumps({k: v for k, v in paths.to_dict().items() if k != "notes"}))
