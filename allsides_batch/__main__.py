@@ -9,6 +9,7 @@ from .cli import LazyGroup
 
 COMMANDS = {
     "train": ("allsides_batch.commands.train", "Fine-tune an encoder to label articles left/center/right."),
+    "score": ("allsides_batch.commands.score", "Score Parquet corpora article by article, exactly once."),
     "aggregate": ("allsides_batch.commands.aggregate", "Per-outlet (and per-window) statistics of article scores."),
     "report": ("allsides_batch.commands.report", "Outlet chart, trend chart and markdown table from aggregates."),
 }

@@ -146,13 +146,16 @@ class ScoreConfig:
     batch_tokens: int | None = field(
         default=None, metadata={"help": "token budget per batch (default: 131072 on GPU, 16384 on CPU)"}
     )
-    workers: int | None = field(default=None, metadata={"help": "tokenizer processes (default: cores - 1)"})
+    workers: int | None = field(default=None, metadata={"help": "tokenizer processes per device (default: GPU cores - 1, CPU 0 = a thread)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     devices: str | None = field(
         default=None, metadata={"help": "several devices, one process each: 'all', 'cuda:0,cuda:1' or 'cpu:N'"}
     )
     precision: Precision = field(default="auto", metadata={"help": "auto = bf16/fp16 on GPU, fp32 on CPU"})
     quantize: Literal["none", "int8"] = field(default="none", metadata={"help": "CPU only: dynamic int8"})
+    quantize_check: int = field(
+        default=64, metadata={"help": "int8: articles also scored in fp32 to report label agreement (0 = none)"}
+    )
     label_map: str | None = field(
         default=None, metadata={"help": "rename model labels, e.g. LABEL_0=left,LABEL_1=center,LABEL_2=right"}
     )
@@ -169,9 +172,12 @@ class ScoreConfig:
         if isinstance(self.input, str):
             self.input = [self.input]
         _check_literals(self)
-        _optional_positive(self, "max_length", "batch_tokens", "workers")
-        _non_negative(self, "stride")
-        if self.max_length is not None and self.stride >= self.max_length:
+        _optional_positive(self, "max_length", "batch_tokens")
+        _non_negative(self, "stride", "quantize_check")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError("workers", f"must be >= 0 (0 = tokenize in a thread), got {self.workers}")
+        # The stride only matters in chunk mode; truncating runs keep the default whatever the length.
+        if self.long_text == "chunk" and self.max_length is not None and self.stride >= self.max_length:
             raise ConfigError("stride", f"must be smaller than max_length ({self.max_length}), got {self.stride}")
 
     def to_dict(self) -> dict:

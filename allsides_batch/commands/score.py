@@ -1,0 +1,31 @@
+"""`score`: stream Parquet corpora through a classifier into per-article scores, exactly once."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..cli import build_config, dataclass_options, run_command
+from ..config import ScoreConfig
+
+
+@click.command("score")
+@dataclass_options(ScoreConfig, required=("model", "input", "output"))
+def command(**values) -> None:
+    """Score every article of Parquet corpora left/center/right; files already scored are skipped."""
+    run_command(_score, values)
+
+
+def _score(values: dict) -> None:
+    from ..score import score_corpus
+
+    cfg = build_config(ScoreConfig, values)
+    s = score_corpus(cfg)
+    click.echo(f"scored {s.scored_rows} + quarantined {s.quarantined_rows} = {s.input_rows} input rows "
+               f"from {s.files_scored} file(s) ({s.files_skipped} already done) in {s.seconds:.1f} s, "
+               f"{s.articles_per_s:.1f} articles/s; model_id {s.model_id}; output {s.output}", err=True)
+    if s.int8_label_agreement is not None:
+        click.echo(f"int8 label agreement with fp32: {s.int8_label_agreement:.1%} "
+                   f"on {s.int8_rows_checked} articles", err=True)
+    click.echo(json.dumps(s.to_dict()))

@@ -1,0 +1,368 @@
+"""The streaming scorer: Parquet files in, one score row per article out, exactly once.
+
+Per device: a feeder thread reads record batches, sorts rows into scorable and quarantined, and hands
+the texts to tokenizer processes; the main thread runs the model on length-bucketed batches while the
+next batch is being tokenized, and streams each input file's rows into one part committed by rename.
+A manifest entry written after the parts marks the file done (layout: see score_io). Several devices:
+one process each, the files divided between them (score_devices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+
+from . import LABELS
+from .config import ScoreConfig
+from .errors import UserError
+from .io import expand_inputs, parquet_file, write_json
+from .score_engine import Encoded, Scorer, Tokenizers
+from .score_io import (REQUIRED, SCORES_SCHEMA, Layout, PartWriter, file_key, input_columns, QUARANTINE_SCHEMA,
+                       split_batch, unreadable_row, with_run_columns)
+
+STALL_ENV = "ALLSIDES_BATCH_SCORE_STALL"  # test seam: "<stage>:<n>" pauses after the n-th such commit
+
+
+@dataclass
+class ScoreSummary:
+    """What one `score_corpus` call did."""
+
+    run_id: str
+    model_id: str
+    output: str
+    input_rows: int = 0
+    scored_rows: int = 0
+    quarantined_rows: int = 0
+    files_scored: int = 0
+    files_skipped: int = 0
+    seconds: float = 0.0
+    articles_per_s: float = 0.0
+    parts: list[str] = field(default_factory=list)
+    quarantine_parts: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    max_length: int = 0
+    int8_label_agreement: float | None = None
+    int8_rows_checked: int = 0
+    batch_halvings: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before any work: the model's score id, its layout, the files left to score."""
+
+    model_dir: str
+    score_id: str
+    max_length: int
+    layout: Layout
+    files: list[str]
+    skipped: int
+    total_rows: int
+
+
+def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int) -> str:
+    """The model_id written with every score: the model's hash (weights + config + text preparation +
+    calibration) combined with the settings that change scores (max length, long-text mode, int8, labels)."""
+    settings = {"max_length": max_length, "long_text": cfg.long_text, "quantize": cfg.quantize,
+                "label_map": cfg.label_map, "stride": cfg.stride if cfg.long_text == "chunk" else None}
+    if settings == {"max_length": settings["max_length"], "long_text": "truncate", "quantize": "none",
+                    "label_map": None, "stride": None}:
+        settings = {"max_length": max_length}
+    blob = json.dumps([base_model_id, settings], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
+    """Check model, labels and input columns (a clear error before any work) and list files not yet done."""
+    from .model import label_order, load_tokenizer, local_model_dir, model_id, parse_label_map
+    from .score_engine import default_max_length
+
+    if not cfg.output:
+        raise UserError("--output is required: the directory for scores, quarantine and manifest")
+    model_dir = local_model_dir(cfg.model)
+    config = _load_config(model_dir)
+    label_order(config, parse_label_map(cfg.label_map))
+    max_length = cfg.max_length or default_max_length(model_dir, config, load_tokenizer(model_dir))
+    layout = Layout(cfg.output.rstrip("/"), score_id(model_id(model_dir), cfg, max_length))
+    all_files = list(files) if files is not None else expand_inputs(cfg.input)
+    done = layout.done_keys()
+    todo = [f for f in all_files if file_key(f)[0] not in done]
+    names = input_columns(cfg.columns)
+    total = 0
+    for url in todo:
+        try:
+            pf = parquet_file(url)
+        except UserError:
+            total += 1  # unreadable: quarantined as one row when its turn comes
+            continue
+        missing = [f"{names[k]} ({k})" for k in REQUIRED if names[k] not in pf.schema_arrow.names]
+        if missing:
+            raise UserError(f"{url}: missing column(s) {', '.join(missing)}; has {pf.schema_arrow.names}. "
+                            "Map columns with --id-column/--source-column/--text-column")
+        total += pf.metadata.num_rows
+    return Plan(model_dir, layout.score_id, max_length, layout, todo, len(all_files) - len(todo), total)
+
+
+def _load_config(model_dir: str):
+    from transformers import AutoConfig
+
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise UserError(f"{model_dir!r} is not a model directory: no config.json")
+    try:
+        return AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read the model config in {model_dir!r}: {exc}") from exc
+
+
+def pending_files(cfg: ScoreConfig) -> list[str]:
+    """Input files this model has not scored yet (no manifest entry for their current fingerprint)."""
+    return plan(cfg).files
+
+
+def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSummary:
+    """Score cfg.input (or exactly `files`) into cfg.output; files already done are skipped."""
+    started = time.perf_counter()
+    p = plan(cfg, files)
+    run_id = cfg.run_id or uuid.uuid4().hex[:12]
+    summary = ScoreSummary(run_id=run_id, model_id=p.score_id, output=cfg.output, files_skipped=p.skipped,
+                           max_length=p.max_length)
+    progress = _progress_bar(cfg, p.total_rows)
+    try:
+        if p.files:
+            from .score_devices import parse_devices, score_on_devices
+
+            devices = parse_devices(cfg)
+            if len(devices) == 1:
+                score_files(cfg, p, p.files, devices[0], run_id, summary, progress.update)
+            else:
+                score_on_devices(cfg, p, devices, run_id, summary, progress.update)
+    finally:
+        progress.close()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.articles_per_s = round(summary.input_rows / summary.seconds, 2) if summary.seconds else 0.0
+    write_json(p.layout.run_summary(run_id), {**summary.to_dict(), "config": cfg.to_dict()})
+    return summary
+
+
+def _progress_bar(cfg: ScoreConfig, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="art", desc="score", disable=not cfg.progress, dynamic_ncols=True)
+
+
+# ---- one device: feeder thread + model loop -----------------------------------------------------------
+def default_workers(device_type: str, n_devices: int = 1) -> int:
+    """GPU: the cores left after one per device (tokenizing is the bottleneck there). CPU: 0, i.e. a
+    feeder thread; the model uses every core and a tokenizer process would only take cycles from it."""
+    if device_type != "cuda":
+        return 0
+    return max(1, min(15, ((os.cpu_count() or 2) - n_devices) // n_devices))
+
+
+def _feed(cfg: ScoreConfig, files: list[str], tokenizers: Tokenizers, unit_rows: int, out: queue.Queue,
+          stop: threading.Event) -> None:
+    """Producer: ('file', url) … ('unit', table, waiter) / ('quarantine', table) … ('end', url), or
+    ('unreadable', url, reason); ('error', exc) if anything unexpected happens."""
+    names = input_columns(cfg.columns)
+    try:
+        for url in files:
+            out.put(("file", url))
+            try:
+                pf = parquet_file(url)
+                present = [v for v in dict.fromkeys(names.values()) if v in pf.schema_arrow.names]
+                seen: set[str] = set()
+                start = 0
+                for batch in pf.iter_batches(batch_size=unit_rows, columns=present):
+                    if stop.is_set():
+                        return
+                    split = split_batch(batch, names, start, seen)
+                    start += batch.num_rows
+                    if split.quarantine.num_rows:
+                        out.put(("quarantine", split.quarantine))
+                    if split.keep.num_rows:
+                        k = split.keep
+                        titles = k["title"].to_pylist() if "title" in k.column_names else [None] * k.num_rows
+                        waiter = tokenizers.submit(titles, k["text"].to_pylist(), k["source"].to_pylist())
+                        out.put(("unit", k, waiter))
+            except UserError as exc:
+                out.put(("unreadable", url, f"unreadable file: {exc}"))
+                continue
+            except (pa.ArrowException, OSError) as exc:
+                out.put(("unreadable", url, f"unreadable file: {type(exc).__name__}: {exc}"))
+                continue
+            out.put(("end", url))
+    except BaseException as exc:  # handed to the model loop, which re-raises it in the main thread
+        out.put(("error", exc))
+    finally:
+        out.put(("stop", None))
+
+
+class _FileOutput:
+    """The parts of one input file being written."""
+
+    def __init__(self, layout: Layout, url: str, qschema: pa.Schema):
+        self.url, self.layout, self.qschema = url, layout, qschema
+        self.key, self.fingerprint = file_key(url)
+        self.scored_at = datetime.now(timezone.utc)
+        self.scores = PartWriter(layout.score_part(self.key), SCORES_SCHEMA)
+        self.quarantine: PartWriter | None = None
+        self.rows_in = 0
+
+    def add_quarantine(self, table: pa.Table, run: dict) -> None:
+        if self.quarantine is None:
+            self.quarantine = PartWriter(self.layout.quarantine_part(self.key), self.qschema)
+        self.quarantine.write(with_run_columns(table, self.qschema, input_file=self.url, **run))
+
+    def abort(self) -> None:
+        self.scores.abort()
+        if self.quarantine is not None:
+            self.quarantine.abort()
+        self.quarantine = None
+
+    def restart(self) -> None:
+        """Drop what was written so far (the file turned out unreadable part-way) and start empty parts."""
+        self.abort()
+        self.scores = PartWriter(self.layout.score_part(self.key), SCORES_SCHEMA)
+        self.rows_in = 0
+
+
+def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id: str,
+                summary: ScoreSummary, progress=lambda n: None, n_devices: int = 1) -> None:
+    """Score `files` on one device into p.layout, adding counts and part paths to `summary`."""
+    scorer = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length), device)
+    reference = None
+    if cfg.quantize == "int8" and cfg.quantize_check:
+        reference = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length, quantize="none"), device)
+    workers = cfg.workers if cfg.workers is not None else default_workers(scorer.device.type, n_devices)
+    tokenizers = Tokenizers(scorer.spec, workers)
+    unit_rows = 4096 if scorer.device.type == "cuda" else 256
+    events: queue.Queue = queue.Queue(maxsize=3)  # bounded: memory stays flat whatever the corpus size
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(cfg, files, tokenizers, unit_rows, events, stop), daemon=True)
+    feeder.start()
+    qschema = QUARANTINE_SCHEMA
+    current: _FileOutput | None = None
+    agree = checked = 0
+    try:
+        while True:
+            kind, *args = events.get()
+            if kind == "stop":
+                break
+            if kind == "error":
+                raise args[0]
+            if kind == "file":
+                current = _FileOutput(p.layout, args[0], qschema)
+                run = {"model_id": p.score_id, "run_id": run_id, "scored_at": current.scored_at}
+            elif kind == "unit":
+                table, enc = args[0], args[1]()
+                probs = scorer.row_probs(enc)
+                current.scores.write(_score_table(table, probs, enc, run))
+                current.rows_in += table.num_rows
+                progress(table.num_rows)
+                if reference is not None and checked < cfg.quantize_check:
+                    n = min(cfg.quantize_check - checked, enc.rows)
+                    ref = reference.row_probs(_first_rows(enc, n))
+                    agree += int((ref.argmax(1) == probs[:n].argmax(1)).sum())
+                    checked += n
+            elif kind == "quarantine":
+                current.add_quarantine(args[0], run)
+                current.rows_in += args[0].num_rows
+                progress(args[0].num_rows)
+            elif kind == "unreadable":
+                current.restart()
+                current.rows_in = 1
+                current.add_quarantine(unreadable_row(args[1]), run)
+                progress(1)
+                _commit_file(current, run, summary)
+            elif kind == "end":
+                _commit_file(current, run, summary)
+    except BaseException:
+        stop.set()
+        if current is not None:
+            current.abort()
+        raise
+    finally:
+        stop.set()
+        while feeder.is_alive():  # unblock a feeder waiting on a full queue
+            try:
+                events.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        tokenizers.close()
+    summary.batch_halvings += scorer.halvings
+    if reference is not None and checked:
+        summary.int8_rows_checked += checked
+        summary.int8_label_agreement = round(agree / checked, 4)
+    summary.devices.append(str(scorer.device))
+
+
+def _first_rows(enc: Encoded, n: int) -> Encoded:
+    keep = enc.owner < n
+    return Encoded([s for s, k in zip(enc.seqs, keep) if k], enc.owner[keep], enc.weight[keep],
+                   enc.n_tokens[:n], enc.truncated[:n])
+
+
+def _score_table(table: pa.Table, probs: np.ndarray, enc: Encoded, run: dict) -> pa.Table:
+    """Score rows for one unit: the input's id/source/date/url columns plus probabilities and labels."""
+    probs = probs.astype(np.float32)  # (N, 3) left, center, right
+    cols = {k: table[k] for k in ("id", "source", "date", "url", "source_url")}
+    cols.update(
+        label=pa.array(np.asarray(LABELS)[probs.argmax(1)]), p_left=probs[:, 0], p_center=probs[:, 1],
+        p_right=probs[:, 2], bias_score=probs[:, 2] - probs[:, 0], confidence=probs.max(1),
+        n_tokens=enc.n_tokens, truncated=enc.truncated,
+    )
+    return with_run_columns(pa.table(cols), SCORES_SCHEMA, **run)
+
+
+def _commit_file(out: _FileOutput, run: dict, summary: ScoreSummary) -> None:
+    """Parts first, then the manifest entry: a kill between the two leaves a file that is simply redone."""
+    scored = out.scores.rows
+    quarantined = out.quarantine.rows if out.quarantine is not None else 0
+    if out.rows_in != scored + quarantined:  # the invariant every count downstream relies on
+        raise RuntimeError(f"{out.url}: {out.rows_in} rows in but {scored} scored + {quarantined} quarantined")
+    parts = [out.scores.commit()]
+    if out.quarantine is not None:
+        parts.append(out.quarantine.commit())
+    _stall_point("part-committed")
+    entry = {"input": out.url, "key": out.key, "fingerprint": out.fingerprint, "model_id": run["model_id"],
+             "rows_in": out.rows_in, "rows_scored": scored, "rows_quarantined": quarantined,
+             "scores_part": parts[0], "quarantine_part": parts[1] if len(parts) > 1 else None,
+             "run_id": run["run_id"], "scored_at": run["scored_at"].isoformat()}
+    write_json(out.layout.manifest_entry(out.key), entry)
+    _stall_point("manifest-committed")
+    summary.input_rows += out.rows_in
+    summary.scored_rows += scored
+    summary.quarantined_rows += quarantined
+    summary.files_scored += 1
+    summary.parts.append(parts[0])
+    if len(parts) > 1:
+        summary.quarantine_parts.append(parts[1])
+
+
+_STALL_COUNTS: dict[str, int] = {}
+
+
+def _stall_point(stage: str) -> None:
+    """Crash-test seam: with ALLSIDES_BATCH_SCORE_STALL=<stage>:<n>, the n-th time `stage` is reached the
+    process writes `<stage>` to $ALLSIDES_BATCH_SCORE_STALL_MARKER and waits to be killed."""
+    spec = os.environ.get(STALL_ENV)
+    if not spec or not spec.startswith(stage + ":"):
+        return
+    _STALL_COUNTS[stage] = _STALL_COUNTS.get(stage, 0) + 1
+    if _STALL_COUNTS[stage] == int(spec.rsplit(":", 1)[1]):
+        with open(os.environ[STALL_ENV + "_MARKER"], "w") as fh:
+            fh.write(stage)
+        threading.Event().wait()

@@ -1,0 +1,131 @@
+"""Several devices on one machine: one process per device, the input files divided between them.
+
+The same code path runs N CPU processes (`--devices cpu:N`), which is how the tests exercise it. Each
+process scores its files exactly as a single-device run would (own model, own tokenizer workers,
+own parts and manifest entries) and reports progress and its summary back through a queue.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import traceback
+
+from .config import ScoreConfig
+from .errors import UserError
+from .io import _fs
+
+
+def parse_devices(cfg: ScoreConfig) -> list[str]:
+    """--devices 'all' | 'cuda:0,cuda:1' | 'cpu:N' → one device name per process (default: --device)."""
+    spec = (cfg.devices or "").strip()
+    if not spec:
+        return [cfg.device]
+    import torch
+
+    if spec == "all":
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise UserError("--devices all: no CUDA device is visible; use --devices cpu:N for N CPU processes")
+        return [f"cuda:{i}" for i in range(n)]
+    if spec.startswith("cpu:"):
+        count = spec[4:]
+        if not count.isdigit() or int(count) < 1:
+            raise UserError(f"--devices {spec}: write cpu:N with N >= 1 processes")
+        return ["cpu"] * int(count)
+    names = [d.strip() for d in spec.split(",") if d.strip()]
+    for name in names:
+        if not (name == "cpu" or name.startswith("cuda")):
+            raise UserError(f"--devices: {name!r} is not cpu or cuda:N; give 'all', 'cuda:0,cuda:1' or 'cpu:N'")
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--devices: {name} requested but no CUDA device is visible")
+    return names
+
+
+def divide_files(files: list[str], n: int) -> list[list[str]]:
+    """Largest file first to the least-loaded share, so shares finish at about the same time."""
+    sizes = {}
+    for url in files:
+        fs, path = _fs(url)
+        sizes[url] = fs.size(path) or 0
+    shares: list[list[str]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for url in sorted(files, key=lambda u: (-sizes[u], u)):
+        i = loads.index(min(loads))
+        shares[i].append(url)
+        loads[i] += sizes[url]
+    return [sorted(s) for s in shares]
+
+
+def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: str, n_devices: int,
+                 out: mp.Queue) -> None:
+    """Entry point of one device process."""
+    from .score import ScoreSummary, score_files
+
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_devices))  # share the cores, don't oversubscribe
+    summary = ScoreSummary(run_id=run_id, model_id=plan.score_id, output=cfg.output)
+    try:
+        score_files(cfg, plan, files, device, run_id, summary, lambda n: out.put(("progress", n)), n_devices)
+    except UserError as exc:
+        out.put(("user_error", str(exc)))
+        return
+    except Exception:  # reported to the parent, which fails the run with this traceback
+        out.put(("error", traceback.format_exc()))
+        return
+    out.put(("done", summary.to_dict()))
+
+
+def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, summary, progress) -> None:
+    """Run one process per device over its share of plan.files; merge their summaries into `summary`."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    shares = divide_files(plan.files, len(devices))
+    procs = [ctx.Process(target=_device_main, args=(cfg, plan, share, dev, run_id, len(devices), out))
+             for dev, share in zip(devices, shares) if share]
+    for proc in procs:
+        proc.start()
+    finished, errors, agreements = 0, [], []
+    try:
+        while finished < len(procs):
+            try:
+                kind, payload = out.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead and out.empty():
+                    raise RuntimeError(f"device process exited with code {dead[0].exitcode} before reporting")
+                continue
+            if kind == "progress":
+                progress(payload)
+                continue
+            finished += 1
+            if kind == "done":
+                _merge(summary, payload)
+                if payload["int8_label_agreement"] is not None:
+                    agreements.append((payload["int8_label_agreement"], payload["int8_rows_checked"]))
+            else:
+                errors.append((kind, payload))
+    finally:
+        for proc in procs:
+            proc.join(timeout=5 if errors else None)
+            if proc.is_alive():
+                proc.terminate()
+    if agreements:
+        checked = sum(n for _, n in agreements)
+        summary.int8_label_agreement = round(sum(a * n for a, n in agreements) / checked, 4)
+    for kind, payload in errors:
+        if kind == "user_error":
+            raise UserError(payload)
+        raise RuntimeError(f"a device process failed:\n{payload}")
+
+
+def _merge(summary, part: dict) -> None:
+    for name in ("input_rows", "scored_rows", "quarantined_rows", "files_scored", "batch_halvings",
+                 "int8_rows_checked"):
+        setattr(summary, name, getattr(summary, name) + part[name])
+    summary.parts.extend(part["parts"])
+    summary.quarantine_parts.extend(part["quarantine_parts"])
+    summary.devices.extend(part["devices"])

@@ -1,0 +1,324 @@
+"""The scoring engine: articles → token ids (in worker processes) → length-bucketed batches filled to a
+token budget → model forward (autocast + SDPA on GPU, halving the batch on CUDA out-of-memory) →
+left/center/right probabilities. `Scorer` is usable on its own (`Scorer.from_config(cfg).predict(texts)`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ScoreConfig
+from .errors import UserError
+from .model import label_order, load_classifier, load_tokenizer, local_model_dir, model_id, parse_label_map
+from .model import resolve_device, resolve_precision
+from .text import TextPrep, encode, prepare_text, special_token_layout
+
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass
+class Encoded:
+    """Token ids of some rows. In chunk mode a row owns several sequences (windows)."""
+
+    seqs: list[np.ndarray]      # one int32 id array per sequence, special tokens included
+    owner: np.ndarray           # (S,) row index (0..rows-1) of each sequence
+    weight: np.ndarray          # (S,) content tokens per sequence: the chunk-mode averaging weight
+    n_tokens: np.ndarray        # (rows,) tokens of each row (chunk mode: of the whole text)
+    truncated: np.ndarray       # (rows,) bool
+
+    @property
+    def rows(self) -> int:
+        return len(self.n_tokens)
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    """What a tokenizer process needs to turn articles into sequences, picklable for spawn."""
+
+    model_dir: str
+    prep: TextPrep
+    max_length: int
+    long_text: str = "truncate"
+    stride: int = 64
+
+
+@functools.cache
+def _prepare_takes_source() -> bool:
+    return "source" in inspect.signature(prepare_text).parameters
+
+
+def prepare_rows(prep: TextPrep, titles: Sequence[str | None], texts: Sequence[str],
+                 sources: Sequence[str | None]) -> list[str]:
+    """The shared text preparation, passing the outlet when text.prepare_text can mask it."""
+    if _prepare_takes_source():
+        return [prepare_text(t, x, prep, source=s) for t, x, s in zip(titles, texts, sources)]
+    return [prepare_text(t, x, prep) for t, x in zip(titles, texts)]
+
+
+def chunk_windows(n_content: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) windows of at most `window` content tokens covering 0..n_content, consecutive windows
+    sharing exactly `stride` tokens: every token is scored once, plus the overlaps."""
+    if n_content <= window:
+        return [(0, n_content)]
+    spans, start = [], 0
+    while True:
+        end = min(start + window, n_content)
+        spans.append((start, end))
+        if end == n_content:
+            return spans
+        start = end - stride
+
+
+def encode_texts(tokenizer, texts: list[str], spec: EncodeSpec) -> Encoded:
+    """Prepared texts → sequences. truncate: the first max_length tokens (text.encode, which cuts by
+    characters first); chunk: every window of max_length with `stride` overlap."""
+    if spec.long_text == "truncate":
+        ids, n_tok, cut = encode(tokenizer, texts, spec.max_length)
+        seqs = [np.asarray(r, dtype=np.int32) for r in ids]
+        return Encoded(seqs, np.arange(len(seqs)), np.asarray(n_tok, np.float32), np.asarray(n_tok, np.int32),
+                       np.asarray(cut, bool))
+    n_pre, n_suf = special_token_layout(tokenizer)
+    full = tokenizer("hello")["input_ids"]
+    prefix, suffix = full[:n_pre], full[len(full) - n_suf:] if n_suf else []
+    window = spec.max_length - n_pre - n_suf
+    content = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    seqs, owner, weight, n_tokens = [], [], [], []
+    for row, toks in enumerate(content):
+        for start, end in chunk_windows(len(toks), window, spec.stride):
+            seqs.append(np.asarray(prefix + toks[start:end] + suffix, np.int32))
+            owner.append(row)
+            weight.append(max(end - start, 1))  # a text of no tokens still gets its one (special-only) window
+        n_tokens.append(len(toks) + n_pre + n_suf)
+    return Encoded(seqs, np.asarray(owner), np.asarray(weight, np.float32), np.asarray(n_tokens, np.int32),
+                   np.zeros(len(content), bool))
+
+
+# ---- tokenizer worker processes -------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(spec: EncodeSpec) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one Rust thread per process; the processes are the parallelism
+    torch.set_num_threads(1)
+    _WORKER["spec"], _WORKER["tok"] = spec, load_tokenizer(spec.model_dir)
+
+
+def _worker_encode(args: tuple[list, list, list]) -> Encoded:
+    titles, texts, sources = args
+    spec = _WORKER["spec"]
+    return encode_texts(_WORKER["tok"], prepare_rows(spec.prep, titles, texts, sources), spec)
+
+
+def merge_encoded(parts: list[Encoded]) -> Encoded:
+    offset, owners = 0, []
+    for p in parts:
+        owners.append(p.owner + offset)
+        offset += p.rows
+    return Encoded([s for p in parts for s in p.seqs], np.concatenate(owners) if owners else np.zeros(0, int),
+                   np.concatenate([p.weight for p in parts]) if parts else np.zeros(0, np.float32),
+                   np.concatenate([p.n_tokens for p in parts]) if parts else np.zeros(0, np.int32),
+                   np.concatenate([p.truncated for p in parts]) if parts else np.zeros(0, bool))
+
+
+class Tokenizers:
+    """Articles → Encoded, in `workers` spawned processes (0 = in the calling thread; the Rust tokenizer
+    releases the GIL, so a feeder thread still overlaps the model)."""
+
+    CHUNK = 256
+
+    def __init__(self, spec: EncodeSpec, workers: int):
+        self.spec, self.workers = spec, workers
+        self._pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec,)) if workers > 0 else None
+        self._tok = None if self._pool else load_tokenizer(spec.model_dir)
+
+    def submit(self, titles: list, texts: list, sources: list) -> Callable[[], Encoded]:
+        """Start encoding; returns a function that waits for the result (lets the caller keep two in flight)."""
+        if self._pool is None:  # encode now, in the calling (feeder) thread
+            done = encode_texts(self._tok, prepare_rows(self.spec.prep, titles, texts, sources), self.spec)
+            return lambda: done
+        c = self.CHUNK
+        pending = self._pool.map_async(_worker_encode, [(titles[i:i + c], texts[i:i + c], sources[i:i + c])
+                                                        for i in range(0, len(texts), c)])
+        return lambda: merge_encoded(pending.get())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+
+# ---- batching and the forward pass ----------------------------------------------------------------------
+def token_batches(lengths: np.ndarray, batch_tokens: int, multiple: int = 1) -> list[np.ndarray]:
+    """Indices grouped longest-first into batches whose padded size (rows × longest) fits `batch_tokens`."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, current, longest = [], [], 0
+    for i in order:
+        padded = -(-int(lengths[i]) // multiple) * multiple
+        longest = max(longest, padded)
+        if current and longest * (len(current) + 1) > batch_tokens:
+            batches.append(np.asarray(current))
+            current, longest = [], padded
+        current.append(i)
+    if current:
+        batches.append(np.asarray(current))
+    return batches
+
+
+def forward_with_halving(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ids: torch.Tensor,
+                         mask: torch.Tensor, on_halve: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """forward(ids, mask); on out-of-memory, split the batch in two and retry each half. Never drops rows."""
+    try:
+        return forward(ids, mask)
+    except torch.OutOfMemoryError:
+        if ids.shape[0] == 1:
+            raise UserError("out of GPU memory on a single article; lower --max-length") from None
+    # Retried outside the except block, so the failed attempt's tensors are freed before the halves run.
+    on_halve()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = ids.shape[0] // 2
+    return torch.cat([forward_with_halving(forward, ids[:half], mask[:half], on_halve),
+                      forward_with_halving(forward, ids[half:], mask[half:], on_halve)])
+
+
+def default_max_length(model_dir: str, config, tokenizer) -> int:
+    """training_recipe.json's max_length_used, else the tokenizer's limit capped by the position table and 512."""
+    recipe = os.path.join(model_dir, "training_recipe.json")
+    if os.path.isfile(recipe):
+        with open(recipe) as fh:
+            used = json.load(fh).get("max_length_used")
+        if used:
+            return int(used)
+    limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+    positions = getattr(config, "max_position_embeddings", None)
+    return min(limit, int(positions)) if positions else limit
+
+
+def load_temperature(model_dir: str) -> float | None:
+    path = os.path.join(model_dir, CALIBRATION_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as fh:
+        temperature = float(json.load(fh)["temperature"])
+    if temperature <= 0:
+        raise UserError(f"{path}: temperature must be > 0, got {temperature}")
+    return temperature
+
+
+class Scorer:
+    """A loaded model ready to turn token ids into left/center/right probabilities."""
+
+    def __init__(self, model, tokenizer, model_dir: str, device: torch.device, dtype: torch.dtype,
+                 order: list[int], max_length: int, batch_tokens: int, temperature: float | None,
+                 spec: EncodeSpec, quantize: str = "none"):
+        self.model, self.tokenizer, self.model_dir = model, tokenizer, model_dir
+        self.device, self.dtype, self.order, self.max_length = device, dtype, order, max_length
+        self.batch_tokens, self.temperature, self.spec, self.quantize = batch_tokens, temperature, spec, quantize
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.halvings = 0
+
+    @classmethod
+    def from_config(cls, cfg: ScoreConfig, device: str | None = None) -> Scorer:
+        """Load model and tokenizer once; refuse unmappable labels and bad options before any work."""
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the scorer draws its own progress bar
+        model_dir = local_model_dir(cfg.model)
+        model = load_classifier(model_dir)
+        order = label_order(model.config, parse_label_map(cfg.label_map))
+        tokenizer = load_tokenizer(model_dir)
+        dev = resolve_device(device or cfg.device)
+        dtype = resolve_precision(cfg.precision, dev)
+        max_length = cfg.max_length or default_max_length(model_dir, model.config, tokenizer)
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions and max_length > positions:
+            raise UserError(f"--max-length {max_length} exceeds the model's {positions} positions")
+        if cfg.long_text == "chunk" and cfg.stride >= max_length - 2:
+            raise UserError(f"--stride {cfg.stride} must be smaller than --max-length {max_length} minus 2")
+        model.eval().requires_grad_(False)
+        if cfg.quantize == "int8":
+            if dev.type != "cpu":
+                raise UserError("--quantize int8 is for CPU scoring; on a GPU use --precision bf16/fp16")
+            from torch.ao.quantization import quantize_dynamic
+
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model.to(dev)
+        budget = cfg.batch_tokens or (131072 if dev.type == "cuda" else 16384)
+        if budget < max_length:
+            raise UserError(f"--batch-tokens {budget} must be at least --max-length {max_length}")
+        spec = EncodeSpec(model_dir, TextPrep.load(model_dir), max_length, cfg.long_text, cfg.stride)
+        return cls(model, tokenizer, model_dir, dev, dtype, order, max_length, budget, load_temperature(model_dir),
+                   spec, cfg.quantize)
+
+    def base_model_id(self) -> str:
+        return model_id(self.model_dir)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        use_autocast = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
+            return self.model(input_ids=ids, attention_mask=mask).logits
+
+    def _halve(self) -> None:
+        self.halvings += 1
+        self.batch_tokens = max(self.max_length, self.batch_tokens // 2)  # later batches start smaller
+
+    def sequence_probs(self, seqs: list[np.ndarray]) -> np.ndarray:
+        """(S, 3) probabilities in left/center/right order for each id sequence."""
+        if not seqs:
+            return np.zeros((0, 3), np.float32)
+        lengths = np.fromiter((len(s) for s in seqs), int, len(seqs))
+        cuda = self.device.type == "cuda"
+        logits_out, index_out = [], []
+        with torch.inference_mode():
+            for idx in token_batches(lengths, self.batch_tokens, multiple=8 if cuda else 1):
+                width = int(lengths[idx].max())
+                ids = np.full((len(idx), width), self.pad_id, np.int64)
+                mask = np.zeros((len(idx), width), np.int64)
+                for r, i in enumerate(idx):  # (B, L) right-padded
+                    ids[r, :lengths[i]] = seqs[i]
+                    mask[r, :lengths[i]] = 1
+                t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+                if cuda:  # pinned host memory lets the copy run while the GPU still works on the last batch
+                    t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
+                    t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
+                logits = forward_with_halving(self._forward, t_ids, t_mask, self._halve)  # (B, C)
+                logits_out.append(logits.float())  # stays on the device: one sync per call, not per batch
+                index_out.append(idx)
+            logits = torch.cat(logits_out)[:, self.order]
+            if self.temperature:
+                logits = logits / self.temperature
+            probs = torch.softmax(logits, dim=-1).cpu().numpy()
+        out = np.empty_like(probs)
+        out[np.concatenate(index_out)] = probs
+        return out
+
+    def row_probs(self, enc: Encoded) -> np.ndarray:
+        """(rows, 3): a row's windows averaged, weighted by their content tokens (truncate: one window each)."""
+        seq = self.sequence_probs(enc.seqs)
+        if len(enc.seqs) == enc.rows and np.array_equal(enc.owner, np.arange(enc.rows)):
+            return seq
+        sums = np.zeros((enc.rows, 3), np.float64)
+        np.add.at(sums, enc.owner, seq * enc.weight[:, None])
+        totals = np.bincount(enc.owner, weights=enc.weight, minlength=enc.rows)
+        return (sums / totals[:, None]).astype(np.float32)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        return encode_texts(self.tokenizer, texts, self.spec)
+
+    def predict_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, Encoded]:
+        """Prepared texts → ((N, 3) probabilities left/center/right, their Encoded with token counts)."""
+        enc = self.encode(texts)
+        return self.row_probs(enc), enc
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """Prepared texts (see prepare_rows) → (N, 3) probabilities in left/center/right order."""
+        return self.predict_with_tokens(texts)[0]
