@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("allsides_batch.commands.train", "Fine-tune an encoder to label articles left/center/right."),
     "score": ("allsides_batch.commands.score", "Score Parquet corpora article by article, exactly once."),
     "aggregate": ("allsides_batch.commands.aggregate", "Per-outlet (and per-window) statistics of article scores."),
+    "evaluate": ("allsides_batch.commands.evaluate", "Accuracy, macro-F1, calibration and outlet-level agreement."),
     "report": ("allsides_batch.commands.report", "Outlet chart, trend chart and markdown table from aggregates."),
 }
 

@@ -1,0 +1,245 @@
+"""Evaluation against labelled data: article metrics and outlet-level agreement, as JSON and markdown.
+
+`evaluate_model` scores the labelled articles through `score_corpus` (the production path: same text
+preparation, truncation, batching, precision, calibration), then joins labels back by article id;
+`evaluate_scores` does the join for scores already written by `score`. Metrics come from metrics.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import LABELS
+from .config import Columns, ScoreConfig
+from .errors import ConfigError, UserError
+from .io import atomic_write_text, exists, expand_inputs, join, read_table, schema_names, write_json
+from .metrics import classification_report, outlet_agreement
+
+PROB_COLUMNS = ("p_left", "p_center", "p_right")
+
+
+@dataclass
+class EvaluateConfig:
+    """What to evaluate on and how; the model side comes from ScoreConfig (the scorer's own options)."""
+
+    data: list[str] = field(default_factory=list, metadata={"help": "labelled Parquet file(s), directory or glob"})
+    scores: str | None = field(default=None, metadata={"help": "evaluate these `score` outputs instead of --model"})
+    split: str = field(default="all", metadata={
+        "help": "rows to evaluate: all | outlet | random (train's validation rows for the same --seed and "
+                "--val-fraction) | column:NAME (its valid rows) | column:NAME=VALUE"})
+    val_fraction: float = field(default=0.1, metadata={"help": "validation share for --split outlet/random"})
+    seed: int = field(default=12345, metadata={"help": "seed of --split outlet/random (train's --seed)"})
+    min_articles: int = field(default=20, metadata={"help": "outlet-level metrics use outlets with at least N articles"})
+    label_threshold: float = field(default=1 / 3, metadata={"help": "outlet label from mean score: < -T left, > T right"})
+    model_id: str | None = field(default=None, metadata={"help": "with --scores: the model_id to evaluate"})
+    output: str | None = field(default=None, metadata={"help": "directory for evaluation.json and evaluation.md"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if not re.fullmatch(r"all|outlet|random|column:[^=]+(=.+)?", self.split):
+            raise ConfigError("split", f"must be all, outlet, random, column:NAME or column:NAME=VALUE; got {self.split!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", f"must be between 0 and 1, got {self.val_fraction}")
+        if self.min_articles < 1:
+            raise ConfigError("min_articles", f"must be >= 1, got {self.min_articles}")
+        if not 0.0 <= self.label_threshold < 1.0:
+            raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
+
+
+@dataclass
+class Labelled:
+    """The labelled rows chosen by --split: aligned ids, label indices (0/1/2) and outlets."""
+
+    ids: list[str]
+    labels: np.ndarray
+    sources: list[str]
+    files: list[str]
+
+
+def select_labelled(cfg: EvaluateConfig, columns: Columns = Columns()) -> Labelled:
+    """Read the labelled data (train's reader) and keep the rows --split names."""
+    from .data import load_labelled, make_split
+
+    if not cfg.data:
+        raise UserError("--data is required: labelled Parquet to evaluate on")
+    files = expand_inputs(cfg.data)
+    name, _, value = cfg.split.partition(":")[2].partition("=")
+    split_column = name if cfg.split.startswith("column:") else None
+    data = load_labelled(files, columns, split_column=split_column, fingerprint=False)
+    if cfg.split == "all":
+        rows = np.arange(len(data))
+    elif value:
+        rows = np.array([i for i, v in enumerate(data.split_values) if v is not None and str(v) == value], dtype=np.int64)
+        if len(rows) == 0:
+            raise UserError(f"--split {cfg.split}: no row has {name} == {value!r}")
+    else:
+        rows = make_split(data, cfg.split, cfg.val_fraction, cfg.seed)[1]
+    ids = [data.ids[i] for i in rows]
+    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    if dupes:
+        raise UserError(f"labelled data has duplicate ids ({', '.join(dupes[:3])}, ...): labels cannot be "
+                        "joined to scores by id; de-duplicate or map --id-column to a unique column")
+    return Labelled(ids=ids, labels=data.labels[rows], sources=[data.sources[i] for i in rows], files=files)
+
+
+def read_scores(scores_dir: str, model_id: str | None = None) -> tuple[pa.Table, str, list[str]]:
+    """One model's scores (latest score per article id), its model_id, and notes."""
+    from .aggregate import score_files
+
+    parts = [read_table(f, ["id", "model_id", "scored_at", *PROB_COLUMNS]) for f in score_files(scores_dir)]
+    table = pa.concat_tables(parts, promote_options="permissive")
+    found = sorted(set(table["model_id"].to_pylist()))
+    notes: list[str] = []
+    if model_id is None:
+        if len(found) > 1:
+            latest = {m: pc.max(table.filter(pc.equal(table["model_id"], m))["scored_at"]).as_py() for m in found}
+            model_id = max(found, key=lambda m: latest[m])
+            notes.append(f"scores hold {len(found)} models; evaluated the most recently scored, {model_id} "
+                         "(choose with --model-id)")
+        elif found:
+            model_id = found[0]
+    if model_id not in found:
+        raise UserError(f"model_id {model_id!r} not in the scores under {scores_dir!r}; found: {', '.join(found)}")
+    table = table.filter(pc.equal(table["model_id"], model_id)).sort_by([("scored_at", "ascending")])
+    return table, model_id, notes
+
+
+def quarantine_reasons(scores_dir: str, model_id: str, ids: set[str]) -> dict[str, int]:
+    """Why the scorer set aside any of `ids` (from its quarantine table), counted by reason."""
+    qdir = join(scores_dir, "quarantine", f"model_id={model_id}")
+    if not exists(qdir):
+        return {}
+    reasons: Counter = Counter()
+    for url in expand_inputs([qdir]):
+        q = read_table(url, ["id", "reason"])
+        for id_, reason in zip(q["id"].to_pylist(), q["reason"].to_pylist()):
+            if id_ in ids:
+                reasons[reason] += 1
+    return dict(reasons)
+
+
+def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns = Columns(),
+                    labelled: Labelled | None = None) -> dict:
+    """Metrics of the scores under `scores_dir` against the labelled rows --split selects."""
+    labelled = labelled if labelled is not None else select_labelled(cfg, columns)
+    table, model_id, notes = read_scores(scores_dir, cfg.model_id)
+    # Later rows win: a rescored article counts once, with its latest score.
+    latest = {id_: i for i, id_ in enumerate(table["id"].to_pylist())}
+    probs_all = np.stack([table[c].to_numpy(zero_copy_only=False) for c in PROB_COLUMNS], axis=1).astype(np.float64)
+    keep = [i for i, id_ in enumerate(labelled.ids) if id_ in latest]
+    if not keep:
+        raise UserError(f"no scored article under {scores_dir!r} has an id in the labelled data; check that "
+                        "both use the same --id-column and --split")
+    unscored = {labelled.ids[i] for i in range(len(labelled.ids)) if labelled.ids[i] not in latest}
+    probs = probs_all[[latest[labelled.ids[i]] for i in keep]]
+    y_true = labelled.labels[keep]
+    sources = [labelled.sources[i] for i in keep]
+    result = {
+        "model_id": model_id, "split": cfg.split, "data": labelled.files, "labelled_rows": len(labelled.ids),
+        "evaluated": len(keep), "unscored": len(unscored),
+        "unscored_reasons": quarantine_reasons(scores_dir, model_id, unscored) if unscored else {},
+        "scores_without_label": len(latest) - len(keep),
+        "articles": classification_report(y_true, probs),
+        "outlets": {**outlet_agreement(sources, y_true, probs, cfg.min_articles),
+                    "label_accuracy": _outlet_label_accuracy(sources, y_true, probs, cfg),
+                    "label_threshold": cfg.label_threshold},
+        "notes": notes,
+    }
+    if unscored:
+        notes.append(f"{len(unscored)} labelled article(s) have no score (see unscored_reasons); "
+                     "metrics cover the scored ones")
+    return result
+
+
+def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.ndarray, cfg: EvaluateConfig) -> float:
+    """How often `aggregate`'s outlet_label (mean bias score against ±T) names the outlet's own label,
+    over outlets with at least min_articles articles."""
+    score = probs[:, 2] - probs[:, 0]
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(sources):
+        groups.setdefault(s, []).append(i)
+    hits = []
+    for rows in groups.values():
+        if len(rows) < cfg.min_articles:
+            continue
+        mean = score[rows].mean()
+        predicted = 0 if mean < -cfg.label_threshold else 2 if mean > cfg.label_threshold else 1
+        hits.append(predicted == np.bincount(y_true[rows], minlength=len(LABELS)).argmax())
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def evaluate_model(score_cfg: ScoreConfig, cfg: EvaluateConfig) -> dict:
+    """Score the labelled rows --split selects with `score_corpus` into a temporary directory, then
+    evaluate those scores. Returns the same dict as evaluate_scores, plus the scoring summary."""
+    from .score import score_corpus
+
+    if not score_cfg.model:
+        raise UserError("give --model (a model directory to score with) or --scores (scores already written)")
+    labelled = select_labelled(cfg, score_cfg.columns)
+    with tempfile.TemporaryDirectory(prefix="allsides-evaluate-") as tmp:
+        inputs = labelled.files if cfg.split == "all" else [_write_subset(labelled, score_cfg.columns, tmp)]
+        run = dataclasses.replace(score_cfg, input=inputs, output=os.path.join(tmp, "out"), run_id=None)
+        summary = score_corpus(run)
+        result = evaluate_scores(run.output, dataclasses.replace(cfg, model_id=summary.model_id),
+                                 score_cfg.columns, labelled=labelled)
+    result["model"] = score_cfg.model
+    result["scoring"] = {k: summary.to_dict()[k] for k in ("input_rows", "scored_rows", "quarantined_rows",
+                                                           "max_length", "seconds", "articles_per_s", "devices")}
+    return result
+
+
+def _write_subset(labelled: Labelled, columns: Columns, tmp: str) -> str:
+    """The chosen rows of the labelled files, with the columns the scorer reads, as one Parquet file."""
+    wanted = [c for c in (columns.id, columns.source, columns.text, columns.title, columns.date, columns.url,
+                          "source_url") if c]
+    keep = pa.array(labelled.ids, pa.string())
+    parts = []
+    for url in labelled.files:
+        names = schema_names(url)
+        table = read_table(url, [c for c in dict.fromkeys(wanted) if c in names])
+        parts.append(table.filter(pc.is_in(table[columns.id].cast(pa.string()), value_set=keep)))
+    path = os.path.join(tmp, "evaluate-input.parquet")
+    pq.write_table(pa.concat_tables(parts, promote_options="permissive"), path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+def markdown_report(result: dict) -> str:
+    """Metric table, per-class table and confusion matrix in markdown."""
+    a, o = result["articles"], result["outlets"]
+    lines = [f"### Evaluation of model {result['model_id']} on {result['evaluated']} articles (split: {result['split']})",
+             "", "| metric | value |", "| --- | ---: |",
+             f"| accuracy | {a['accuracy']:.3f} |", f"| macro-F1 | {a['macro_f1']:.3f} |",
+             f"| expected calibration error (15 bins) | {a['ece']:.3f} |", f"| log loss | {a['log_loss']:.3f} |",
+             f"| outlet Spearman: mean bias score vs. label ({o['outlets']} outlets, ≥ {o['min_articles']} articles) "
+             f"| {o['spearman']:.3f} |",
+             f"| outlet accuracy: majority predicted label | {o['outlet_accuracy']:.3f} |",
+             f"| outlet accuracy: mean score vs. ±{o['label_threshold']:.2f} | {o['label_accuracy']:.3f} |",
+             "", "| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, c in a["per_class"].items():
+        lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+    lines += ["", "Confusion matrix (rows: true label, columns: predicted):", "",
+              "| | " + " | ".join(LABELS) + " |", "| --- |" + " ---: |" * len(LABELS)]
+    for name, row in zip(LABELS, a["confusion"]):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    if result["unscored"]:
+        lines += ["", f"{result['unscored']} labelled article(s) had no score: {result['unscored_reasons']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(result: dict, output_dir: str) -> tuple[str, str]:
+    """evaluation.json and evaluation.md under output_dir."""
+    return (write_json(join(output_dir, "evaluation.json"), result),
+            atomic_write_text(join(output_dir, "evaluation.md"), markdown_report(result)))

@@ -1,0 +1,168 @@
+"""evaluate: metrics equal scikit-learn's; labels join by id (rescored, unscored, unlabelled rows
+counted); --split picks train's validation rows; --model scores through the production scorer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
+                             precision_recall_fscore_support)
+
+from allsides_batch.config import ScoreConfig
+from allsides_batch.data import load_labelled, make_split
+from allsides_batch.errors import ConfigError, UserError
+from allsides_batch.evaluate import (EvaluateConfig, evaluate_scores, markdown_report, select_labelled,
+                                     write_evaluation)
+
+LABELS = ["left", "center", "right"]
+
+
+def fake_scores(root: Path, ids, labels, seed=0, model="m1", scored_at="2026-01-01T00:00:00Z") -> np.ndarray:
+    """Score-shaped Parquet with probabilities that lean (noisily) toward the true label."""
+    rng = np.random.default_rng(seed)
+    alpha = np.ones((len(ids), 3))
+    alpha[np.arange(len(ids)), labels] += 1.5
+    probs = np.array([rng.dirichlet(a) for a in alpha])
+    out = root / "scores" / f"model_id={model}"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "id": list(ids), "source": ["x"] * len(ids), "date": ["2020-01-01"] * len(ids),
+        "label": [LABELS[i] for i in probs.argmax(1)],
+        **{f"p_{name}": probs[:, i].astype(np.float32) for i, name in enumerate(LABELS)},
+        "bias_score": (probs[:, 2] - probs[:, 0]).astype(np.float32), "confidence": probs.max(1).astype(np.float32),
+        "model_id": [model] * len(ids), "scored_at": [scored_at] * len(ids)}), out / f"part-{seed}.parquet")
+    return probs.astype(np.float32).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def sample(articles_sample, tmp_path_factory) -> Path:
+    """sample without repeated rows (an outlet with two labels is drawn twice there): evaluate
+    joins labels by id and refuses duplicate ids."""
+    table = pq.read_table(articles_sample)
+    seen: set[str] = set()
+    keep = [i for i, id_ in enumerate(table["id"].to_pylist()) if not (id_ in seen or seen.add(id_))]
+    out = tmp_path_factory.mktemp("evaluate") / "sample.parquet"
+    pq.write_table(table.take(keep), out)
+    return out
+
+
+def hand_ece(probs, y, n_bins=15):
+    conf, pred = probs.max(1), probs.argmax(1)
+    total = 0.0
+    for lo, hi in zip(np.linspace(0, 1, n_bins + 1)[:-1], np.linspace(0, 1, n_bins + 1)[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += m.sum() / len(y) * abs((pred[m] == y[m]).mean() - conf[m].mean())
+    return total
+
+
+def test_metrics_equal_scikit_learn(tmp_path, sample):
+    data = load_labelled([str(sample)], fingerprint=False)
+    probs = fake_scores(tmp_path / "s", data.ids, data.labels)
+    cfg = EvaluateConfig(data=[str(sample)], min_articles=5)
+    result = evaluate_scores(str(tmp_path / "s"), cfg)
+    a, y, pred = result["articles"], data.labels, probs.argmax(1)
+    n = len(y)
+    assert result["evaluated"] == n and n > 500 and result["unscored"] == 0
+    assert a["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert a["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=[0, 1, 2])
+    for i, name in enumerate(LABELS):
+        c = a["per_class"][name]
+        assert (c["precision"], c["recall"], c["f1"], c["support"]) == pytest.approx(
+            (precision[i], recall[i], f1[i], support[i]))
+    assert a["confusion"] == confusion_matrix(y, pred, labels=[0, 1, 2]).tolist()
+    assert a["log_loss"] == pytest.approx(log_loss(y, probs / probs.sum(1, keepdims=True), labels=[0, 1, 2]), rel=1e-4)
+    assert a["ece"] == pytest.approx(hand_ece(probs, y))
+    # outlet level: Spearman of per-outlet mean (p_right - p_left) against the outlet's label
+    outlets = sorted(set(data.sources))
+    means = [np.mean([probs[i, 2] - probs[i, 0] for i in range(n) if data.sources[i] == o]) for o in outlets]
+    truth = [np.bincount([y[i] for i in range(n) if data.sources[i] == o], minlength=3).argmax() for o in outlets]
+    o = result["outlets"]
+    assert o["outlets"] == len(outlets) and o["spearman"] == pytest.approx(spearmanr(means, truth).statistic)
+    by_threshold = [0 if m < -1 / 3 else 2 if m > 1 / 3 else 1 for m in means]
+    assert o["label_accuracy"] == pytest.approx(accuracy_score(truth, by_threshold))
+    md = markdown_report(result)
+    assert f"| accuracy | {a['accuracy']:.3f} |" in md and md.count("\n| left |") == 2
+
+
+def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, sample):
+    data = load_labelled([str(sample)], fingerprint=False)
+    fake_scores(tmp_path / "s", data.ids[:500], data.labels[:500], seed=1)
+    # a later run rescored the first 100 articles: those scores replace the old ones
+    newer = fake_scores(tmp_path / "s", data.ids[:100], data.labels[:100], seed=2, scored_at="2026-02-01T00:00:00Z")
+    fake_scores(tmp_path / "s", ["not-labelled-1", "not-labelled-2"], np.array([0, 1]), seed=3)
+    q = tmp_path / "s" / "quarantine" / "model_id=m1"
+    q.mkdir(parents=True)
+    pq.write_table(pa.table({"id": data.ids[500:520], "reason": ["empty text"] * 20}), q / "part-0.parquet")
+    result = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(sample)], min_articles=5))
+    assert result["evaluated"] == 500 and result["unscored"] == len(data.ids) - 500 and result["scores_without_label"] == 2
+    assert result["unscored_reasons"] == {"empty text": 20} and result["notes"]
+    only_new = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(sample)], split="all"),
+                               labelled=_first(select_labelled(EvaluateConfig(data=[str(sample)])), 100))
+    assert only_new["articles"]["accuracy"] == pytest.approx(accuracy_score(data.labels[:100], newer.argmax(1)))
+
+
+def _first(labelled, n):
+    labelled.ids, labelled.labels, labelled.sources = labelled.ids[:n], labelled.labels[:n], labelled.sources[:n]
+    return labelled
+
+
+def test_split_selects_trains_validation_rows(sample, articles_sample):
+    data = load_labelled([str(sample)], fingerprint=False)
+    _, val = make_split(data, "outlet", 0.2, 7)
+    chosen = select_labelled(EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.2, seed=7))
+    assert chosen.ids == [data.ids[i] for i in val]
+    media = select_labelled(EvaluateConfig(data=[str(sample)], split="column:split_media=train"))
+    raw = pq.read_table(sample, columns=["split_media"])["split_media"].to_pylist()
+    assert len(media.ids) == sum(v == "train" for v in raw) > 0
+    with pytest.raises(UserError, match="no row has"):
+        select_labelled(EvaluateConfig(data=[str(sample)], split="column:split_media=nope"))
+    with pytest.raises(UserError, match="duplicate ids"):
+        select_labelled(EvaluateConfig(data=[str(articles_sample)]))  # it repeats a two-label outlet's rows
+    with pytest.raises(ConfigError, match="split"):
+        EvaluateConfig(data=["x"], split="outlets")
+
+
+@pytest.mark.slow
+def test_evaluate_model_scores_through_the_production_scorer(tmp_path, sample, tiny_model_dir):
+    """evaluate --model == score, then evaluate --scores: the same probabilities, the same metrics."""
+    from allsides_batch.evaluate import evaluate_model
+    from allsides_batch.score import score_corpus
+
+    cfg = EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.1, min_articles=5)
+    score_cfg = ScoreConfig(model=tiny_model_dir, max_length=64, device="cpu", progress=False)
+    result = evaluate_model(score_cfg, cfg)
+    chosen = select_labelled(cfg)
+    assert result["evaluated"] == len(chosen.ids) == result["scoring"]["scored_rows"]
+    subset = tmp_path / "subset.parquet"
+    table = pq.read_table(sample)
+    pq.write_table(table.filter(pa.compute.is_in(table["id"], pa.array(chosen.ids))), subset)
+    out = tmp_path / "scored"
+    score_corpus(ScoreConfig(model=tiny_model_dir, input=[str(subset)], output=str(out), max_length=64,
+                             device="cpu", progress=False))
+    direct = evaluate_scores(str(out), cfg)
+    assert direct["model_id"] == result["model_id"]
+    assert direct["articles"]["confusion"] == result["articles"]["confusion"]
+    assert direct["articles"]["log_loss"] == pytest.approx(result["articles"]["log_loss"], abs=1e-6)
+    json_path, md_path = write_evaluation(result, str(tmp_path / "eval"))
+    assert Path(json_path).is_file() and "macro-F1" in Path(md_path).read_text()
+
+
+def test_cli_scores_and_errors(tmp_path, sample):
+    data = load_labelled([str(sample)], fingerprint=False)
+    fake_scores(tmp_path / "s", data.ids, data.labels)
+    run = [sys.executable, "-m", "allsides_batch", "evaluate", "--data", str(sample)]
+    ok = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--output", str(tmp_path / "e"), "--min-articles", "5"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "| macro-F1 |" in ok.stdout and (tmp_path / "e" / "evaluation.json").is_file()
+    both = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--model", "x"], capture_output=True, text=True)
+    assert both.returncode == 2 and "exactly one of --model" in both.stderr and both.stderr.count("\n") == 1
