@@ -119,3 +119,22 @@ def test_write_report_from_aggregate_output(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "allsides_batch", "report", "--aggregates", str(tmp_path / "nope"),
                           "--output", str(tmp_path / "cli")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_score_aggregate_report_end_to_end(tmp_path, articles_sample, tiny_model_dir):
+    """The real chain on real articles: score (tiny model) → aggregate by domain, all and month → report."""
+    from allsides_batch.config import ScoreConfig
+    from allsides_batch.score import score_corpus
+
+    scored = score_corpus(ScoreConfig(model=tiny_model_dir, input=[str(articles_sample)], output=str(tmp_path / "s"),
+                                      max_length=32, device="cpu", progress=False))
+    for window in ("all", "month"):
+        summary = outlet_aggregates(AggregateConfig(scores=str(tmp_path / "s"), output=str(tmp_path / "agg"),
+                                                    window=window, outlet_key="domain", min_articles=5))
+        assert summary.model_id == scored.model_id and summary.duplicate_rows == 0
+        placed = summary.aggregated_articles + sum(summary.excluded_rows.values())
+        assert placed == scored.scored_rows
+    paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
+    assert paths.outlets > 40 and png_size(Path(paths.outlet_chart))[1] > 40 * 20
+    assert Path(paths.trend_chart).stat().st_size > 5_000
