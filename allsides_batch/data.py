@@ -150,7 +150,9 @@ def _from_tables(tables: list[pa.Table], files: list[dict], columns: Columns, sp
             if not isinstance(text, str) or not text.strip():
                 dropped["empty or null text"] += 1
                 continue
-            prepared = prepare_text(title[i] if title else None, text, prep)
+            source = rows[columns.source][i]
+            prepared = prepare_text(title[i] if title else None, text, prep,
+                                    source=str(source) if source is not None else None)
             texts.append(prepared)
             labels.append(rows["__label__"][i])
             sources.append(str(rows[columns.source][i]) if rows[columns.source][i] is not None else "")
