@@ -194,8 +194,8 @@ def _feed(cfg: ScoreConfig, files: list[str], tokenizers: Tokenizers, unit_rows:
                         out.put(("quarantine", split.quarantine))
                     if split.keep.num_rows:
                         k = split.keep
-                        titles = k["title"].to_pylist() if "title" in k.column_names else [None] * k.num_rows
-                        waiter = tokenizers.submit(titles, k["text"].to_pylist(), k["source"].to_pylist())
+                        waiter = tokenizers.submit(k["title"].to_pylist(), k["text"].to_pylist(),
+                                                   k["source"].to_pylist())
                         out.put(("unit", k, waiter))
             except UserError as exc:
                 out.put(("unreadable", url, f"unreadable file: {exc}"))

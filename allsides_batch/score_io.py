@@ -46,6 +46,7 @@ def input_columns(columns: Columns) -> dict[str, str]:
 
 
 REQUIRED = ("id", "source", "text")
+LOGICAL = ("id", "source", "text", "title", "date", "url", "source_url")
 
 
 def file_key(url: str) -> tuple[str, dict]:
@@ -180,7 +181,8 @@ def split_batch(batch: pa.RecordBatch, names: dict[str, str], start_row: int, se
             seen_ids.add(ids[i])
     bad = pa.array([r is not None for r in reasons], pa.bool_())
     good = pc.invert(bad)
-    full = {k: strings.get(k, pa.nulls(n, pa.string())) for k in names}
+    # Every logical column, null where unmapped or absent: downstream code never checks which exist.
+    full = {k: strings.get(k, pa.nulls(n, pa.string())) for k in LOGICAL}
     keep = pa.table(full).filter(good)
     qcols = {k: strings.get(k, pa.nulls(n, pa.string())) for k in QUARANTINE_INPUT}
     qcols["reason"] = pa.array(reasons, pa.string())

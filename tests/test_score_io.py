@@ -1,0 +1,73 @@
+"""Scorer I/O: file keys, row triage, parts committed by rename, manifest listing."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from allsides_batch.config import Columns
+from allsides_batch.score_io import (QUARANTINE_SCHEMA, SCORES_SCHEMA, Layout, PartWriter, file_key, input_columns,
+                                     read_manifest, split_batch)
+
+
+def test_file_key_follows_content_changes(tmp_path):
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": [1]}), path)
+    key, fingerprint = file_key(str(path))
+    assert file_key(str(path))[0] == key and fingerprint["size"] == path.stat().st_size
+    pq.write_table(pa.table({"x": [1, 2, 3]}), path)
+    os.utime(path, (1, 1))  # a rewritten file with another size and mtime is new work
+    assert file_key(str(path))[0] != key
+    copy = tmp_path / "b.parquet"
+    copy.write_bytes(path.read_bytes())
+    os.utime(copy, (1, 1))
+    assert file_key(str(copy))[0] != file_key(str(path))[0]  # same bytes elsewhere: another input
+
+
+def test_split_batch_reasons_and_mapped_columns():
+    names = input_columns(Columns(id="doc", text="body", title=""))
+    batch = pa.record_batch({"doc": [1, None, 2, 1, 3], "source": ["s"] * 5,
+                             "body": ["ok", "x", "   ", "again", None]})
+    seen: set[str] = set()
+    split = split_batch(batch, names, start_row=10, seen_ids=seen)
+    assert split.keep["id"].to_pylist() == ["1"] and split.row_index == [10]
+    assert split.keep["title"].null_count == 1  # no title column mapped: null, not an error
+    assert split.quarantine["reason"].to_pylist() == ["null id", "empty text", "duplicate id", "null text"]
+    assert split.quarantine["row_index"].to_pylist() == [11, 12, 13, 14]
+    later = split_batch(pa.record_batch({"doc": [2], "source": ["s"], "body": ["fine"]}), names, 15, seen)
+    assert later.keep["id"].to_pylist() == ["2"]  # the earlier "2" had empty text, so it was never scored
+
+
+def test_part_writer_commits_by_rename_or_leaves_nothing(tmp_path):
+    layout = Layout(str(tmp_path), "abc")
+    writer = PartWriter(layout.score_part("k1"), SCORES_SCHEMA)
+    assert not os.path.exists(layout.score_part("k1"))
+    assert os.path.basename(writer.tmp).startswith(".") and writer.tmp.endswith(".tmp")
+    writer.commit()
+    assert pq.read_table(layout.score_part("k1")).schema.equals(SCORES_SCHEMA)
+    aborted = PartWriter(layout.quarantine_part("k2"), QUARANTINE_SCHEMA)
+    aborted.abort()
+    assert os.listdir(os.path.dirname(layout.quarantine_part("k2"))) == []
+
+
+def test_read_manifest_lists_every_model(tmp_path):
+    from allsides_batch.io import write_json
+
+    assert read_manifest(str(tmp_path)) == []
+    for model, key in [("m2", "k1"), ("m1", "k2"), ("m1", "k1")]:
+        write_json(Layout(str(tmp_path), model).manifest_entry(key), {"model_id": model, "input": key})
+    assert [(e["model_id"], e["input"]) for e in read_manifest(str(tmp_path))] == [
+        ("m1", "k1"), ("m1", "k2"), ("m2", "k1")]
+    assert Layout(str(tmp_path), "m1").done_keys() == {"k1", "k2"}
+
+
+@pytest.mark.parametrize("bad", [pa.int64(), pa.binary()])
+def test_non_string_text_is_quarantined_whole(bad):
+    values = [b"a", b"b"] if bad == pa.binary() else [1, 2]
+    batch = pa.record_batch({"id": ["a", "b"], "source": ["s", "s"], "text": pa.array(values, bad)})
+    split = split_batch(batch, input_columns(Columns()), 0, set())
+    reasons = split.quarantine["reason"].to_pylist()
+    assert split.keep.num_rows == 0 and all(r.startswith("text not a string") for r in reasons)
