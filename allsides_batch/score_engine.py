@@ -10,6 +10,7 @@ import inspect
 import json
 import multiprocessing as mp
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -250,7 +251,9 @@ class Scorer:
                 raise UserError("--quantize int8 is for CPU scoring; on a GPU use --precision bf16/fp16")
             from torch.ao.quantization import quantize_dynamic
 
-            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # torch announces eager-mode quantization's move to torchao
+                warnings.simplefilter("ignore")
+                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model.to(dev)
         budget = cfg.batch_tokens or (131072 if dev.type == "cuda" else 16384)
         if budget < max_length:
