@@ -1,0 +1,100 @@
+"""What a score-corpus run shows in Prefect's UI and prints at the end: small summaries built from
+the files the library wrote (run summaries, aggregates, chart), never from data held in memory."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+
+TABLE_COLUMNS = ("outlet", "n_articles", "mean_bias_score", "ci95_low", "ci95_high", "outlet_label",
+                 "share_left", "share_center", "share_right", "mean_confidence", "low_n")
+# Prefect stores artifacts in its database: a chart above this size is linked by path only.
+MAX_INLINE_IMAGE = 2 * 1024 * 1024
+
+
+def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
+    """The scorer's runs/<run_id>.json of each shard (every shard writes one, even with no work)."""
+    from allsides_batch.io import exists, join, read_json
+
+    paths = [join(output, "runs", f"{run_id}.json") for run_id in run_ids]
+    missing = [p for p in paths if not exists(p)]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard summary file(s) missing, e.g. {missing[0]}: a shard did not finish")
+    return [read_json(p) for p in paths]
+
+
+def aggregate_rows(path: str) -> list[dict]:
+    """The per-outlet table, most-covered outlets first (the aggregates are one small file)."""
+    from allsides_batch.io import read_table
+
+    rows = read_table(path, TABLE_COLUMNS).to_pylist()
+    rows.sort(key=lambda r: (-r["n_articles"], r["outlet"]))
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+
+def night_summary(run_date: str, score_id: str, model_dir: str, output: str, shards: list[dict], agg: dict,
+                  report: dict, seconds: float, fan_out: str, n_files: int) -> dict:
+    scoring_s = sum(s["seconds"] for s in shards)
+    n_in = sum(s["input_rows"] for s in shards)
+    return {
+        "run_date": run_date, "model_id": score_id, "model_dir": model_dir, "fan_out": fan_out,
+        "files": n_files, "shards": len(shards),
+        "input_rows": n_in, "scored_rows": sum(s["scored_rows"] for s in shards),
+        "quarantined_rows": sum(s["quarantined_rows"] for s in shards),
+        # per shard-second: with N workers in parallel the night's rate is up to N times this
+        "articles_per_s": round(n_in / scoring_s, 2) if scoring_s else 0.0,
+        "seconds": round(seconds, 1),
+        "scores": os.path.join(output, "scores", f"model_id={score_id}"),
+        "quarantine": os.path.join(output, "quarantine", f"model_id={score_id}"),
+        "aggregates": agg["output_path"], "aggregated_articles": agg["aggregated_articles"],
+        "outlets": agg["outlets"], "report": report,
+    }
+
+
+def summary_markdown(s: dict) -> str:
+    return "\n".join([
+        f"# score-corpus {s['run_date']}", "",
+        "| | |", "|---|---|",
+        f"| model id | `{s['model_id']}` |", f"| model directory | `{s['model_dir']}` |",
+        f"| files scored tonight | {s['files']} in {s['shards']} shard(s), fan-out `{s['fan_out']}` |",
+        f"| articles in | {s['input_rows']:,} |", f"| scored | {s['scored_rows']:,} |",
+        f"| quarantined | {s['quarantined_rows']:,} |",
+        f"| throughput | {s['articles_per_s']:,} articles/s per shard |", f"| wall time | {s['seconds']} s |",
+        f"| articles aggregated | {s['aggregated_articles']:,} over {s['outlets']} outlets |",
+        f"| scores | `{s['scores']}` |", f"| aggregates | `{s['aggregates']}` |",
+        f"| chart | `{s['report'].get('outlet_chart')}` |",
+    ])
+
+
+def publish_night(summary: dict, agg: dict, report: dict) -> None:
+    """Table of per-outlet aggregates, markdown summary and chart as artifacts of the current run."""
+    create_table_artifact(aggregate_rows(agg["output_path"]), key="outlet-aggregates",
+                          description=f"per-outlet aggregates {summary['run_date']}, model {summary['model_id']}")
+    create_markdown_artifact(summary_markdown(summary), key="score-corpus-summary",
+                             description=f"night {summary['run_date']}")
+    chart = report.get("outlet_chart")
+    if chart and os.path.isfile(chart) and os.path.getsize(chart) <= MAX_INLINE_IMAGE:
+        with open(chart, "rb") as fh:
+            url = "data:image/png;base64," + base64.b64encode(fh.read()).decode()
+        create_image_artifact(url, key="outlet-chart", description=f"per-outlet mean bias score ({chart})")
+
+
+def console_summary(s: dict, top: int = 15) -> str:
+    """Where everything landed and the top of the per-outlet table, for a terminal."""
+    rows = aggregate_rows(s["aggregates"])[:top]
+    lines = [
+        "", f"score-corpus {s['run_date']}: {s['input_rows']:,} articles in, {s['scored_rows']:,} scored, "
+        f"{s['quarantined_rows']:,} quarantined ({s['articles_per_s']} articles/s), model {s['model_id']}",
+        f"  scores:     {s['scores']}", f"  quarantine: {s['quarantine']}",
+        f"  aggregates: {s['aggregates']}", f"  chart:      {s['report'].get('outlet_chart')}",
+    ]
+    if s["report"].get("table"):
+        lines.append(f"  table:      {s['report']['table']}")
+    lines += ["", f"{'outlet':<36} {'n':>6} {'mean bias':>9} {'95% CI':>17}  label", "-" * 78]
+    for r in rows:
+        ci = (f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]" if r["ci95_low"] is not None else "")
+        lines.append(f"{r['outlet'][:36]:<36} {r['n_articles']:>6} {r['mean_bias_score']:>+9.3f} {ci:>17}  "
+                     f"{r['outlet_label']}{' (low n)' if r['low_n'] else ''}")
+    return "\n".join(lines)

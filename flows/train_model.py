@@ -1,0 +1,144 @@
+"""Flow `train-model`: validate data → train (the library's train_model) → evaluate → publish.
+
+Publishing copies the trained directory into the models root under its model id and only then moves
+the `latest` pointer, so a failed or rejected training run never changes what the nightly job scores
+with. Parameters mirror TrainConfig (allsides_batch/config.py), with the same defaults.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from allsides_batch.errors import UserError
+from flows.score_corpus import DEFAULT_CORPUS, storage_task
+
+
+@task(name="validate-data", **storage_task)
+def validate_data(cfg_dict: dict) -> dict:
+    """Read the labelled data once, fail fast on missing columns or labels; return its shape."""
+    from collections import Counter
+
+    from allsides_batch import LABELS
+    from allsides_batch.config import TrainConfig
+    from allsides_batch.data import load_labelled
+
+    cfg = TrainConfig(**cfg_dict)
+    data = load_labelled(cfg.data, cfg.columns, fingerprint=False)
+    if len(data) == 0:
+        raise UserError(f"no usable labelled rows in {cfg.data}")
+    counts = Counter(int(x) for x in data.labels)
+    return {"articles": len(data), "outlets": len(set(data.sources)), "dropped": data.dropped,
+            **{f"n_{name}": counts.get(i, 0) for i, name in enumerate(LABELS)}}
+
+
+@task(name="train", persist_result=False)
+def train_task(cfg_dict: dict) -> str:
+    from allsides_batch.config import TrainConfig
+    from allsides_batch.train import train_model
+
+    return train_model(TrainConfig(**cfg_dict)).output_dir
+
+
+@task(name="evaluate", persist_result=False)
+def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: float | None) -> dict:
+    """Held-out quality as artifacts; refuses a model below `min_macro_f1`. With test data the model
+    is evaluated through the scorer (the production path) by allsides_batch.evaluate; without, the
+    outlet-disjoint validation metrics training kept for its best epoch are used."""
+    from allsides_batch.config import ScoreConfig
+    from allsides_batch.evaluate import EvaluateConfig, evaluate_model, markdown_report, write_evaluation
+    from allsides_batch.io import read_json
+
+    metrics = read_json(os.path.join(model_dir, "metrics.json"))
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "per_class_f1"}
+            for r in metrics["epochs"]]
+    create_table_artifact(rows, key="train-model-epochs", description=f"per-epoch validation metrics, {model_dir}")
+    if test:
+        result = evaluate_model(ScoreConfig(model=model_dir, progress=False),
+                                EvaluateConfig(data=test, seed=seed))
+        write_evaluation(result, os.path.join(model_dir, "evaluation"))
+        create_markdown_artifact(markdown_report(result), key="train-model-evaluation", description="test set")
+        split, macro_f1, accuracy = "test", result["articles"]["macro_f1"], result["articles"]["accuracy"]
+    else:
+        val = metrics["validation"]
+        split, macro_f1, accuracy = "validation", val["macro_f1"], val["accuracy"]
+        create_markdown_artifact(
+            f"# Trained model `{model_dir}`\n\nBest epoch {metrics['best_epoch']} by {metrics['metric_for_best']}: "
+            f"validation accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}, outlet Spearman "
+            f"{val['outlets']['spearman']}.", key="train-model-evaluation", description="validation (outlet split)")
+    result = {"split": split, "accuracy": accuracy, "macro_f1": macro_f1, "train_seconds": metrics["train_seconds"]}
+    if min_macro_f1 is not None and macro_f1 < min_macro_f1:
+        raise UserError(f"{split} macro-F1 {macro_f1:.4f} is below min_macro_f1 {min_macro_f1}: "
+                        "not published, latest unchanged")
+    return result
+
+
+@task(name="publish", **storage_task)
+def publish_task(model_dir: str, models_root: str, set_latest: bool) -> dict:
+    from allsides_batch.registry import publish_model
+
+    return publish_model(model_dir, models_root, set_latest=set_latest).to_dict()
+
+
+@flow(name="train-model", log_prints=True, persist_result=False)
+def train_model_flow(
+    data: list[str] = [DEFAULT_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
+    base_model: str = "distilbert-base-uncased",
+    models_root: str = "models",
+    output: str | None = None,
+    columns: dict | None = None,
+    split: str = "outlet",
+    val_fraction: float = 0.1,
+    test: list[str] | None = None,
+    learning_rate: float = 3e-5,
+    train_batch_size: int = 32,
+    eval_batch_size: int = 32,
+    seed: int = 12345,
+    weight_decay: float = 0.0,
+    lr_scheduler: Literal["linear", "constant"] = "linear",
+    warmup_steps: int = 16,
+    epochs: int = 20,
+    early_stopping: int = 3,
+    metric_for_best: Literal["macro_f1", "accuracy", "val_loss"] = "macro_f1",
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto",
+    max_length: int = 512,
+    max_steps: int | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    device: str = "auto",
+    min_macro_f1: float | None = None,
+    set_latest: bool = True,
+) -> dict:
+    """Fine-tune, evaluate and publish a model. `output` (default runs/train/<time>) keeps this run's
+    own copy; `<models_root>/<model_id>` is the published one and `<models_root>/latest` points at
+    it once evaluation passed (`min_macro_f1`, on test data when given, else validation)."""
+    from allsides_batch.config import TrainConfig
+
+    log = get_run_logger()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    cfg = TrainConfig(
+        data=data, output=os.path.abspath(output or os.path.join("runs", "train", stamp)), base_model=base_model,
+        split=split, val_fraction=val_fraction, test=test or [], learning_rate=learning_rate,
+        train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, seed=seed, weight_decay=weight_decay,
+        lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, epochs=epochs, early_stopping=early_stopping,
+        metric_for_best=metric_for_best, precision=precision, max_length=max_length, max_steps=max_steps,
+        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, device=device,
+        overwrite=output is None, **({"columns": columns} if columns else {}),
+    )
+    cfg_dict = cfg.to_dict()
+    shape = validate_data(cfg_dict)
+    log.info("data: %(articles)d articles from %(outlets)d outlets", shape)
+    model_dir = train_task(cfg_dict)
+    quality = evaluate_task(model_dir, cfg.test, seed, min_macro_f1)
+    published = publish_task(model_dir, os.path.abspath(models_root), set_latest)
+    log.info("published %s (%s macro-F1 %.4f)%s", published["path"], quality["split"], quality["macro_f1"],
+             f"; {published['latest']} points at it" if published["latest"] else "")
+    return {"data": shape, "model_dir": model_dir, "quality": quality, **published}
+
+
+if __name__ == "__main__":
+    train_model_flow()

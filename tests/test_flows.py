@@ -1,0 +1,157 @@
+"""The Prefect flows under a real local Prefect server (prefect_test_harness): score-corpus gives the
+same scores and aggregates as the library called directly, artifacts are created, reruns add
+nothing, train-model publishes only a model that passed evaluation."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+RUN_DATE = "2026-11-28"
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One temporary Prefect server (SQLite) for the session, with its own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "DO_NOT_TRACK", "PREFECT_API_URL")}
+    os.environ.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1")
+    os.environ.pop("PREFECT_API_URL", None)
+    from prefect.testing.utilities import prefect_test_harness
+
+    try:
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(articles_sample, tmp_path_factory) -> str:
+    """Three corpus files of 100 real articles each (every other outlet, so files mix outlets)."""
+    table = pq.read_table(articles_sample)
+    table = table.take(np.arange(0, len(table), 2))
+    out = tmp_path_factory.mktemp("corpus")
+    for i in range(3):
+        pq.write_table(table.slice(i * 100, 100), out / f"day-{i}.parquet")
+    return str(out)
+
+
+def _scores(output: str) -> pa.Table:
+    files = sorted(str(p) for p in __import__("pathlib").Path(output, "scores").rglob("*.parquet"))
+    table = pa.concat_tables(pq.read_table(f) for f in files)
+    return table.drop_columns(["run_id", "scored_at"]).sort_by("id")
+
+
+def _aggregates(path: str) -> pa.Table:
+    return pq.read_table(path).drop_columns(["aggregated_at"]).sort_by("outlet")
+
+
+def _assert_tables_close(a: pa.Table, b: pa.Table) -> None:
+    assert a.column_names == b.column_names and a.num_rows == b.num_rows
+    for name in a.column_names:
+        x, y = a[name].to_pylist(), b[name].to_pylist()
+        if a.schema.field(name).type in (pa.float32(), pa.float64()):
+            np.testing.assert_allclose(np.array(x, dtype=float), np.array(y, dtype=float), atol=1e-5, err_msg=name)
+        else:
+            assert x == y, name
+
+
+def _artifacts(flow_run_id, key: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+
+def test_score_corpus_flow_equals_library(prefect_server, corpus_dir, tiny_model_dir, tmp_path):
+    from allsides_batch.aggregate import outlet_aggregates
+    from allsides_batch.config import AggregateConfig, ScoreConfig
+    from allsides_batch.score import score_corpus
+    from flows.score_corpus import score_corpus_flow
+
+    opts = dict(max_length=64, device="cpu", workers=1)
+    flow_out = tmp_path / "flow"
+    state = score_corpus_flow(corpus=[corpus_dir], model=tiny_model_dir, output=str(flow_out), run_date=RUN_DATE,
+                              shard_size=2, fan_out="local", min_articles=3, return_state=True, **opts)
+    assert state.is_completed(), state.message
+    night = state.result()
+    assert night["files"] == 3 and night["shards"] == 2
+    assert night["input_rows"] == 300 == night["scored_rows"] + night["quarantined_rows"]
+
+    lib_out = tmp_path / "lib"
+    lib = score_corpus(ScoreConfig(model=tiny_model_dir, input=[corpus_dir], output=str(lib_out), progress=False,
+                                   **opts))
+    agg = outlet_aggregates(AggregateConfig(scores=str(lib_out / "scores"), output=str(lib_out / "agg"),
+                                            model_id=lib.model_id, min_articles=3))
+    assert night["model_id"] == lib.model_id
+    first = _scores(str(flow_out))
+    _assert_tables_close(first, _scores(str(lib_out)))
+    _assert_tables_close(_aggregates(night["aggregates"]), _aggregates(agg.output_path))
+    assert night["aggregates"].startswith(str(flow_out / "nights" / RUN_DATE))
+    assert os.path.getsize(night["report"]["outlet_chart"]) > 1000
+
+    run_id = state.state_details.flow_run_id
+    table = _artifacts(run_id, "outlet-aggregates")
+    assert len(table) == 1 and "mean_bias_score" in str(table[0].data)
+    summary = _artifacts(run_id, "score-corpus-summary")
+    assert "| quarantined |" in summary[0].data and lib.model_id in summary[0].data
+    progress = _artifacts(run_id, "score-corpus-progress")
+    assert progress and float(progress[0].data) == 100.0
+    assert _artifacts(run_id, "outlet-chart")[0].data.startswith("data:image/png;base64,")
+
+    # The next night over the same files: nothing is pending, nothing is scored twice.
+    again = score_corpus_flow(corpus=[corpus_dir], model=tiny_model_dir, output=str(flow_out), run_date=RUN_DATE,
+                              shard_size=2, min_articles=3, **opts)
+    assert again["files"] == 0 and again["input_rows"] == 0
+    assert _scores(str(flow_out)).equals(first)
+
+
+def test_score_corpus_flow_refuses_bad_input(prefect_server, corpus_dir, tmp_path):
+    from flows.score_corpus import score_corpus_flow
+
+    state = score_corpus_flow(corpus=[corpus_dir], model="latest", models_root=str(tmp_path / "none"),
+                              output=str(tmp_path / "out"), return_state=True)
+    assert state.is_failed() and "publish one first" in state.message
+    state = score_corpus_flow(corpus=[corpus_dir], run_date="last tuesday", output=str(tmp_path / "out"),
+                              return_state=True)
+    assert state.is_failed() and "YYYY-MM-DD" in state.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sample, tiny_model_dir, tmp_path):
+    from allsides_batch.model import model_id
+    from flows.train_model import train_model_flow
+
+    root = tmp_path / "models"
+    kwargs = dict(data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root), max_steps=2,
+                  max_length=32, train_batch_size=8, max_eval_samples=64, device="cpu")
+    result = train_model_flow(output=str(tmp_path / "run1"), **kwargs)
+    assert result["data"]["articles"] == 600 and 55 <= result["data"]["outlets"] <= 60
+    assert os.path.realpath(root / "latest") == os.path.realpath(result["path"])
+    assert result["model_id"] == model_id(str(root / "latest"))
+    assert 0.0 <= result["quality"]["macro_f1"] <= 1.0
+
+    # Same recipe, another seed, but a quality bar no model can pass: trained, not published.
+    state = train_model_flow(output=str(tmp_path / "run2"), seed=7, min_macro_f1=1.01, return_state=True, **kwargs)
+    assert state.is_failed() and "not published" in state.message
+    assert os.path.isfile(tmp_path / "run2" / "model.safetensors")
+    assert os.path.realpath(root / "latest") == os.path.realpath(result["path"])
+    assert sorted(os.listdir(root)) == sorted([result["model_id"], "latest"])
+
+
+def test_shards_of():
+    from flows.score_corpus import shards_of
+
+    assert shards_of(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert shards_of([], 3) == []
