@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -28,8 +28,18 @@ from .config import ScoreConfig
 from .errors import UserError
 from .io import expand_inputs, parquet_file, write_json
 from .score_engine import Encoded, Scorer, Tokenizers
-from .score_io import (REQUIRED, SCORES_SCHEMA, Layout, PartWriter, file_key, input_columns, QUARANTINE_SCHEMA,
-                       split_batch, unreadable_row, with_run_columns)
+from .score_io import (
+    QUARANTINE_SCHEMA,
+    REQUIRED,
+    SCORES_SCHEMA,
+    Layout,
+    PartWriter,
+    file_key,
+    input_columns,
+    split_batch,
+    unreadable_row,
+    with_run_columns,
+)
 
 STALL_ENV = "ALLSIDES_BATCH_SCORE_STALL"  # test seam: "<stage>:<n>" pauses after the n-th such commit
 
@@ -204,7 +214,7 @@ def _feed(cfg: ScoreConfig, files: list[str], tokenizers: Tokenizers, unit_rows:
                 out.put(("unreadable", url, f"unreadable file: {type(exc).__name__}: {exc}"))
                 continue
             out.put(("end", url))
-    except BaseException as exc:  # handed to the model loop, which re-raises it in the main thread
+    except BaseException as exc:  # noqa: BLE001 - not swallowed: the model loop re-raises it in the main thread
         out.put(("error", exc))
     finally:
         out.put(("stop", None))
@@ -216,7 +226,7 @@ class _FileOutput:
     def __init__(self, layout: Layout, url: str, qschema: pa.Schema):
         self.url, self.layout, self.qschema = url, layout, qschema
         self.key, self.fingerprint = file_key(url)
-        self.scored_at = datetime.now(timezone.utc)
+        self.scored_at = datetime.now(UTC)
         self.scores = PartWriter(layout.score_part(self.key), SCORES_SCHEMA)
         self.quarantine: PartWriter | None = None
         self.rows_in = 0

@@ -73,7 +73,7 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
     except UserError as exc:
         out.put(("user_error", str(exc)))
         return
-    except Exception:  # reported to the parent, which fails the run with this traceback
+    except Exception:  # noqa: BLE001 - not swallowed: the parent fails the run with this traceback
         out.put(("error", traceback.format_exc()))
         return
     out.put(("done", summary.to_dict()))

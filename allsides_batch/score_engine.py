@@ -19,8 +19,16 @@ import torch
 
 from .config import ScoreConfig
 from .errors import UserError
-from .model import label_order, load_classifier, load_tokenizer, local_model_dir, model_id, parse_label_map
-from .model import resolve_device, resolve_precision
+from .model import (
+    label_order,
+    load_classifier,
+    load_tokenizer,
+    local_model_dir,
+    model_id,
+    parse_label_map,
+    resolve_device,
+    resolve_precision,
+)
 from .text import TextPrep, encode, prepare_text, special_token_layout
 
 CALIBRATION_FILE = "calibration.json"

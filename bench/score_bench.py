@@ -70,13 +70,15 @@ def run_pipeline(model: str, inp: Path, out: Path, max_length: int, device: int)
     import pyarrow.parquet as pq
     from transformers import pipeline
 
-    from allsides_batch.text import TextPrep, prepare_text
+    from allsides_batch.score_engine import prepare_rows
+    from allsides_batch.text import TextPrep
 
     start = time.perf_counter()
     clf = pipeline("text-classification", model=model, batch_size=32, device=device)
     table = pq.read_table(inp)
-    prep = TextPrep.load(model)
-    texts = [prepare_text(t, x, prep) for t, x in zip(table["title"].to_pylist(), table["text"].to_pylist())]
+    # The same text preparation as the scorer (title, whitespace, outlet masking when the model asks for it).
+    texts = prepare_rows(TextPrep.load(model), table["title"].to_pylist(), table["text"].to_pylist(),
+                         table["source"].to_pylist())
     preds = clf(texts, truncation=True, max_length=max_length)
     labels = [p["label"].lower() for p in preds]
     pq.write_table(pa.table({"id": table["id"], "label": labels}), out, compression="zstd")
@@ -145,7 +147,7 @@ def main() -> None:
     p_s, p_labels = run_pipeline(model, inp, work / "pipeline.parquet", args.max_length, 0 if device == "cuda" else -1)
     result["pipeline_articles_per_s"] = round(args.n / p_s, 2)
     print(f"pipeline(batch_size=32): {args.n / p_s:.2f} articles/s ({p_s:.1f} s)", flush=True)
-    o_s, o_labels, summary = run_ours(model, inp, work / "ours", args.max_length, workers=args.workers)
+    o_s, o_labels, _ = run_ours(model, inp, work / "ours", args.max_length, workers=args.workers)
     result["ours_articles_per_s"] = round(args.n / o_s, 2)
     result["ratio"] = round(p_s / o_s, 2)
     result["labels_identical"] = o_labels == p_labels
@@ -153,7 +155,7 @@ def main() -> None:
     print(f"ours ({device}): {args.n / o_s:.2f} articles/s ({o_s:.1f} s); ratio {p_s / o_s:.2f}x; labels identical: "
           f"{result['labels_identical']}", flush=True)
     if device == "cpu" and not args.no_int8:
-        q_s, q_labels, q_summary = run_ours(model, inp, work / "int8", args.max_length, workers=args.workers,
+        q_s, q_labels, _ = run_ours(model, inp, work / "int8", args.max_length, workers=args.workers,
                                             quantize="int8", quantize_check=0)
         agree = sum(q_labels[k] == o_labels[k] for k in o_labels) / args.n
         result.update(int8_articles_per_s=round(args.n / q_s, 2), int8_speedup=round(o_s / q_s, 2),

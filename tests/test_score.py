@@ -40,8 +40,8 @@ def corpus(articles_sample, tmp_path_factory) -> Path:
 
 
 def _cfg(model, inputs, out, **kw) -> ScoreConfig:
-    base = dict(model=str(model), input=[str(i) for i in inputs], output=str(out), max_length=MAXLEN,
-                device="cpu", progress=False, batch_tokens=4 * MAXLEN, workers=0)
+    base = {"model": str(model), "input": [str(i) for i in inputs], "output": str(out), "max_length": MAXLEN,
+            "device": "cpu", "progress": False, "batch_tokens": 4 * MAXLEN, "workers": 0}
     base.update(kw)
     return ScoreConfig(**base)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
@@ -16,8 +17,8 @@ from allsides_batch.score_engine import Scorer, chunk_windows, forward_with_halv
 
 
 def _scorer(model_dir, **kw) -> Scorer:
-    base = dict(model=str(model_dir), input=["unused"], output="unused", max_length=64, device="cpu",
-                batch_tokens=256)
+    base = {"model": str(model_dir), "input": ["unused"], "output": "unused", "max_length": 64, "device": "cpu",
+            "batch_tokens": 256}
     base.update(kw)
     return Scorer.from_config(ScoreConfig(**base))
 
@@ -35,7 +36,7 @@ def test_chunk_windows_cover_every_token_once_plus_overlap(n, window, stride):
     spans = chunk_windows(n, window, stride)
     assert spans[0][0] == 0 and spans[-1][1] == n
     assert all(0 < e - s <= window or n == 0 for s, e in spans)
-    for (_, e1), (s2, _) in zip(spans, spans[1:]):
+    for (_, e1), (s2, _) in itertools.pairwise(spans):
         assert e1 - s2 == stride  # consecutive windows share exactly `stride` tokens
     assert sum(e - s for s, e in spans) == n + stride * (len(spans) - 1)
 

@@ -9,8 +9,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from allsides_batch.config import Columns
-from allsides_batch.score_io import (QUARANTINE_SCHEMA, SCORES_SCHEMA, Layout, PartWriter, file_key, input_columns,
-                                     read_manifest, split_batch)
+from allsides_batch.score_io import (
+    QUARANTINE_SCHEMA,
+    SCORES_SCHEMA,
+    Layout,
+    PartWriter,
+    file_key,
+    input_columns,
+    read_manifest,
+    split_batch,
+)
 
 
 def test_file_key_follows_content_changes(tmp_path):
