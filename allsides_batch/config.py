@@ -72,6 +72,25 @@ class TrainConfig:
     max_eval_samples: int | None = field(default=None, metadata={"help": "use at most this many validation rows"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     overwrite: bool = field(default=False, metadata={"help": "replace a model already in --output"})
+    # ---- outlet-robust recipe options (issue 6; docs/results.md has the measurements behind the defaults)
+    mask_outlet: bool = field(
+        default=True,
+        metadata={"help": "remove outlet identity (own name, datelines, bylines, URLs, boilerplate) from the text"},
+    )
+    adversary_weight: float = field(
+        default=0.0, metadata={"help": "gradient-reversal weight of the outlet adversary head (0 = off)"}
+    )
+    adversary_lr: float = field(default=3e-4, metadata={"help": "learning rate of the outlet adversary head"})
+    class_balance: Literal["none", "loss", "sampler"] = field(
+        default="none", metadata={"help": "class balancing: inverse-frequency loss weights or a balanced sampler"}
+    )
+    train_windows: int = field(
+        default=1, metadata={"help": "windows of max_length tokens per article in training and evaluation (1 = head only)"}
+    )
+    window_stride: int = field(default=64, metadata={"help": "tokens shared by consecutive windows (as score --stride)"})
+    calibrate: bool = field(
+        default=True, metadata={"help": "fit a temperature on the validation split; the scorer applies it"}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
@@ -83,7 +102,11 @@ class TrainConfig:
         _check_literals(self)
         _positive(self, "learning_rate", "train_batch_size", "eval_batch_size", "epochs", "max_length",
                   "adam_epsilon")
-        _non_negative(self, "warmup_steps", "early_stopping", "weight_decay")
+        _non_negative(self, "warmup_steps", "early_stopping", "weight_decay", "adversary_weight", "window_stride")
+        _positive(self, "adversary_lr", "train_windows")
+        if self.train_windows > 1 and self.window_stride >= self.max_length - 2:
+            raise ConfigError("window_stride", f"must be smaller than max_length - 2 ({self.max_length - 2}), "
+                                               f"got {self.window_stride}")
         _optional_positive(self, "max_steps", "max_train_samples", "max_eval_samples")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:

@@ -1,5 +1,10 @@
 """Fine-tuning, staged top to bottom: data → split → model → tokens → loop (evaluate every epoch,
-keep the best, stop early) → save model, recipe, metrics and model card.
+keep the best, stop early) → calibrate → save model, recipe, metrics and model card.
+
+train_model reads and splits the data, then `fit` does the rest on given train/validation/test
+sets (cross-validation calls `fit` once per fold). The outlet-robust options (masking, adversary,
+class balancing, several windows per article, temperature scaling) live in masking.py, robust.py,
+windows.py and calibration.py; here they are only wired in.
 
 Plain PyTorch rather than the Hugging Face Trainer: dynamic padding, one pre-tokenization pass with
 character cuts, length-sorted evaluation. bench/train_bench.py compares the two on the same recipe.
@@ -14,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -22,26 +27,41 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import LABELS, __version__
+from .calibration import Calibration, article_probs, fit_temperature
 from .config import TrainConfig
 from .data import LabelledData, load_labelled, make_split
 from .errors import UserError
 from .io import write_json
+from .masking import MASK_VERSION
 from .metrics import classification_report, outlet_agreement
 from .model import load_base_model, load_tokenizer, resolve_device, resolve_precision, save_model
-from .text import TextPrep, encode
+from .robust import OutletAdversary, balanced_order, class_weights, outlet_index, sentence_features
+from .text import TextPrep
+from .windows import encode_windows
 
 MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json")
 
 
 @dataclass
 class Encoded:
-    """Token ids (unpadded, special tokens included) with labels and outlets, aligned."""
+    """Token ids (unpadded, special tokens included), one row per window, with the articles' labels
+    and outlets. owner[m] is the article of window m and weight[m] its content tokens; without them
+    every row is one article."""
 
     ids: list[list[int]]
-    labels: np.ndarray
-    sources: list[str]
+    labels: np.ndarray            # (N,) per article
+    sources: list[str]            # (N,) per article
+    owner: np.ndarray | None = None   # (M,) article of each window
+    weight: np.ndarray | None = None  # (M,) content tokens of each window
+
+    def __post_init__(self) -> None:
+        if self.owner is None:
+            self.owner = np.arange(len(self.ids), dtype=np.int64)
+        if self.weight is None:
+            self.weight = np.ones(len(self.ids), dtype=np.float64)
 
     def __len__(self) -> int:
+        """Training examples (windows)."""
         return len(self.ids)
 
 
@@ -49,6 +69,20 @@ class Encoded:
 class TrainResult:
     output_dir: str
     metrics: dict
+
+
+@dataclass
+class Fitted:
+    """A trained model in memory with its metrics, as `fit` returns it."""
+
+    model: object
+    tokenizer: object
+    metrics: dict
+    calibration: Calibration | None
+    max_length: int
+    steps: int
+    device: torch.device
+    dtype: torch.dtype
 
 
 def set_seed(seed: int) -> None:
@@ -77,9 +111,9 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 
 
 @torch.no_grad()
-def predict_probs(model, rows: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
-                  dtype: torch.dtype) -> np.ndarray:
-    """Class probabilities (N, C) in input order; rows are batched by length so padding is small."""
+def predict_logits(model, rows: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
+                   dtype: torch.dtype) -> np.ndarray:
+    """Logits (N, C) in input order, float32; rows are batched by length so padding is small."""
     model.eval()
     order = np.argsort([len(r) for r in rows], kind="stable")
     out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
@@ -88,16 +122,30 @@ def predict_probs(model, rows: list[list[int]], batch_size: int, pad_id: int, de
         ids, mask = pad_batch([rows[i] for i in idx], pad_id)
         with _autocast(device, dtype):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, C)
-        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        out[idx] = logits.float().cpu().numpy()
     return out
 
 
-def evaluate_split(model, enc: Encoded, batch_size: int, pad_id: int, device, dtype) -> dict:
-    probs = predict_probs(model, enc.ids, batch_size, pad_id, device, dtype)
+def predict_probs(model, rows: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
+                  dtype: torch.dtype) -> np.ndarray:
+    """Class probabilities (N, C) in input order."""
+    return article_probs(predict_logits(model, rows, batch_size, pad_id, device, dtype)).astype(np.float32)
+
+
+def report_from_logits(enc: Encoded, logits: np.ndarray, temperature: float = 1.0) -> dict:
+    """Article-level metrics from window logits (M, C): windows averaged as the scorer's chunk mode."""
+    probs = article_probs(logits, temperature, enc.owner, enc.weight, len(enc.labels))
     report = classification_report(enc.labels, probs)
     report["val_loss"] = report["log_loss"]
     report["outlets"] = outlet_agreement(enc.sources, enc.labels, probs)
+    report["temperature"] = temperature
     return report
+
+
+def evaluate_split(model, enc: Encoded, batch_size: int, pad_id: int, device, dtype,
+                   temperature: float = 1.0) -> dict:
+    logits = predict_logits(model, enc.ids, batch_size, pad_id, device, dtype)
+    return report_from_logits(enc, logits, temperature)
 
 
 def _is_better(metric: str, new: float, best: float | None) -> bool:
@@ -139,9 +187,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _encode(tokenizer, data: LabelledData, max_length: int) -> Encoded:
-    ids, _, _ = encode(tokenizer, data.texts, max_length)
-    return Encoded(ids=ids, labels=data.labels, sources=data.sources)
+def _encode(tokenizer, data: LabelledData, max_length: int, stride: int = 64, windows: int = 1) -> Encoded:
+    w = encode_windows(tokenizer, data.texts, max_length, stride, windows)
+    return Encoded(ids=w.ids, labels=data.labels, sources=data.sources, owner=w.owner, weight=w.weight)
+
+
+def text_prep(cfg: TrainConfig) -> TextPrep:
+    """The text preparation a recipe trains (and its model will score) with."""
+    return TextPrep(mask_outlet=cfg.mask_outlet, mask_version=MASK_VERSION if cfg.mask_outlet else 0)
 
 
 def _subsample(idx: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -166,17 +219,45 @@ def train_model(cfg: TrainConfig) -> TrainResult:
     _check_output(cfg)
     if not cfg.data:
         raise UserError("--data is required: labelled Parquet file(s), a directory, a glob or hf:NAME")
-    prep = TextPrep()
+    prep = text_prep(cfg)
     split_column = cfg.split.split(":", 1)[1] if cfg.split.startswith("column:") else None
     data = load_labelled(cfg.data, cfg.columns, split_column=split_column, prep=prep)
     train_idx, val_idx = make_split(data, cfg.split, cfg.val_fraction, cfg.seed)
-    train_idx = _subsample(train_idx, cfg.max_train_samples, cfg.seed)
-    val_idx = _subsample(val_idx, cfg.max_eval_samples, cfg.seed)
     train_data, val_data = data.subset(train_idx), data.subset(val_idx)
     test_data = load_labelled(cfg.test, cfg.columns, prep=prep) if cfg.test else None
+    fitted = fit(cfg, train_data, val_data, test_data)
+    train_data, val_data = _limit(train_data, cfg.max_train_samples, cfg.seed), _limit(val_data, cfg.max_eval_samples, cfg.seed)
     overlap = set(train_data.sources) & set(val_data.sources)
-    print(f"data: {len(data)} articles, {len(set(data.sources))} outlets -> train {len(train_data)}, "
-          f"validation {len(val_data)} ({cfg.split} split; {len(overlap)} outlet(s) in both)", file=sys.stderr)
+    recipe = {
+        "config": cfg.to_dict(), "max_length_used": fitted.max_length, "text_preparation": prep.__dict__,
+        "data_files": data.files, "test_files": test_data.files if test_data else [],
+        "split_sizes": {"train": len(train_data), "validation": len(val_data),
+                        "test": len(test_data) if test_data else 0,
+                        "train_outlets": len(set(train_data.sources)), "validation_outlets": len(set(val_data.sources)),
+                        "outlets_in_both": len(overlap)},
+        "rows_skipped": data.dropped, "device": str(fitted.device),
+        "precision": str(fitted.dtype).replace("torch.", ""), "steps": fitted.steps,
+        "package_versions": package_versions(), "git_commit": _git_commit(),
+    }
+    _write_output(cfg, fitted.model, fitted.tokenizer, prep, recipe, fitted.metrics, fitted.calibration)
+    return TrainResult(output_dir=cfg.output, metrics=fitted.metrics)
+
+
+def _limit(data: LabelledData, limit: int | None, seed: int) -> LabelledData:
+    if limit is None or len(data) <= limit:
+        return data
+    return data.subset(_subsample(np.arange(len(data)), limit, seed))
+
+
+def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
+        test_data: LabelledData | None = None) -> Fitted:
+    """Train on train_data, pick the best epoch on val_data, fit the temperature on val_data and
+    report test_data (if given) with it. Texts must already be prepared with text_prep(cfg)."""
+    train_data, val_data = _limit(train_data, cfg.max_train_samples, cfg.seed), _limit(val_data, cfg.max_eval_samples, cfg.seed)
+    overlap = set(train_data.sources) & set(val_data.sources)
+    print(f"data: train {len(train_data)} articles / {len(set(train_data.sources))} outlets, validation "
+          f"{len(val_data)} / {len(set(val_data.sources))} ({cfg.split} split; {len(overlap)} outlet(s) in both)",
+          file=sys.stderr)
 
     # ---- 2. model and tokens
     set_seed(cfg.seed)
@@ -186,40 +267,69 @@ def train_model(cfg: TrainConfig) -> TrainResult:
     model = load_base_model(cfg.base_model).to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_length = min(cfg.max_length, getattr(model.config, "max_position_embeddings", cfg.max_length))
-    train_enc, val_enc = _encode(tokenizer, train_data, max_length), _encode(tokenizer, val_data, max_length)
-    test_enc = _encode(tokenizer, test_data, max_length) if test_data is not None else None
+    enc_args = (max_length, cfg.window_stride, cfg.train_windows)
+    train_enc, val_enc = _encode(tokenizer, train_data, *enc_args), _encode(tokenizer, val_data, *enc_args)
+    test_enc = _encode(tokenizer, test_data, *enc_args) if test_data is not None else None
+    window_labels = train_enc.labels[train_enc.owner]                          # (M,) label of each window
 
-    # ---- 3. optimizer and schedule (Adam; weight_decay 0 makes AdamW exactly Adam)
+    # ---- 3. recipe options: outlet adversary, class weights
+    adversary, window_outlets = None, None
+    if cfg.adversary_weight > 0:
+        outlet_ids, outlet_names = outlet_index(train_data.sources)
+        window_outlets = outlet_ids[train_enc.owner]                           # (M,)
+        adversary = OutletAdversary(model.config.hidden_size, len(outlet_names), cfg.adversary_weight).to(device)
+    loss_weight = None
+    if cfg.class_balance == "loss":
+        loss_weight = torch.as_tensor(class_weights(window_labels, len(LABELS)), dtype=torch.float32, device=device)
+
+    # ---- 4. optimizer and schedule (Adam; weight_decay 0 makes AdamW exactly Adam)
     steps_per_epoch = math.ceil(len(train_enc) / cfg.train_batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    groups = [{"params": list(model.parameters()), "lr": cfg.learning_rate}]
+    if adversary is not None:
+        groups.append({"params": list(adversary.parameters()), "lr": cfg.adversary_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     generator = torch.Generator().manual_seed(cfg.seed)
 
-    # ---- 4. the loop
+    # ---- 5. the loop
     history: list[dict] = []
-    best_value, best_epoch, best_state, best_report, stale = None, None, None, None, 0
+    best_value, best_epoch, best_state, stale = None, None, None, 0
     step = 0
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = torch.randperm(len(train_enc), generator=generator).tolist()
+        if adversary is not None:
+            adversary.train()
+        if cfg.class_balance == "sampler":
+            order = balanced_order(window_labels, len(LABELS), generator)
+        else:
+            order = torch.randperm(len(train_enc), generator=generator).tolist()
         losses: list[float] = []
+        adv_losses: list[float] = []
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(range(0, len(order), cfg.train_batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
                    unit="batch", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
         for b in bar:
             idx = order[b:b + cfg.train_batch_size]
             ids, mask = pad_batch([train_enc.ids[i] for i in idx], pad_id)       # (B, T), (B, T)
-            labels = torch.as_tensor(train_enc.labels[idx], device=device)        # (B,)
+            labels = torch.as_tensor(window_labels[idx], device=device)          # (B,)
             with _autocast(device, dtype):
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, 3)
-            loss = F.cross_entropy(logits.float(), labels)
+                out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                            output_hidden_states=adversary is not None)
+            loss = F.cross_entropy(out.logits.float(), labels, weight=loss_weight)  # logits (B, 3)
+            if adversary is not None:
+                with _autocast(device, dtype):
+                    outlet_logits = adversary(sentence_features(out))            # (B, n_outlets)
+                targets = torch.as_tensor(window_outlets[idx], device=device)    # (B,)
+                adv_loss = F.cross_entropy(outlet_logits.float(), targets)
+                adv_losses.append(adv_loss.item())
+                loss = loss + adv_loss  # the reversal layer scales and flips its gradient into the encoder
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -242,6 +352,8 @@ def train_model(cfg: TrainConfig) -> TrainResult:
             "ece": report["ece"], "outlet_spearman": report["outlets"]["spearman"],
             "train_samples_per_s": seen / train_seconds,
         }
+        if adv_losses:
+            row["adversary_loss"] = float(np.mean(adv_losses))
         history.append(row)
         print(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
               f"acc {row['accuracy']:.4f} macro_f1 {row['macro_f1']:.4f} ({row['train_samples_per_s']:.1f} "
@@ -249,7 +361,6 @@ def train_model(cfg: TrainConfig) -> TrainResult:
         if _is_better(cfg.metric_for_best, row[cfg.metric_for_best], best_value):
             best_value, best_epoch, stale = row[cfg.metric_for_best], row["epoch"], 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            best_report = report
         else:
             stale += 1
         if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -258,28 +369,31 @@ def train_model(cfg: TrainConfig) -> TrainResult:
             print(f"early stopping: no {cfg.metric_for_best} improvement for {stale} epochs", file=sys.stderr)
             break
 
-    # ---- 5. best weights, test, save
+    # ---- 6. best weights, temperature on validation, test
     model.load_state_dict(best_state)
+    val_logits = predict_logits(model, val_enc.ids, cfg.eval_batch_size, pad_id, device, dtype)
+    calibration = None
+    temperature = 1.0
+    if cfg.calibrate:
+        calibration = fit_temperature(val_logits, val_enc.labels, val_enc.owner, val_enc.weight)
+        temperature = calibration.temperature
+        print(f"temperature {temperature:.3f}: validation ECE {calibration.ece_before:.4f} -> "
+              f"{calibration.ece_after:.4f}, NLL {calibration.nll_before:.4f} -> {calibration.nll_after:.4f}",
+              file=sys.stderr)
     metrics = {"metric_for_best": cfg.metric_for_best, "best_epoch": best_epoch, "best_value": best_value,
-               "epochs": history, "train_seconds": time.perf_counter() - start, "validation": best_report,
-               "test": None}
+               "epochs": history, "train_seconds": time.perf_counter() - start,
+               "validation": report_from_logits(val_enc, val_logits, temperature),
+               "calibration": asdict(calibration) if calibration else None, "test": None, "test_uncalibrated": None}
     if test_enc is not None:
-        metrics["test"] = evaluate_split(model, test_enc, cfg.eval_batch_size, pad_id, device, dtype)
-    recipe = {
-        "config": cfg.to_dict(), "max_length_used": max_length, "text_preparation": prep.__dict__,
-        "data_files": data.files, "test_files": test_data.files if test_data else [],
-        "split_sizes": {"train": len(train_data), "validation": len(val_data),
-                        "test": len(test_data) if test_data else 0,
-                        "train_outlets": len(set(train_data.sources)), "validation_outlets": len(set(val_data.sources)),
-                        "outlets_in_both": len(overlap)},
-        "rows_skipped": data.dropped, "device": str(device), "precision": str(dtype).replace("torch.", ""),
-        "steps": step, "package_versions": package_versions(), "git_commit": _git_commit(),
-    }
-    _write_output(cfg, model, tokenizer, prep, recipe, metrics)
-    return TrainResult(output_dir=cfg.output, metrics=metrics)
+        test_logits = predict_logits(model, test_enc.ids, cfg.eval_batch_size, pad_id, device, dtype)
+        metrics["test"] = report_from_logits(test_enc, test_logits, temperature)
+        metrics["test_uncalibrated"] = report_from_logits(test_enc, test_logits, 1.0)
+    return Fitted(model=model, tokenizer=tokenizer, metrics=metrics, calibration=calibration,
+                  max_length=max_length, steps=step, device=device, dtype=dtype)
 
 
-def _write_output(cfg: TrainConfig, model, tokenizer, prep: TextPrep, recipe: dict, metrics: dict) -> None:
+def _write_output(cfg: TrainConfig, model, tokenizer, prep: TextPrep, recipe: dict, metrics: dict,
+                  calibration: Calibration | None = None) -> None:
     """Write everything to a sibling temporary directory, then move it into place: an interrupted run
     never leaves a half-written model where a good one was."""
     final = os.path.abspath(cfg.output)
@@ -288,6 +402,8 @@ def _write_output(cfg: TrainConfig, model, tokenizer, prep: TextPrep, recipe: di
     os.makedirs(tmp)
     save_model(model, tokenizer, tmp)
     prep.save(tmp)
+    if calibration is not None:
+        calibration.save(tmp)
     write_json(os.path.join(tmp, "training_recipe.json"), recipe)
     write_json(os.path.join(tmp, "metrics.json"), metrics)
     with open(os.path.join(tmp, "README.md"), "w") as fh:
@@ -319,6 +435,11 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
         t = metrics["test"]
         lines += ["", f"Test: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, ECE {t['ece']:.4f} "
                   f"on {t['n']} articles."]
+    cal = metrics.get("calibration")
+    if cal:
+        lines += ["", f"Temperature scaling: T = {cal['temperature']:.3f} fitted on validation; ECE "
+                  f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> "
+                  f"{cal['nll_after']:.4f}. The scorer divides logits by T (calibration.json)."]
     c = recipe["config"]
     lines += [
         "", "## Training hyperparameters", "",
@@ -329,6 +450,9 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
         f"- lr_scheduler_type: {c['lr_scheduler']}", f"- lr_scheduler_warmup_steps: {c['warmup_steps']}",
         f"- num_epochs: {c['epochs']} (early stopping after {c['early_stopping']} without improvement)",
         f"- precision: {recipe['precision']} on {recipe['device']}", f"- max_length: {recipe['max_length_used']}",
+        f"- outlet masking: {c.get('mask_outlet')}, adversary weight: {c.get('adversary_weight')}, "
+        f"class balance: {c.get('class_balance')}, windows per article: {c.get('train_windows')} "
+        f"(stride {c.get('window_stride')})",
         "", "## Framework versions", "",
         *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], "",
     ]
