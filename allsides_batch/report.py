@@ -136,7 +136,7 @@ def _legend(ax, biggest: int) -> None:
 
     handles = [Line2D([], [], marker="o", ls="", color=col, label=name) for name, col in COLOURS.items()]
     handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white", color="0.3",
-                          label="fewer than --min-articles"))
+                          label="low_n: fewer than min. articles"))
     handles.append(Line2D([], [], color="0.35", lw=1.2, label="95% interval"))
     handles.append(Line2D([], [], marker="o", ls="", color="0.5", markersize=(12 + 220) ** 0.5,
                           label=f"{biggest} articles"))
