@@ -226,8 +226,8 @@ def _choose_model(lf: pl.LazyFrame, wanted: str | None) -> tuple[str, list[str],
             raise UserError(f"--model-id {wanted!r} not in the scores; found: {', '.join(found)}")
         return wanted, found, []
     notes = [] if len(found) == 1 else [
-        f"scores hold {len(found)} models ({', '.join(found)}); aggregated the most recently scored, "
-        f"{found[0]}; choose another with --model-id"]
+        (f"scores hold {len(found)} models ({', '.join(found)}); aggregated the most recently scored, "
+         f"{found[0]}; choose another with --model-id")]
     return found[0], found, notes
 
 
@@ -342,7 +342,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _aggregate_rows(rows: pl.LazyFrame, cfg: AggregateConfig, model: str) -> pl.DataFrame:

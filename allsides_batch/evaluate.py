@@ -67,7 +67,7 @@ class Labelled:
     files: list[str]
 
 
-def select_labelled(cfg: EvaluateConfig, columns: Columns = Columns()) -> Labelled:
+def select_labelled(cfg: EvaluateConfig, columns: Columns | None = None) -> Labelled:
     """Read the labelled data (train's reader) and keep the rows --split names."""
     from .data import load_labelled, make_split
 
@@ -76,7 +76,7 @@ def select_labelled(cfg: EvaluateConfig, columns: Columns = Columns()) -> Labell
     files = expand_inputs(cfg.data)
     name, _, value = cfg.split.partition(":")[2].partition("=")
     split_column = name if cfg.split.startswith("column:") else None
-    data = load_labelled(files, columns, split_column=split_column, fingerprint=False)
+    data = load_labelled(files, columns or Columns(), split_column=split_column, fingerprint=False)
     if cfg.split == "all":
         rows = np.arange(len(data))
     elif value:
@@ -129,7 +129,7 @@ def quarantine_reasons(scores_dir: str, model_id: str, ids: set[str]) -> dict[st
     return dict(reasons)
 
 
-def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns = Columns(),
+def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | None = None,
                     labelled: Labelled | None = None) -> dict:
     """Metrics of the scores under `scores_dir` against the labelled rows --split selects."""
     labelled = labelled if labelled is not None else select_labelled(cfg, columns)
@@ -223,8 +223,8 @@ def markdown_report(result: dict) -> str:
              "", "| metric | value |", "| --- | ---: |",
              f"| accuracy | {a['accuracy']:.3f} |", f"| macro-F1 | {a['macro_f1']:.3f} |",
              f"| expected calibration error (15 bins) | {a['ece']:.3f} |", f"| log loss | {a['log_loss']:.3f} |",
-             f"| outlet Spearman: mean bias score vs. label ({o['outlets']} outlets, ≥ {o['min_articles']} articles) "
-             f"| {o['spearman']:.3f} |",
+             (f"| outlet Spearman: mean bias score vs. label ({o['outlets']} outlets, ≥ {o['min_articles']} "
+              f"articles) | {o['spearman']:.3f} |"),
              f"| outlet accuracy: majority predicted label | {o['outlet_accuracy']:.3f} |",
              f"| outlet accuracy: mean score vs. ±{o['label_threshold']:.2f} | {o['label_accuracy']:.3f} |",
              "", "| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]

@@ -201,8 +201,8 @@ def summary_table(frame: pl.DataFrame, max_rows: int | None = None) -> str:
         lines.append(f"| {name} | {r['outlet_label']} | {r['n_articles']} | {r['mean_bias_score']:+.2f} | {ci} "
                      f"| {shares} | {r['mean_confidence']:.2f} | {delta} |")
     models = ", ".join(sorted(set(frame["model_id"].to_list())))
-    lines += ["", f"† fewer articles than --min-articles. Model: {models}. "
-              "Interval: Student t, mean ± t(0.975, n−1)·s/√n."]
+    lines += ["", (f"† fewer articles than --min-articles. Model: {models}. "
+                   "Interval: Student t, mean ± t(0.975, n−1)·s/√n.")]
     return "\n".join(lines) + "\n"
 
 

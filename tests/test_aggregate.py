@@ -210,8 +210,8 @@ def test_real_dates_every_row_accounted_for(tmp_path, articles_path):
 
 def test_rerun_replaces_and_latest_model_wins(tmp_path):
     scores = write_scores(tmp_path / "s", HAND)
-    first, rows1 = run(tmp_path, scores, window="month")
-    second, rows2 = run(tmp_path, scores, window="month")
+    _, rows1 = run(tmp_path, scores, window="month")
+    _, rows2 = run(tmp_path, scores, window="month")
     files = sorted(p.name for p in (tmp_path / "agg" / "window=month").iterdir())
     assert files == ["_summary.json", "part-0.parquet"]
     assert [r["n_articles"] for r in rows1] == [r["n_articles"] for r in rows2]
@@ -219,7 +219,7 @@ def test_rerun_replaces_and_latest_model_wins(tmp_path):
     newer = [dict(r, model_id="m2", scored_at="2026-02-01T00:00:00+00:00") for r in HAND]
     rescored = [dict(r, run_id="r2", bias_score=0.0) for r in HAND[:2]]
     write_scores(scores, newer + rescored, part="part-1")
-    summary, rows = run(tmp_path, scores, window="month")
+    summary, _ = run(tmp_path, scores, window="month")
     assert summary.model_id == "m2" and summary.model_ids_found == ["m2", "m1"] and summary.notes
     picked, rows_m1 = run(tmp_path, scores, window="month", model_id="m1")
     assert picked.duplicate_rows == 2 and sum(r["n_articles"] for r in rows_m1) == 4
@@ -249,9 +249,9 @@ def test_cli_runs_without_torch(tmp_path):
             "try:\n    main()\nexcept SystemExit as e:\n    assert 'torch' not in sys.modules, 'torch imported'\n"
             "    raise\n")
     ok = subprocess.run([sys.executable, "-c", code, "aggregate", "--scores", str(scores), "--output",
-                         str(tmp_path / "cli"), "--window", "month"], capture_output=True, text=True)
+                         str(tmp_path / "cli"), "--window", "month"], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["rows"] == 3
     bad = subprocess.run([sys.executable, "-m", "allsides_batch", "aggregate", "--scores", str(tmp_path / "nope"),
-                          "--output", str(tmp_path / "cli")], capture_output=True, text=True)
+                          "--output", str(tmp_path / "cli")], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")

@@ -12,14 +12,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy.stats import spearmanr
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
-                             precision_recall_fscore_support)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+)
 
 from allsides_batch.config import ScoreConfig
 from allsides_batch.data import load_labelled, make_split
 from allsides_batch.errors import ConfigError, UserError
-from allsides_batch.evaluate import (EvaluateConfig, evaluate_scores, markdown_report, select_labelled,
-                                     write_evaluation)
+from allsides_batch.evaluate import (
+    EvaluateConfig,
+    evaluate_scores,
+    markdown_report,
+    select_labelled,
+    write_evaluation,
+)
 
 LABELS = ["left", "center", "right"]
 
@@ -161,8 +171,8 @@ def test_cli_scores_and_errors(tmp_path, sample):
     fake_scores(tmp_path / "s", data.ids, data.labels)
     run = [sys.executable, "-m", "allsides_batch", "evaluate", "--data", str(sample)]
     ok = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--output", str(tmp_path / "e"), "--min-articles", "5"],
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "| macro-F1 |" in ok.stdout and (tmp_path / "e" / "evaluation.json").is_file()
-    both = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--model", "x"], capture_output=True, text=True)
+    both = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--model", "x"], capture_output=True, text=True, check=False)
     assert both.returncode == 2 and "exactly one of --model" in both.stderr and both.stderr.count("\n") == 1

@@ -48,7 +48,7 @@ def aggregates_frame(n_outlets: int, windows: int = 1, seed: int = 0) -> pl.Data
                 "outlet_label": "left" if mean < -1 / 3 else "right" if mean > 1 / 3 else "center",
                 "low_n": n < 20, "delta_vs_previous_window": None if w == 0 else 0.01,
                 "previous_window_start": None, "model_id": "m1",
-                "aggregated_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
+                "aggregated_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)})
     return pl.DataFrame(rows)
 
 
@@ -113,11 +113,11 @@ def test_write_report_from_aggregate_output(tmp_path):
     assert Path(paths.table).read_text().count("| Outlet ") == 12
     cli = subprocess.run([sys.executable, "-m", "allsides_batch", "report", "--aggregates", str(tmp_path / "agg"),
                           "--output", str(tmp_path / "cli"), "--outlet", "Outlet 1", "--outlet", "Outlet 2"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert cli.returncode == 0, cli.stderr
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["outlets.png", "summary.md", "trend.png"]
     bad = subprocess.run([sys.executable, "-m", "allsides_batch", "report", "--aggregates", str(tmp_path / "nope"),
-                          "--output", str(tmp_path / "cli")], capture_output=True, text=True)
+                          "--output", str(tmp_path / "cli")], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
 
 
