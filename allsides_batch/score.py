@@ -88,9 +88,6 @@ def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int) -> str:
     calibration) combined with the settings that change scores (max length, long-text mode, int8, labels)."""
     settings = {"max_length": max_length, "long_text": cfg.long_text, "quantize": cfg.quantize,
                 "label_map": cfg.label_map, "stride": cfg.stride if cfg.long_text == "chunk" else None}
-    if settings == {"max_length": settings["max_length"], "long_text": "truncate", "quantize": "none",
-                    "label_map": None, "stride": None}:
-        settings = {"max_length": max_length}
     blob = json.dumps([base_model_id, settings], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
