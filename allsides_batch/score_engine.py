@@ -187,7 +187,7 @@ def forward_with_halving(forward: Callable[[torch.Tensor, torch.Tensor], torch.T
     """forward(ids, mask); on out-of-memory, split the batch in two and retry each half. Never drops rows."""
     try:
         return forward(ids, mask)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:  # the same class as torch.OutOfMemoryError on torch >= 2.5
         if ids.shape[0] == 1:
             raise UserError("out of GPU memory on a single article; lower --max-length") from None
     # Retried outside the except block, so the failed attempt's tensors are freed before the halves run.
