@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import math
 import os
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from .config import AggregateConfig
 from .errors import UserError
 from .io import atomic_write_parquet, exists, expand_inputs, join, write_json
+from .metrics import t_critical
 
 if TYPE_CHECKING:
     import polars as pl
@@ -80,45 +79,6 @@ class AggregateSummary:
         return asdict(self)
 
 
-# ------------------------------------------------------------------------------------------- statistics
-
-def _t_cdf_two_sided(t: float, df: int) -> float:
-    """P(|T| < t) for Student's t with integer df, in closed form (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2 == 1:
-        term, total = 1.0, 1.0 if df > 1 else 0.0
-        for k in range(1, (df - 1) // 2):
-            term *= c2 * (2 * k) / (2 * k + 1)
-            total += term
-        return (2 / math.pi) * (theta + (s * math.cos(theta) * total if df > 1 else 0.0))
-    term, total = 1.0, 1.0
-    for k in range(1, df // 2):
-        term *= c2 * (2 * k - 1) / (2 * k)
-        total += term
-    return s * total
-
-
-def t_critical(df: int, level: float = 0.95) -> float:
-    """Two-sided critical value t with P(|T| < t) = level, for integer df >= 1 (bisection on the exact CDF)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df > 1000:
-        # Cornish-Fisher expansion in 1/df (A&S 26.7.5): exact to ~1e-12 here; the series would be long
-        z = statistics.NormalDist().inv_cdf((1 + level) / 2)
-        g1 = (z ** 3 + z) / 4
-        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-        g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-        return z + g1 / df + g2 / df ** 2 + g3 / df ** 3
-    lo, hi = 0.0, 1.0
-    while _t_cdf_two_sided(hi, df) < level:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf_two_sided(mid, df) < level else (lo, mid)
-    return (lo + hi) / 2
-
-
 # ----------------------------------------------------------------------------------------------- inputs
 
 def score_files(scores: str) -> list[str]:
@@ -156,39 +116,53 @@ def read_outlet_map(path: str) -> dict[str, str]:
     return mapping
 
 
-def _parsed_date(dtype) -> pl.Expr:
+def _parsed_date(text: pl.Expr) -> pl.Expr:
     import polars as pl
 
-    col = pl.col("date")
-    if dtype == pl.Date:
-        return col
-    if isinstance(dtype, pl.Datetime):
-        return col.dt.date()
-    text = col.cast(pl.String).str.strip_chars()
+    text = text.str.strip_chars()
     # Order matters: M/D/YY before M/D/YYYY, or 9/6/17 would become the year 17.
     return pl.coalesce(text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False),
                        text.str.to_date("%m/%d/%y", strict=False),
                        text.str.to_date("%m/%d/%Y", strict=False))
 
 
-def _date_status(parsed: pl.Expr) -> pl.Expr:
+def _date_status(missing: pl.Expr, parsed: pl.Expr) -> pl.Expr:
     import polars as pl
 
     latest = dt.date.today() + dt.timedelta(days=1)
-    raw = pl.col("date").cast(pl.String).str.strip_chars()
-    return (pl.when(raw.is_null() | (raw == "")).then(pl.lit("missing"))
+    return (pl.when(missing).then(pl.lit("missing"))
             .when(parsed.is_null()).then(pl.lit("unparseable"))
             .when((parsed.dt.year() < MIN_YEAR) | (parsed > pl.lit(latest))).then(pl.lit("implausible"))
             .otherwise(pl.lit("ok")))
 
 
-def registered_domain(url: pl.Expr) -> pl.Expr:
-    """Host of a URL (scheme optional) reduced to its registered domain: www.money.cnn.com → cnn.com."""
+def _with_dates(rows: pl.LazyFrame, dtype) -> pl.LazyFrame:
+    """Add _status (ok / missing / unparseable / implausible) and _date (placeable dates only).
+    A corpus holds few distinct date strings: each is parsed once and joined back."""
     import polars as pl
 
-    host = (url.str.to_lowercase()
-            .str.extract(r"^\s*(?:[a-z][a-z0-9+.\-]*://)?(?:[^@/?#]*@)?([^/:?#\s]+)", 1)
-            .str.strip_chars("."))
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        parsed = pl.col("date").cast(pl.Date)
+        status = _date_status(pl.col("date").is_null(), parsed)
+        return rows.with_columns(_status=status).with_columns(
+            _date=pl.when(pl.col("_status") == "ok").then(parsed))
+    rows = rows.with_columns(_raw_date=pl.col("date").cast(pl.String).fill_null(""))
+    dates = _collect(rows.select(pl.col("_raw_date").unique()))
+    parsed = _parsed_date(pl.col("_raw_date"))
+    dates = dates.with_columns(_status=_date_status(pl.col("_raw_date").str.strip_chars() == "", parsed),
+                               _parsed=parsed)
+    dates = dates.select("_raw_date", "_status", _date=pl.when(pl.col("_status") == "ok").then(pl.col("_parsed")))
+    return rows.join(dates.lazy(), on="_raw_date", how="left").drop("_raw_date")
+
+
+_HOST = r"^\s*(?:[A-Za-z][A-Za-z0-9+.\-]*://)?(?:[^@/?#\s]*@)?([^/:?#\s]+)"
+
+
+def registered_domain(host: pl.Expr) -> pl.Expr:
+    """A host name reduced to its registered domain: www.money.cnn.com → cnn.com, www.bbc.co.uk → bbc.co.uk."""
+    import polars as pl
+
+    host = host.str.to_lowercase().str.strip_chars(".")
     parts = host.str.split(".")
     last2 = parts.list.slice(-2, 2).list.join(".")
     last3 = parts.list.slice(-3, 3).list.join(".")
@@ -198,19 +172,24 @@ def registered_domain(url: pl.Expr) -> pl.Expr:
             .otherwise(None))
 
 
-def _outlet_expr(cfg: AggregateConfig, names: list[str]) -> tuple[pl.Expr, pl.Expr]:
-    """(outlet key, whether the row fell back to its source name for want of a URL)."""
+def _with_outlet(rows: pl.LazyFrame, cfg: AggregateConfig, names: list[str]) -> pl.LazyFrame:
+    """Add _outlet (the outlet key) and _fallback (keyed by source name for want of a URL).
+    Domains are worked out once per distinct host and joined back: hosts are few, URLs are not."""
     import polars as pl
 
     source = pl.col("source").cast(pl.String).fill_null("(no source)")
     if cfg.outlet_key == "source":
-        return source, pl.lit(False)
+        return rows.with_columns(_outlet=source, _fallback=pl.lit(False))
     urls = [c for c in URL_COLUMNS if c in names]
     if not urls:
         raise UserError("--outlet-key domain needs a url or source_url column in the scores; "
                         "score input that has one, or use --outlet-key source with --outlet-map")
-    domain = pl.coalesce([registered_domain(pl.col(c).cast(pl.String)) for c in urls])
-    return pl.coalesce(domain, source), domain.is_null()
+    rows = rows.with_columns(_host=pl.coalesce([pl.col(c).cast(pl.String).str.extract(_HOST, 1) for c in urls]))
+    hosts = _collect(rows.select(pl.col("_host").unique().drop_nulls()))
+    hosts = hosts.with_columns(_domain=registered_domain(pl.col("_host")))
+    rows = rows.join(hosts.lazy(), on="_host", how="left")
+    return rows.with_columns(_outlet=pl.coalesce("_domain", source),
+                             _fallback=pl.col("_domain").is_null()).drop("_host", "_domain")
 
 
 def _choose_model(lf: pl.LazyFrame, wanted: str | None) -> tuple[str, list[str], list[str]]:
@@ -280,17 +259,16 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
 
     model, found, notes = _choose_model(scan, cfg.model_id)
     mapping = read_outlet_map(cfg.outlet_map) if cfg.outlet_map else {}
-    outlet, fallback = _outlet_expr(cfg, names)
-    parsed = _parsed_date(schema["date"])
-    status = _date_status(parsed)
-    rows = (scan.filter(pl.col("model_id") == model)
-            .with_columns(_outlet=outlet, _fallback=fallback, _status=status, _date=parsed))
-    rows = rows.with_columns(_mapped=pl.col("_outlet").is_in(list(mapping)),
-                             _outlet=pl.col("_outlet").replace(mapping),
-                             _date=pl.when(pl.col("_status") == "ok").then(pl.col("_date")))
-    # A rerun of `score` over the same input must not count an article twice: keep its latest score.
+    rows = scan.filter(pl.col("model_id") == model).select(
+        "id", "source", "date", "label", "bias_score", "confidence", "scored_at", *[c for c in URL_COLUMNS if c in names])
     input_rows = _collect(rows.select(pl.len())).item()
+    rows = _with_dates(_with_outlet(rows, cfg, names), schema["date"])
+    # A rerun of `score` over the same input must not count an article twice: keep its latest score.
     rows = rows.sort("scored_at", nulls_last=False).unique(subset=["id"], keep="last")
+    rows = rows.with_columns(_mapped=pl.col("_outlet").is_in(list(mapping)), _outlet=pl.col("_outlet").replace(mapping))
+    # One pass over the files; the counts and the aggregates below read this projection in memory.
+    rows = _collect(rows.select("date", "label", "bias_score", "confidence", "_outlet", "_fallback", "_mapped",
+                                "_status", "_date")).lazy()
     bias = pl.col("bias_score").cast(pl.Float64)
     scored = bias.is_not_null() & bias.is_not_nan()
 

@@ -1,8 +1,11 @@
 """Classification metrics in numpy (no scikit-learn at run time): accuracy, macro-F1, per-class
-precision/recall/F1, confusion matrix, log loss, expected calibration error, outlet-level agreement."""
+precision/recall/F1, confusion matrix, log loss, expected calibration error, outlet-level agreement;
+and Student-t critical values for the per-outlet intervals (no SciPy at run time)."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -111,3 +114,40 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray) -> dict:
         "log_loss": log_loss(probs, y_true),
         "ece": expected_calibration_error(probs, y_true),
     }
+
+
+def _t_cdf_two_sided(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer df, in closed form (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2 == 1:
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        return (2 / math.pi) * (theta + (s * math.cos(theta) * total if df > 1 else 0.0))
+    term, total = 1.0, 1.0
+    for k in range(1, df // 2):
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return s * total
+
+
+def t_critical(df: int, level: float = 0.95) -> float:
+    """Two-sided critical value t with P(|T| < t) = level, for integer df >= 1 (bisection on the exact CDF)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df > 1000:
+        # Cornish-Fisher expansion in 1/df (A&S 26.7.5): exact to ~1e-12 here; the series would be long
+        z = statistics.NormalDist().inv_cdf((1 + level) / 2)
+        g1 = (z ** 3 + z) / 4
+        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+        g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+        return z + g1 / df + g2 / df ** 2 + g3 / df ** 3
+    lo, hi = 0.0, 1.0
+    while _t_cdf_two_sided(hi, df) < level:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf_two_sided(mid, df) < level else (lo, mid)
+    return (lo + hi) / 2

@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from allsides_batch.aggregate import outlet_aggregates, t_critical
+from allsides_batch.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig
 from allsides_batch.errors import ConfigError, UserError
+from allsides_batch.metrics import t_critical
 
 LABEL_OF = {0: "left", 1: "center", 2: "right"}
 
