@@ -7,8 +7,10 @@ the per-outlet table.
 
 The demo defaults are sized for a 2-core CPU and no GPU, where full-length scoring of 36,254
 articles would take hours (about 5 articles/s at 512 tokens): the pretrained MiniLM-L6 is fine-tuned
-for 60 steps and articles are read at 64 tokens, in training and scoring alike. The scores are real
-but weak (a 64-token model trained for a minute); the GPU deployment uses the full recipe.
+for 40 steps of 32 articles (learning rate 1e-4, 4 warmup steps), articles are read at 64 tokens in
+training and scoring alike, and scoring runs with dynamic int8 weights (the scorer reports how often
+int8 and fp32 labels agree). The scores are real but weak (a 64-token model trained for a couple of
+minutes); the GPU deployment uses the full recipe.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import argparse
 import os
 import sys
 
-DEMO = dict(train_steps=60, max_length=64, eval_samples=512)
+DEMO = dict(train_steps=40, batch_size=32, learning_rate=1e-4, warmup_steps=4, max_length=64, eval_samples=256,
+            quantize="int8")
 
 
 def _minilm() -> str:
@@ -37,12 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-model", default=None, help="encoder to fine-tune when no model exists (default MiniLM-L6)")
     ap.add_argument("--train-steps", type=int, default=DEMO["train_steps"], help="training budget when training")
     ap.add_argument("--max-length", type=int, default=DEMO["max_length"], help="tokens per article")
+    ap.add_argument("--quantize", choices=["none", "int8"], default=DEMO["quantize"], help="CPU scoring weights")
     ap.add_argument("--retrain", action="store_true", help="train and publish a new model even if latest exists")
     ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
     from flows.score_corpus import DEFAULT_CORPUS, score_corpus_flow
     from flows.train_model import train_model_flow
 
@@ -53,9 +58,13 @@ def main(argv: list[str] | None = None) -> int:
               if not args.retrain else "training a new model", file=sys.stderr)
         train_model_flow(data=corpus, base_model=args.base_model or _minilm(), models_root=args.models_root,
                          max_steps=args.train_steps, max_length=args.max_length,
-                         max_eval_samples=DEMO["eval_samples"])
+                         train_batch_size=DEMO["batch_size"], max_eval_samples=DEMO["eval_samples"],
+                         # the recipe's 3e-5 barely moves a fresh head in 40 steps
+                         learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
+                         # only the rows the steps will see get tokenized
+                         max_train_samples=args.train_steps * DEMO["batch_size"])
     score_corpus_flow(corpus=corpus, model="latest", models_root=args.models_root, output=args.output,
-                      run_date=args.run_date, max_length=args.max_length)
+                      run_date=args.run_date, max_length=args.max_length, quantize=args.quantize)
     return 0
 
 
