@@ -9,6 +9,7 @@ from .cli import LazyGroup
 
 COMMANDS = {
     "train": ("allsides_batch.commands.train", "Fine-tune an encoder to label articles left/center/right."),
+    "cv": ("allsides_batch.commands.cv", "Outlet-grouped K-fold cross-validation of a training recipe."),
     "score": ("allsides_batch.commands.score", "Score Parquet corpora article by article, exactly once."),
     "aggregate": ("allsides_batch.commands.aggregate", "Per-outlet (and per-window) statistics of article scores."),
     "evaluate": ("allsides_batch.commands.evaluate", "Accuracy, macro-F1, calibration and outlet-level agreement."),

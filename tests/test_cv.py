@@ -1,0 +1,77 @@
+"""Outlet-grouped cross-validation: folds share no outlet, summaries, and `cv` end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from allsides_batch.cv import markdown_table, random_folds, summarise
+from allsides_batch.data import load_labelled, outlet_folds
+
+
+@pytest.fixture(scope="module")
+def sample(articles_sample):
+    return load_labelled([str(articles_sample)])
+
+
+def test_folds_share_no_outlet_and_are_stratified(sample):
+    folds = outlet_folds(sample.sources, sample.labels, 3, seed=7)
+    outlets = [set(np.asarray(sample.sources)[folds == f]) for f in range(3)]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not outlets[a] & outlets[b]
+    for f in range(3):  # 20 outlets per label in the sample: every fold holds each label
+        assert set(sample.labels[folds == f].tolist()) == {0, 1, 2}
+    assert np.array_equal(folds, outlet_folds(sample.sources, sample.labels, 3, seed=7))
+
+
+def test_random_folds_mix_outlets(sample):
+    folds = random_folds(sample.labels, 3, seed=1)
+    assert np.bincount(folds).min() >= len(folds) // 3 - 3
+    shared = set(np.asarray(sample.sources)[folds == 0]) & set(np.asarray(sample.sources)[folds == 1])
+    assert shared
+
+
+def test_summary_mean_and_sd_skip_nan():
+    folds = [{"macro_f1": 0.5, "accuracy": 0.6, "ece": 0.1, "ece_uncalibrated": 0.2, "spearman": float("nan"),
+              "outlet_accuracy": 0.5},
+             {"macro_f1": 0.7, "accuracy": 0.8, "ece": 0.3, "ece_uncalibrated": 0.2, "spearman": 0.4,
+              "outlet_accuracy": 0.5}]
+    s = summarise(folds)
+    assert s["macro_f1"]["mean"] == pytest.approx(0.6) and s["macro_f1"]["sd"] == pytest.approx(math.sqrt(0.02))
+    assert s["spearman"] == {"mean": 0.4, "sd": s["spearman"]["sd"], "n": 1} and math.isnan(s["spearman"]["sd"])
+
+
+def test_cv_command_end_to_end(tiny_model_dir, articles_sample, tmp_path):
+    from allsides_batch.__main__ import app
+
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(app, [
+        "cv", "--data", str(articles_sample), "--folds", "3", "--base-model", tiny_model_dir, "--epochs", "1",
+        "--max-length", "32", "--val-fraction", "0.2", "--device", "cpu", "--output", str(out),
+        "--max-train-samples", "150", "--adversary-weight", "0.3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "cv.json").read_text())
+    assert report["folds"] == 3 and len(report["per_fold"]) == 3
+    for fold in report["per_fold"]:
+        assert 0.0 <= fold["macro_f1"] <= 1.0 and 0.0 <= fold["ece"] <= 1.0
+        assert fold["test_outlets"] >= 15 and fold["temperature"] > 0
+    assert sum(f["n_test"] for f in report["per_fold"]) == 600  # every article tested exactly once
+    assert report["config"]["adversary_weight"] == 0.3
+    md = (out / "cv.md").read_text()
+    assert "mean ± sd" in md and md == "# 3-fold outlet-grouped cross-validation\n\n" + markdown_table(
+        report["per_fold"], report["summary"])
+    assert "mean ± sd" in result.output
+
+
+def test_cv_refuses_bad_input(articles_sample):
+    from allsides_batch.__main__ import app
+
+    result = CliRunner().invoke(app, ["cv", "--data", str(articles_sample), "--folds", "1"])
+    assert result.exit_code == 2 and "at least 2 folds" in result.output
+    result = CliRunner().invoke(app, ["cv", "--data", str(articles_sample), "--folds", "2", "--split", "column:x"])
+    assert result.exit_code == 2 and "cv makes its own folds" in result.output
