@@ -86,6 +86,7 @@ _DATELINE = re.compile(
 )
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|co\.uk|gov|edu|io)(?:/\S*)?\b",
                   re.IGNORECASE)
+_URL_HINT = re.compile(r"https?://|www\.|\.(?:com|org|net|co\.uk|gov|edu|io)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _HANDLE = re.compile(r"(?<![\w@])@\w{2,}")
 # The Hill expands a politician's name into the full name glued to a run of headlines ending in
@@ -99,18 +100,23 @@ _PHOTO_CREDIT = re.compile(
 )
 # Whole lines (paragraphs) that are house boilerplate, bylines or credits. Only short lines are
 # tested (see _BOILERPLATE_MAX_CHARS), so a long paragraph that merely mentions "copyright" stays.
-_BOILERPLATE = re.compile(
-    r"copyright|©|all rights reserved|reprint permission|^sign up|subscribe|newsletters?\b|"
-    r"read or share this story|contributed to this report|^contributing:|^reporting by|editing by|"
-    r"^writing by|^by$|^follow (?:us|him|her|them|@|[\w ]+ on twitter)|^(?:join|like) us on|facebook\.com/|"
-    r"^story highlights|^close\b|^media playback|^image (?:copyright|caption)|^advertisement$|"
-    r"^ad$|^photo$|^read more|^related:|^go deeper|^share this article|^share tweet|"
-    r"^analysis/opinion:?$|opinions expressed by|^editor['’]?s note|^updated\b.{0,60}$|^\d+ years? ago$|"
-    r"^\d+ (?:min|minutes?|hours?) ago$|^urgent:?$|^next image|^image \d+ of \d+|rush transcript|"
-    r"transcripts? (?:are|is) created|^send (?:letters|a tip)|^contact us|^get (?:all the latest|breaking|real-time)|"
-    r"^want (?:more|[\w ]+ in your inbox)|if you enjoyed this article|^print$|^email$|^listen\b.{0,40}$|^watch:|"
-    r"is a (?:nonprofit|non-profit) newsroom|^content created by|"
-    r"^every day at|^poster=|^with post wires$|^this (?:story|article|report) (?:has been|was|is) ",
+# Matched at the start of a line (re.match) or anywhere in it (re.search); two patterns rather than
+# one with ^-anchors, because a search over one big alternation tries every anchor at every position.
+_BOILERPLATE_START = re.compile(
+    r"sign up|contributing:|reporting by|writing by|by$|follow (?:us|him|her|them|@|[\w ]+ on twitter)|"
+    r"(?:join|like) us on|story highlights|close\b|media playback|image (?:copyright|caption)|"
+    r"advertisement$|ad$|photo$|read more|related:|go deeper|share this article|share tweet|"
+    r"analysis/opinion:?$|editor['’]?s note|updated\b.{0,60}$|\d+ years? ago$|"
+    r"\d+ (?:min|minutes?|hours?) ago$|urgent:?$|next image|image \d+ of \d+|send (?:letters|a tip)|"
+    r"contact us|get (?:all the latest|breaking|real-time)|want (?:more|[\w ]+ in your inbox)|print$|email$|"
+    r"listen\b.{0,40}$|watch:|content created by|every day at|poster=|with post wires$|"
+    r"this (?:story|article|report) (?:has been|was|is) ",
+    re.IGNORECASE,
+)
+_BOILERPLATE_ANYWHERE = re.compile(
+    r"copyright|©|all rights reserved|reprint permission|subscribe|newsletters?\b|read or share this story|"
+    r"contributed to this report|editing by|facebook\.com/|opinions expressed by|rush transcript|"
+    r"transcripts? (?:are|is) created|if you enjoyed this article|is a (?:nonprofit|non-profit) newsroom",
     re.IGNORECASE,
 )
 # Bylines and author bios: case-sensitive, so "By contrast, ..." is not a byline.
@@ -174,9 +180,10 @@ def mask_outlet_identity(text: str, source: str | None = None) -> str:
         kept.append(line)
     out = "\n".join(kept)
     out = _PHOTO_CREDIT.sub("", out)
-    out = _URL.sub("", out)
-    out = _EMAIL.sub("", out)
-    out = _HANDLE.sub("", out)
+    if _URL_HINT.search(out):  # cheap test first: the full URL pattern is slow on text without any
+        out = _URL.sub("", out)
+    if "@" in out:
+        out = _HANDLE.sub("", _EMAIL.sub("", out))
     out = _HILL_EXPANSION.sub(r"\1", out)
     out = _HILL_MORE.sub("", out)
     if source:
@@ -191,4 +198,5 @@ def mask_outlet_identity(text: str, source: str | None = None) -> str:
 def _is_boilerplate(line: str) -> bool:
     if len(line) > _BOILERPLATE_MAX_CHARS:
         return False
-    return bool(_BOILERPLATE.search(line) or _BYLINE.match(line) or _NAME_LINE.match(line))
+    return bool(_BOILERPLATE_START.match(line) or _BOILERPLATE_ANYWHERE.search(line) or _BYLINE.match(line)
+                or _NAME_LINE.match(line))
