@@ -224,3 +224,22 @@ def test_label_map_refusal_and_acceptance(tiny_model_dir, tmp_path, articles_sam
     np.testing.assert_allclose(mapped["p_left"].to_numpy(), plain["p_right"].to_numpy(), atol=1e-6)
     np.testing.assert_allclose(mapped["p_right"].to_numpy(), plain["p_left"].to_numpy(), atol=1e-6)
     assert mapped["model_id"][0] != plain["model_id"][0]
+
+
+@pytest.mark.slow
+def test_chunk_mode_end_to_end_scores_whole_articles(tiny_model_dir, corpus, tmp_path):
+    from allsides_batch.score_engine import Scorer, prepare_rows
+    from allsides_batch.text import TextPrep
+
+    src = corpus / "day=2" / "part.parquet"
+    summary = score_corpus(_cfg(tiny_model_dir, [src], tmp_path / "out", long_text="chunk", stride=16))
+    scores = _scores(tmp_path / "out")
+    assert summary.scored_rows == 7 and not any(scores["truncated"].to_pylist())
+    table = pq.read_table(src).sort_by("id")
+    texts = prepare_rows(TextPrep.load(tiny_model_dir), table["title"].to_pylist(), table["text"].to_pylist(),
+                         table["source"].to_pylist())
+    scorer = Scorer.from_config(_cfg(tiny_model_dir, [src], tmp_path / "x", long_text="chunk", stride=16))
+    probs, enc = scorer.predict_with_tokens(texts)
+    assert scores["n_tokens"].to_pylist() == enc.n_tokens.tolist() and min(enc.n_tokens) > MAXLEN
+    got = np.stack([scores[c].to_numpy() for c in ("p_left", "p_center", "p_right")], 1)
+    np.testing.assert_allclose(got, probs, atol=2e-5)

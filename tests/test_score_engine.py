@@ -95,7 +95,7 @@ def test_chunk_mode_averages_every_window_weighted_by_tokens(tiny_model_dir, tex
     from allsides_batch.model import load_tokenizer
 
     scorer = _scorer(tiny_model_dir, long_text="chunk", stride=16)
-    long_text = " ".join(texts[:2])  # about two thousand tokens: dozens of windows
+    long_text = texts[0]  # about a thousand tokens: over a dozen windows
     probs, enc = scorer.predict_with_tokens([long_text, "a short one"])
     content = load_tokenizer(tiny_model_dir)(long_text, add_special_tokens=False)["input_ids"]
     assert enc.n_tokens[0] == len(content) + 2 and not enc.truncated.any()
@@ -131,3 +131,15 @@ def test_default_max_length_comes_from_the_training_recipe(tiny_model_dir, tmp_p
     assert _scorer(tiny_model_dir, max_length=None, batch_tokens=4096).max_length == 512  # tokenizer limit, capped at 512
     with pytest.raises(UserError, match="exceeds"):
         _scorer(tiny_model_dir, max_length=1024, batch_tokens=4096)
+
+
+def test_prepare_rows_hands_the_outlet_to_masking():
+    from allsides_batch.score_engine import prepare_rows
+    from allsides_batch.text import TextPrep, prepare_text
+
+    prep = TextPrep(mask_outlet=True)
+    title, text, source = "Fox News poll", "WASHINGTON (Fox News) - Fox News reports the vote.", "Fox Online News"
+    masked = prepare_rows(prep, [title], [text], [source])[0]
+    assert masked == prepare_text(title, text, prep, source=source)
+    assert "Fox News" not in masked and "Fox News" in prepare_text(title, text, prep)  # masking needs the outlet
+    assert prepare_rows(TextPrep(), [title], [text], [source])[0] == prepare_text(title, text)

@@ -11,7 +11,7 @@ from ..config import ScoreConfig
 
 
 @click.command("score")
-@dataclass_options(ScoreConfig, required=("model", "input", "output"))
+@dataclass_options(ScoreConfig, required=("model", "input", "output"), skip=("label_column",))  # no labels here
 def command(**values) -> None:
     """Score every article of Parquet corpora left/center/right; files already scored are skipped."""
     run_command(_score, values)
