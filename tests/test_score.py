@@ -243,3 +243,29 @@ def test_chunk_mode_end_to_end_scores_whole_articles(tiny_model_dir, corpus, tmp
     assert scores["n_tokens"].to_pylist() == enc.n_tokens.tolist() and min(enc.n_tokens) > MAXLEN
     got = np.stack([scores[c].to_numpy() for c in ("p_left", "p_center", "p_right")], 1)
     np.testing.assert_allclose(got, probs, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_file_unreadable_part_way_is_quarantined_whole(tiny_model_dir, tmp_path):
+    """A file whose footer reads but whose second row group is corrupt: rows already scored from it are
+    dropped with its part, and the file becomes one quarantine row, so the counts still add up."""
+    n = 600
+    table = pa.table({"id": [f"i{i}" for i in range(n)], "source": ["s"] * n,
+                      "text": [f"article number {i} about the vote. " * 10 for i in range(n)]})
+    path = tmp_path / "in" / "corrupt.parquet"
+    path.parent.mkdir()
+    pq.write_table(table, path, row_group_size=300, compression="snappy")
+    meta = pq.ParquetFile(path).metadata
+    raw = bytearray(path.read_bytes())
+    col = meta.row_group(1).column(2)
+    start = col.dictionary_page_offset or col.data_page_offset
+    for i in range(start + 30, min(start + col.total_compressed_size, len(raw) - meta.serialized_size - 8)):
+        raw[i] = 0xFF
+    path.write_bytes(bytes(raw))
+    good = table.slice(0, 3).set_column(0, "id", pa.array(["ok-1", "ok-2", "ok-3"]))
+    pq.write_table(good, tmp_path / "in" / "good.parquet")
+    summary = score_corpus(_cfg(tiny_model_dir, [tmp_path / "in"], tmp_path / "out"))
+    assert (summary.input_rows, summary.scored_rows, summary.quarantined_rows) == (4, 3, 1)
+    assert _scores(tmp_path / "out")["id"].to_pylist() == ["ok-1", "ok-2", "ok-3"]
+    q = _read(tmp_path / "out" / "quarantine").to_pylist()
+    assert len(q) == 1 and q[0]["reason"].startswith("unreadable file") and q[0]["row_index"] is None
