@@ -56,7 +56,9 @@ def file_key(url: str) -> tuple[str, dict]:
     stamp = next((info[k] for k in ("mtime", "LastModified", "last_modified", "updated", "ETag", "etag", "md5Hash")
                   if info.get(k) is not None), None)
     fingerprint = {"size": info.get("size"), "stamp": str(stamp)}
-    digest = hashlib.sha256(json.dumps([url, fingerprint], sort_keys=True).encode()).hexdigest()[:20]
+    # A local file keeps its key whether it was named by a relative or an absolute path.
+    where = url if "://" in url else os.path.abspath(url)
+    digest = hashlib.sha256(json.dumps([where, fingerprint], sort_keys=True).encode()).hexdigest()[:20]
     return digest, fingerprint
 
 

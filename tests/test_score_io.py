@@ -26,6 +26,7 @@ def test_file_key_follows_content_changes(tmp_path):
     pq.write_table(pa.table({"x": [1]}), path)
     key, fingerprint = file_key(str(path))
     assert file_key(str(path))[0] == key and fingerprint["size"] == path.stat().st_size
+    assert file_key(os.path.relpath(path))[0] == key
     pq.write_table(pa.table({"x": [1, 2, 3]}), path)
     os.utime(path, (1, 1))  # a rewritten file with another size and mtime is new work
     assert file_key(str(path))[0] != key
