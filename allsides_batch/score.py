@@ -99,7 +99,9 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
 
     if not cfg.output:
         raise UserError("--output is required: the directory for scores, quarantine and manifest")
-    model_dir = local_model_dir(cfg.model)
+    if cfg.model.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(cfg.model)):
+        raise UserError(f"model directory not found: {cfg.model!r} (give a trained model directory or a hub name)")
+    model_dir = local_model_dir(os.path.expanduser(cfg.model))
     config = _load_config(model_dir)
     label_order(config, parse_label_map(cfg.label_map))
     max_length = cfg.max_length or default_max_length(model_dir, config, load_tokenizer(model_dir))

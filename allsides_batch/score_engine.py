@@ -241,7 +241,7 @@ class Scorer:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # the scorer draws its own progress bar
-        model_dir = local_model_dir(cfg.model)
+        model_dir = local_model_dir(os.path.expanduser(cfg.model))
         model = load_classifier(model_dir)
         order = label_order(model.config, parse_label_map(cfg.label_map))
         tokenizer = load_tokenizer(model_dir)

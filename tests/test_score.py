@@ -203,6 +203,8 @@ def test_missing_column_and_unreadable_model_fail_before_any_work(tiny_model_dir
     result = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "empty-model"), "--input",
                                       str(articles_sample), "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and "no config.json" in result.output
+    with pytest.raises(UserError, match="model directory not found"):
+        score_corpus(_cfg(tmp_path / "no-such-model", [articles_sample], tmp_path / "out"))
 
 
 def test_label_map_refusal_and_acceptance(tiny_model_dir, tmp_path, articles_sample):
