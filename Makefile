@@ -28,6 +28,8 @@ test-fast: install
 
 bench: install
 	$(PY) bench/train_bench.py
+	$(PY) bench/score_bench.py --n 128 --max-length 512
+	$(PY) bench/score_memory.py
 
 style: install
 	$(PY) -m ruff check allsides_batch flows tests bench || true
