@@ -137,11 +137,23 @@ def server(tmp_path_factory):
                 pytest.fail(f"prefect server did not start:\n{proc.tail()}")
             time.sleep(1)
         env.update(PREFECT_API_URL=url, PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5")
-        _cli(["bash", str(DEPLOY / "pool.sh")], {**env, "GPU_SLOTS": "2"})
+        for _ in range(2):  # pool.sh is idempotent: the second run only re-applies the limits
+            _cli(["bash", str(DEPLOY / "pool.sh")], {**env, "GPU_SLOTS": "2"})
+        queues = _api(env, "/work_pools/gpu/queues/filter", {})
+        assert {q["name"]: q["concurrency_limit"] for q in queues} == {"default": None, "control": 1, "shards": 2}
+        assert _api(env, "/work_pools/gpu")["concurrency_limit"] == 3
         _cli(["prefect", "--no-prompt", "deploy", "--prefect-file", "deploy/prefect.yaml", "--all"], env)
         yield env
     finally:
         proc.stop()
+
+
+def _api(env: dict, path: str, body: dict | None = None):
+    """GET (or POST `body` to) the server's REST API."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(env["PREFECT_API_URL"] + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
 
 
 def _cli(args: list[str], env: dict, timeout: float = 300) -> str:
@@ -181,7 +193,7 @@ def _run_deployment(name: str, params: dict, env: dict, workers: Workers, timeou
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout + 60)
     assert out.returncode == 0, f"{name}: {out.stdout[-2000:]}\n{out.stderr[-2000:]}\n{workers.logs_tail()}"
     run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout).group(1)
-    state = json.loads(urllib.request.urlopen(f"{env['PREFECT_API_URL']}/flow_runs/{run_id}").read())["state"]
+    state = _api(env, f"/flow_runs/{run_id}")["state"]
     assert state["type"] == "COMPLETED", state
     return run_id
 
@@ -249,10 +261,7 @@ def test_nightly_deployment_fans_out_over_two_workers(server, workers, corpus4, 
     assert (night / "report" / "outlets.png").stat().st_size > 1000
     # four shard runs, children of the parent, each with its own scorer run summary
     assert len(list((out / "runs").glob(f"{RUN_DATE}-{parent[:8]}-shard*.json"))) == 4
-    body = json.dumps({"flow_runs": {"parent_flow_run_id": {"any_": [parent]}}}).encode()
-    req = urllib.request.Request(f"{server['PREFECT_API_URL']}/flow_runs/filter", data=body,
-                                 headers={"Content-Type": "application/json"})
-    children = json.loads(urllib.request.urlopen(req).read())
+    children = _api(server, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [parent]}}})
     assert len(children) == 4 and {c["state"]["type"] for c in children} == {"COMPLETED"}
 
 
