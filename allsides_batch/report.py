@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import polars as pl
 from matplotlib.figure import Figure
@@ -31,12 +32,16 @@ class ReportConfig:
     outlets: list[str] = field(default_factory=list, metadata={"help": "outlets for the trend chart (default: the 6 largest)"})
     max_outlets: int = field(default=100, metadata={"help": "outlet chart: at most this many outlets, the largest by n"})
     dpi: int = field(default=110, metadata={"help": "PNG resolution"})
+    axis: Literal["full", "data"] = field(default="full", metadata={
+        "help": "score axis: full = [-1, 1]; data = zoomed to the intervals shown (weak or calibrated models score near 0)"})
 
     def __post_init__(self) -> None:
         from .errors import ConfigError
 
         if isinstance(self.outlets, str):
             self.outlets = [self.outlets]
+        if self.axis not in ("full", "data"):
+            raise ConfigError("axis", f"must be full or data, got {self.axis!r}")
         for name in ("max_outlets", "dpi"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
@@ -91,10 +96,11 @@ def latest_per_outlet(frame: pl.DataFrame) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------------------ charts
 
 def outlet_chart(frame: pl.DataFrame, *, threshold: float = DEFAULT_THRESHOLD, max_outlets: int | None = None,
-                 title: str | None = None) -> Figure:
+                 title: str | None = None, axis: str = "full") -> Figure:
     """Outlets on a left-to-right axis at their mean bias score with 95% intervals; marker area by
     article count, colour by outlet label, hollow markers for low_n. One row per outlet, sorted by
-    mean, so the chart stays readable with hundreds of outlets (the figure grows in height)."""
+    mean, so the chart stays readable with hundreds of outlets (the figure grows in height).
+    axis="data" zooms the score axis to the intervals shown, and says so in the title."""
     if frame.is_empty():
         raise UserError("no outlets to chart: the aggregates are empty (check aggregate's date filters)")
     total = frame.height
@@ -121,11 +127,12 @@ def outlet_chart(frame: pl.DataFrame, *, threshold: float = DEFAULT_THRESHOLD, m
     ax.scatter(mean, y, s=sizes, c=faces, edgecolors=colours, linewidths=1.3, zorder=3)
     ax.set_yticks(y, [f"{_short(o)} ({c})" for o, c in zip(frame["outlet"].to_list(), counts)], fontsize=8)
     ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xlim(-1.02, 1.02)
+    ax.set_xlim(*_score_range(frame, axis))
     ax.set_xlabel("mean bias score  (p_right − p_left):   ← left    center    right →")
     ax.grid(axis="x", color="0.9", lw=0.6)
     shown = f"{n} of {total} outlets (largest by articles)" if n < total else f"{n} outlets"
-    ax.set_title(title or f"Outlet bias with 95% intervals: {shown}", fontsize=10)
+    zoomed = " (axis zoomed to the data)" if axis == "data" else ""
+    ax.set_title(title or f"Outlet bias with 95% intervals: {shown}{zoomed}", fontsize=10)
     _legend(ax, biggest)
     fig.tight_layout()
     return fig
@@ -147,7 +154,17 @@ def _short(name: str, width: int = 38) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def trend_chart(frame: pl.DataFrame, outlets: list[str] | None = None, *, top: int = 6) -> Figure:
+def _score_range(frame: pl.DataFrame, axis: str) -> tuple[float, float]:
+    """[-1, 1], or the span of the means and intervals (with 0) plus a margin."""
+    if axis == "full":
+        return -1.02, 1.02
+    values = [v for c in ("mean_bias_score", "ci95_low", "ci95_high") for v in frame[c].to_list() if v is not None]
+    lo, hi = min(values + [0.0]), max(values + [0.0])
+    pad = max(0.05 * (hi - lo), 0.005)
+    return max(-1.02, lo - pad), min(1.02, hi + pad)
+
+
+def trend_chart(frame: pl.DataFrame, outlets: list[str] | None = None, *, top: int = 6, axis: str = "full") -> Figure:
     """Mean bias score per window for chosen outlets (default: the `top` largest), with 95% bands."""
     if frame.is_empty():
         raise UserError("no windows to chart: the aggregates are empty")
@@ -173,10 +190,11 @@ def trend_chart(frame: pl.DataFrame, outlets: list[str] | None = None, *, top: i
         ax.fill_between(band["window_start"].to_list(), band["ci95_low"].to_list(), band["ci95_high"].to_list(),
                         color=colour, alpha=0.12, lw=0)
     ax.axhline(0, color="0.6", lw=0.8)
-    ax.set_ylim(-1.02, 1.02)
+    ax.set_ylim(*_score_range(frame.filter(pl.col("outlet").is_in(outlets)), axis))
     ax.set_ylabel("mean bias score (← left, right →)")
     window = frame["window"][0] if "window" in frame.columns else "window"
-    ax.set_title(f"Outlet bias per {window} with 95% bands", fontsize=10)
+    zoomed = " (axis zoomed to the data)" if axis == "data" else ""
+    ax.set_title(f"Outlet bias per {window} with 95% bands{zoomed}", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never hides a line
     ax.grid(color="0.92", lw=0.6)
     fig.autofmt_xdate()
@@ -209,7 +227,7 @@ def summary_table(frame: pl.DataFrame, max_rows: int | None = None) -> str:
 # ------------------------------------------------------------------------------------------------- write
 
 def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None = None, *,
-                 max_outlets: int | None = 100, dpi: int = 110) -> ReportPaths:
+                 max_outlets: int | None = 100, dpi: int = 110, axis: str = "full") -> ReportPaths:
     """outlets.png (latest window per outlet; `all` when present), trend.png (finest window
     present besides `all`), summary.md. Returns the paths written."""
     if not output_dir:
@@ -219,14 +237,15 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
     frame = latest_per_outlet(read_aggregates(aggregates_dir, outlet_window))
     os.makedirs(output_dir, exist_ok=True)
     notes: list[str] = []
-    fig = outlet_chart(frame, threshold=label_threshold(aggregates_dir, outlet_window), max_outlets=max_outlets)
+    fig = outlet_chart(frame, threshold=label_threshold(aggregates_dir, outlet_window), max_outlets=max_outlets,
+                       axis=axis)
     outlet_png = _save(fig, join(output_dir, "outlets.png"), dpi)
     trend_window = next((w for w in reversed(windows) if w != "all"), None)
     trend_png = None
     if trend_window is None:
         notes.append("no day/week/month aggregates: run `aggregate --window month` for the trend chart")
     else:
-        trend_png = _save(trend_chart(read_aggregates(aggregates_dir, trend_window), outlets),
+        trend_png = _save(trend_chart(read_aggregates(aggregates_dir, trend_window), outlets, axis=axis),
                           join(output_dir, "trend.png"), dpi)
     heading = f"# Outlet bias ({outlet_window if outlet_window == 'all' else 'latest ' + outlet_window})\n\n"
     table = atomic_write_text(join(output_dir, "summary.md"), heading + summary_table(frame))

@@ -80,6 +80,13 @@ def test_outlet_chart_caps_outlets_and_trend_chart(tmp_path):
     out = tmp_path / "trend.png"
     fig.savefig(out, dpi=100)
     assert png_size(out) == (900, 420)
+    # a weak or calibrated model scores near 0: axis="data" zooms to the intervals, and says so
+    narrow = monthly.with_columns(pl.col("mean_bias_score") / 20, pl.col("ci95_low") / 20, pl.col("ci95_high") / 20)
+    lo, hi = trend_chart(narrow, axis="data").axes[0].get_ylim()
+    assert -0.1 < lo < hi < 0.1
+    ax = outlet_chart(narrow, axis="data").axes[0]
+    assert ax.get_xlim()[1] - ax.get_xlim()[0] < 0.2 and "zoomed" in ax.get_title()
+    assert outlet_chart(narrow).axes[0].get_xlim() == (-1.02, 1.02)
     with pytest.raises(UserError, match="not in the aggregates"):
         trend_chart(monthly, ["Nobody"])
     with pytest.raises(UserError, match="empty"):

@@ -28,7 +28,8 @@ def _report(values: dict) -> None:
     from ..report import ReportConfig, write_report
 
     cfg = build_config(ReportConfig, values)
-    paths = write_report(cfg.aggregates, cfg.output, cfg.outlets or None, max_outlets=cfg.max_outlets, dpi=cfg.dpi)
+    paths = write_report(cfg.aggregates, cfg.output, cfg.outlets or None, max_outlets=cfg.max_outlets, dpi=cfg.dpi,
+                         axis=cfg.axis)
     for note in paths.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(json.dumps({k: v for k, v in paths.to_dict().items() if k != "notes"}))
