@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                          # only the rows the steps will see get tokenized
                          max_train_samples=args.train_steps * DEMO["batch_size"])
     score_corpus_flow(corpus=corpus, model="latest", models_root=args.models_root, output=args.output,
-                      run_date=args.run_date, max_length=args.max_length, quantize=args.quantize)
+                      run_date=args.run_date, max_length=args.max_length, quantize=args.quantize,
+                      progress_bar=True)
     return 0
 
 

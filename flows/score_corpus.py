@@ -48,7 +48,7 @@ def _local(path: str) -> str:
 def score_config(model_dir: str, files: list[str], output: str, run_id: str | None, options: dict):
     from allsides_batch.config import ScoreConfig
 
-    return ScoreConfig(model=model_dir, input=files, output=output, run_id=run_id, progress=False, **options)
+    return ScoreConfig(model=model_dir, input=files, output=output, run_id=run_id, **{"progress": False, **options})
 
 
 @task(name="resolve-model", **storage_task)
@@ -132,13 +132,15 @@ def score_corpus_flow(
     min_articles: int = 20,
     shard_deployment: str = SHARD_DEPLOYMENT,
     shard_timeout_s: int = 6 * 3600,
+    progress_bar: bool = False,
 ) -> dict:
     """One night: score every corpus file this model has not scored yet, aggregate per outlet, chart.
 
     `corpus` entries are files, directories or globs; `{run_date}` in them is replaced by the run's
     date, so a date-partitioned corpus needs no new parameters each night. Outputs land under
     `output`: scores/, quarantine/, _manifest/ and runs/ (shared by all nights, exactly-once per
-    file), and nights/<run_date>/aggregates and nights/<run_date>/report."""
+    file), and nights/<run_date>/aggregates and nights/<run_date>/report. `progress_bar` shows the
+    scorer's progress bar on stderr (for a terminal; worker logs are better without)."""
     log = get_run_logger()
     if shard_size < 1:
         raise UserError(f"shard_size must be >= 1, got {shard_size}")
@@ -148,6 +150,7 @@ def score_corpus_flow(
     options = {k: v for k, v in dict(max_length=max_length, quantize=quantize, precision=precision,
                                      device=device, batch_tokens=batch_tokens, workers=workers).items()
                if v is not None}
+    shard_options = {**options, "progress": progress_bar}
     started = time.perf_counter()
 
     model_dir = resolve_model_task(model, _local(models_root))
@@ -166,7 +169,7 @@ def score_corpus_flow(
     if fan_out == "local":
         shard_task = score_shard_task.with_options(timeout_seconds=shard_timeout_s)
         for i, (files_i, run_id) in enumerate(zip(shards, run_ids)):
-            shard_task(model_dir, files_i, output, run_id, options)
+            shard_task(model_dir, files_i, output, run_id, shard_options)
             update_progress_artifact(progress, 100.0 * (i + 1) / len(shards))
     else:
         run_shard_deployments(shard_deployment, shards, run_ids, model_dir, output, options, progress,
