@@ -74,11 +74,11 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace a model already in --output"})
     # ---- outlet-robust recipe options (issue 6; docs/results.md has the measurements behind the defaults)
     mask_outlet: bool = field(
-        default=True,
+        default=False,
         metadata={"help": "remove outlet identity (own name, datelines, bylines, URLs, boilerplate) from the text"},
     )
     adversary_weight: float = field(
-        default=0.0, metadata={"help": "gradient-reversal weight of the outlet adversary head (0 = off)"}
+        default=0.3, metadata={"help": "gradient-reversal weight of the outlet adversary head (0 = off)"}
     )
     adversary_lr: float = field(default=3e-4, metadata={"help": "learning rate of the outlet adversary head"})
     class_balance: Literal["none", "loss", "sampler"] = field(

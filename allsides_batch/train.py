@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import LABELS, __version__
+from . import LABELS
 from .calibration import Calibration, article_probs, fit_temperature
 from .config import TrainConfig
 from .data import LabelledData, load_labelled, make_split
@@ -35,6 +33,7 @@ from .io import write_json
 from .masking import MASK_VERSION
 from .metrics import classification_report, outlet_agreement
 from .model import load_base_model, load_tokenizer, resolve_device, resolve_precision, save_model
+from .model_card import git_commit, model_card, package_versions
 from .robust import OutletAdversary, balanced_order, class_weights, outlet_index, sentence_features
 from .text import TextPrep
 from .windows import encode_windows
@@ -166,27 +165,6 @@ def _check_output(cfg: TrainConfig) -> None:
                             "or choose another directory")
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version(), "allsides_batch": __version__}
-    for pkg in ("torch", "transformers", "tokenizers", "numpy", "pyarrow", "safetensors", "accelerate"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return versions
-
-
 def _encode(tokenizer, data: LabelledData, max_length: int, stride: int = 64, windows: int = 1) -> Encoded:
     w = encode_windows(tokenizer, data.texts, max_length, stride, windows)
     return Encoded(ids=w.ids, labels=data.labels, sources=data.sources, owner=w.owner, weight=w.weight)
@@ -237,7 +215,7 @@ def train_model(cfg: TrainConfig) -> TrainResult:
                         "outlets_in_both": len(overlap)},
         "rows_skipped": data.dropped, "device": str(fitted.device),
         "precision": str(fitted.dtype).replace("torch.", ""), "steps": fitted.steps,
-        "package_versions": package_versions(), "git_commit": _git_commit(),
+        "package_versions": package_versions(), "git_commit": git_commit(),
     }
     _write_output(cfg, fitted.model, fitted.tokenizer, prep, recipe, fitted.metrics, fitted.calibration)
     return TrainResult(output_dir=cfg.output, metrics=fitted.metrics)
@@ -411,49 +389,3 @@ def _write_output(cfg: TrainConfig, model, tokenizer, prep: TextPrep, recipe: di
     if os.path.isdir(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
-
-
-def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
-    """A model card with the same per-epoch table as the published DistilBERT-AllSides card."""
-    lines = [
-        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [political-bias, allsides]",
-        "---", "", f"# {os.path.basename(os.path.abspath(cfg.output))}", "",
-        f"Fine-tuned from `{cfg.base_model}` to label news articles {', '.join(LABELS)} by allsides-batch "
-        f"{__version__}.", "",
-        f"Best epoch: {metrics['best_epoch']} by validation {cfg.metric_for_best} = {metrics['best_value']:.4f} "
-        f"({cfg.split} split: {recipe['split_sizes']['train']} train / {recipe['split_sizes']['validation']} "
-        f"validation articles, {recipe['split_sizes']['outlets_in_both']} outlet(s) in both).", "",
-        "## Training results", "",
-        "| Training Loss | Epoch | Step | Validation Loss | Accuracy | Macro-F1 | F1 left | F1 center | F1 right |",
-        "|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|",
-    ]
-    for r in metrics["epochs"]:
-        f1 = r["per_class_f1"]
-        lines.append(f"| {r['train_loss']:.4f} | {r['epoch']} | {r['step']} | {r['val_loss']:.4f} | {r['accuracy']:.4f} "
-                     f"| {r['macro_f1']:.4f} | {f1['left']:.4f} | {f1['center']:.4f} | {f1['right']:.4f} |")
-    if metrics.get("test"):
-        t = metrics["test"]
-        lines += ["", f"Test: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, ECE {t['ece']:.4f} "
-                  f"on {t['n']} articles."]
-    cal = metrics.get("calibration")
-    if cal:
-        lines += ["", f"Temperature scaling: T = {cal['temperature']:.3f} fitted on validation; ECE "
-                  f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> "
-                  f"{cal['nll_after']:.4f}. The scorer divides logits by T (calibration.json)."]
-    c = recipe["config"]
-    lines += [
-        "", "## Training hyperparameters", "",
-        f"- learning_rate: {c['learning_rate']}", f"- train_batch_size: {c['train_batch_size']}",
-        f"- eval_batch_size: {c['eval_batch_size']}", f"- seed: {c['seed']}",
-        f"- optimizer: Adam with betas=({c['adam_beta1']},{c['adam_beta2']}) and epsilon={c['adam_epsilon']}, "
-        f"weight decay {c['weight_decay']}",
-        f"- lr_scheduler_type: {c['lr_scheduler']}", f"- lr_scheduler_warmup_steps: {c['warmup_steps']}",
-        f"- num_epochs: {c['epochs']} (early stopping after {c['early_stopping']} without improvement)",
-        f"- precision: {recipe['precision']} on {recipe['device']}", f"- max_length: {recipe['max_length_used']}",
-        f"- outlet masking: {c.get('mask_outlet')}, adversary weight: {c.get('adversary_weight')}, "
-        f"class balance: {c.get('class_balance')}, windows per article: {c.get('train_windows')} "
-        f"(stride {c.get('window_stride')})",
-        "", "## Framework versions", "",
-        *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], "",
-    ]
-    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The model card (README.md in a model directory) and the provenance recorded beside a model."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+
+from . import LABELS, __version__
+from .config import TrainConfig
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "allsides_batch": __version__}
+    for pkg in ("torch", "transformers", "tokenizers", "numpy", "pyarrow", "safetensors", "accelerate"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
+    """A model card with the same per-epoch table as the published DistilBERT-AllSides card."""
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [political-bias, allsides]",
+        "---", "", f"# {os.path.basename(os.path.abspath(cfg.output))}", "",
+        f"Fine-tuned from `{cfg.base_model}` to label news articles {', '.join(LABELS)} by allsides-batch "
+        f"{__version__}.", "",
+        f"Best epoch: {metrics['best_epoch']} by validation {cfg.metric_for_best} = {metrics['best_value']:.4f} "
+        f"({cfg.split} split: {recipe['split_sizes']['train']} train / {recipe['split_sizes']['validation']} "
+        f"validation articles, {recipe['split_sizes']['outlets_in_both']} outlet(s) in both).", "",
+        "## Training results", "",
+        "| Training Loss | Epoch | Step | Validation Loss | Accuracy | Macro-F1 | F1 left | F1 center | F1 right |",
+        "|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|",
+    ]
+    for r in metrics["epochs"]:
+        f1 = r["per_class_f1"]
+        lines.append(f"| {r['train_loss']:.4f} | {r['epoch']} | {r['step']} | {r['val_loss']:.4f} | {r['accuracy']:.4f} "
+                     f"| {r['macro_f1']:.4f} | {f1['left']:.4f} | {f1['center']:.4f} | {f1['right']:.4f} |")
+    if metrics.get("test"):
+        t = metrics["test"]
+        lines += ["", f"Test: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, ECE {t['ece']:.4f} "
+                  f"on {t['n']} articles."]
+    cal = metrics.get("calibration")
+    if cal:
+        lines += ["", f"Temperature scaling: T = {cal['temperature']:.3f} fitted on validation; ECE "
+                  f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> "
+                  f"{cal['nll_after']:.4f}. The scorer divides logits by T (calibration.json)."]
+    c = recipe["config"]
+    lines += [
+        "", "## Training hyperparameters", "",
+        f"- learning_rate: {c['learning_rate']}", f"- train_batch_size: {c['train_batch_size']}",
+        f"- eval_batch_size: {c['eval_batch_size']}", f"- seed: {c['seed']}",
+        f"- optimizer: Adam with betas=({c['adam_beta1']},{c['adam_beta2']}) and epsilon={c['adam_epsilon']}, "
+        f"weight decay {c['weight_decay']}",
+        f"- lr_scheduler_type: {c['lr_scheduler']}", f"- lr_scheduler_warmup_steps: {c['warmup_steps']}",
+        f"- num_epochs: {c['epochs']} (early stopping after {c['early_stopping']} without improvement)",
+        f"- precision: {recipe['precision']} on {recipe['device']}", f"- max_length: {recipe['max_length_used']}",
+        f"- outlet masking: {c.get('mask_outlet')}, adversary weight: {c.get('adversary_weight')}, "
+        f"class balance: {c.get('class_balance')}, windows per article: {c.get('train_windows')} "
+        f"(stride {c.get('window_stride')})",
+        "", "## Framework versions", "",
+        *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], "",
+    ]
+    return "\n".join(lines)
