@@ -15,10 +15,11 @@ from ..config import TrainConfig
 @click.option("--grouping", type=click.Choice(["outlet", "random"]), default="outlet", show_default=True,
               help="outlet: each fold's outlets are unseen in training; random: the random-split comparison")
 @click.option("--max-articles", type=int, default=None, help="cross-validate a seeded random subset of this size")
-@dataclass_options(TrainConfig, required=("data",), skip=("test", "overwrite"))
-def command(folds: int, grouping: str, max_articles: int | None, **values) -> None:
+@click.option("--output", default=None, help="directory for cv.json and cv.md (default: print only)")
+@dataclass_options(TrainConfig, required=("data",), skip=("test", "overwrite", "output"))
+def command(folds: int, grouping: str, max_articles: int | None, output: str | None, **values) -> None:
     """Cross-validate a recipe on outlets held out per fold; writes cv.json and cv.md to --output."""
-    run_command(_cv, folds, grouping, max_articles, values)
+    run_command(_cv, folds, grouping, max_articles, {**values, "output": output or ""})
 
 
 def _cv(folds: int, grouping: str, max_articles: int | None, values: dict) -> None:
