@@ -220,6 +220,15 @@ def split_outlet(sources: Sequence[str], labels: np.ndarray, val_fraction: float
         if np.all(load + counts[o] <= target + 0.5):
             in_val[o] = True
             load += counts[o]
+    # Small data: outlets can be too big for a label's share. Give such a label its smallest outlet
+    # rather than no validation at all, as long as training keeps another outlet of that label.
+    majority = counts.argmax(axis=1)
+    for lab in range(len(LABELS)):
+        own = np.flatnonzero(majority == lab)
+        if load[lab] == 0 and len(own) >= 2:
+            smallest = own[np.argmin(counts[own].sum(axis=1))]
+            in_val[smallest] = True
+            load += counts[smallest]
     val_rows = in_val[inverse]
     return np.flatnonzero(~val_rows), np.flatnonzero(val_rows)
 

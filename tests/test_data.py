@@ -128,3 +128,13 @@ def test_hf_dataset_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(UserError, match="could not load Hugging Face dataset 'no-such-org/no-such-data'"):
         load_labelled(["hf:no-such-org/no-such-data"])
+
+
+def test_outlet_split_on_few_large_outlets_still_validates_every_label():
+    # 12 outlets of 15 articles: each is bigger than a label's 10% share
+    sources = [f"outlet {i // 15}" for i in range(180)]
+    labels = np.array([(i // 15) % 3 for i in range(180)])
+    train, val = split_outlet(sources, labels, 0.1, seed=0)
+    assert sorted(set(labels[val].tolist())) == [0, 1, 2]
+    assert sorted(set(labels[train].tolist())) == [0, 1, 2]
+    assert not {sources[i] for i in train} & {sources[i] for i in val}
