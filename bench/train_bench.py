@@ -4,7 +4,7 @@
 
 Both train the same base model on the same articles (the outlet split's training part) with the
 published recipe (lr 3e-5, batch 32, seed 12345, Adam, linear schedule, 16 warmup steps; bf16/fp16
-autocast on a GPU, fp32 on CPU) for the same number of optimizer steps, and both pad each batch
+autocast on a GPU, fp32 on CPU; our outlet adversary, masking and calibration off, as the Trainer has none) for the same number of optimizer steps, and both pad each batch
 dynamically. Printed: training samples/s of each (timed around the training steps only) and the
 ratio. Prints numbers; asserts nothing.
 """
@@ -88,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(data=[args.data], base_model=base, output=os.path.join(tmp, "ours"), max_steps=args.steps,
                           max_length=args.max_length, max_train_samples=args.steps * 32, max_eval_samples=64,
-                          device=args.device)
+                          device=args.device, adversary_weight=0.0, calibrate=False, mask_outlet=False)
         results = {"ours": ours(cfg), "hf_trainer": hf_trainer(cfg, os.path.join(tmp, "hf"))}
     device = resolve_device(args.device)
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
