@@ -141,12 +141,6 @@ def report_from_logits(enc: Encoded, logits: np.ndarray, temperature: float = 1.
     return report
 
 
-def evaluate_split(model, enc: Encoded, batch_size: int, pad_id: int, device, dtype,
-                   temperature: float = 1.0) -> dict:
-    logits = predict_logits(model, enc.ids, batch_size, pad_id, device, dtype)
-    return report_from_logits(enc, logits, temperature)
-
-
 def _is_better(metric: str, new: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -278,6 +272,7 @@ def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
     # ---- 5. the loop
     history: list[dict] = []
     best_value, best_epoch, best_state, stale = None, None, None, 0
+    val_logits: np.ndarray | None = None
     step = 0
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
@@ -301,6 +296,7 @@ def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
                 out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                             output_hidden_states=adversary is not None)
             loss = F.cross_entropy(out.logits.float(), labels, weight=loss_weight)  # logits (B, 3)
+            losses.append(loss.item())  # the label loss alone: what the card's "Training Loss" means
             if adversary is not None:
                 with _autocast(device, dtype):
                     outlet_logits = adversary(sentence_features(out))            # (B, n_outlets)
@@ -315,13 +311,13 @@ def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
             scheduler.step()
             step += 1
             seen += len(idx)
-            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
         bar.close()
         train_seconds = time.perf_counter() - t0
-        report = evaluate_split(model, val_enc, cfg.eval_batch_size, pad_id, device, dtype)
+        epoch_logits = predict_logits(model, val_enc.ids, cfg.eval_batch_size, pad_id, device, dtype)
+        report = report_from_logits(val_enc, epoch_logits)
         row = {
             "epoch": round(epoch - 1 + seen / len(train_enc), 4), "step": step,
             "train_loss": float(np.mean(losses)), "val_loss": report["val_loss"],
@@ -339,6 +335,7 @@ def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
         if _is_better(cfg.metric_for_best, row[cfg.metric_for_best], best_value):
             best_value, best_epoch, stale = row[cfg.metric_for_best], row["epoch"], 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            val_logits = epoch_logits  # the best weights' validation logits: no second pass needed
         else:
             stale += 1
         if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -349,7 +346,6 @@ def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
 
     # ---- 6. best weights, temperature on validation, test
     model.load_state_dict(best_state)
-    val_logits = predict_logits(model, val_enc.ids, cfg.eval_batch_size, pad_id, device, dtype)
     calibration = None
     temperature = 1.0
     if cfg.calibrate:
