@@ -112,10 +112,12 @@ def train_model_flow(
     device: str = "auto",
     min_macro_f1: float | None = None,
     set_latest: bool = True,
+    recipe: dict | None = None,
 ) -> dict:
     """Fine-tune, evaluate and publish a model. `output` (default runs/train/<time>) keeps this run's
     own copy; `<models_root>/<model_id>` is the published one and `<models_root>/latest` points at
-    it once evaluation passed (`min_macro_f1`, on test data when given, else validation)."""
+    it once evaluation passed (`min_macro_f1`, on test data when given, else validation). `recipe`
+    sets any other TrainConfig field by name (e.g. {"adversary_weight": 0.0, "calibrate": false})."""
     from allsides_batch.config import TrainConfig
 
     log = get_run_logger()
@@ -127,7 +129,7 @@ def train_model_flow(
         lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, epochs=epochs, early_stopping=early_stopping,
         metric_for_best=metric_for_best, precision=precision, max_length=max_length, max_steps=max_steps,
         max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, device=device,
-        overwrite=output is None, **({"columns": columns} if columns else {}),
+        overwrite=output is None, **({"columns": columns} if columns else {}), **(recipe or {}),
     )
     cfg_dict = cfg.to_dict()
     shape = validate_data(cfg_dict)
