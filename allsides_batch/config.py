@@ -89,7 +89,7 @@ class TrainConfig:
     )
     window_stride: int = field(default=64, metadata={"help": "tokens shared by consecutive windows (as score --stride)"})
     calibrate: bool = field(
-        default=True, metadata={"help": "fit a temperature on the validation split; the scorer applies it"}
+        default=False, metadata={"help": "fit a temperature on the validation split; the scorer applies it"}
     )
 
     def __post_init__(self) -> None:
