@@ -94,6 +94,8 @@ def console_summary(s: dict, top: int = 15) -> str:
         lines.append("  (no unscored files this time: the table covers every article this model scored before)")
     if s["report"].get("table"):
         lines.append(f"  table:      {s['report']['table']}")
+    if not top:
+        return "\n".join(lines)
     lines += ["", f"{'outlet':<36} {'n':>6} {'mean bias':>9} {'95% CI':>17}  label", "-" * 78]
     for r in rows:
         ci = (f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]" if r["ci95_low"] is not None else "")

@@ -192,7 +192,7 @@ def score_corpus_flow(
     summary = artifacts.night_summary(run_date, score_id, model_dir, output, shard_summaries, agg, report,
                                       time.perf_counter() - started, fan_out, len(files))
     artifacts.publish_night(summary, agg, report)
-    log.info(artifacts.console_summary(summary))
+    log.info(artifacts.console_summary(summary, top=0))  # the table itself is the outlet-aggregates artifact
     return summary
 
 
