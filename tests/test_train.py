@@ -14,7 +14,7 @@ from allsides_batch.config import TrainConfig
 from allsides_batch.data import load_labelled, make_split
 from allsides_batch.metrics import classification_report
 from allsides_batch.text import TextPrep, encode
-from allsides_batch.train import pad_batch, predict_probs, train_model
+from allsides_batch.train import pad_batch, predict_logits, train_model
 
 
 def test_pad_batch_pads_to_longest_row_not_max_length():
@@ -93,7 +93,9 @@ def test_fine_tunes_real_minilm_loss_falls_and_reload_predicts_identically(artic
     _, val = make_split(data, cfg.split, cfg.val_fraction, cfg.seed)
     val = np.sort(np.random.default_rng(cfg.seed).choice(val, size=96, replace=False))
     ids, _, _ = encode(tokenizer, [data.texts[i] for i in val], 64)
-    probs = predict_probs(model, ids, 32, tokenizer.pad_token_id, torch.device("cpu"), torch.float32)
+    logits = predict_logits(model, ids, 32, tokenizer.pad_token_id, torch.device("cpu"), torch.float32)
+    temperature = result.metrics["validation"]["temperature"]  # 1.0 unless --calibrate fitted one
+    probs = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
     again = classification_report(data.labels[val], probs)
     saved = result.metrics["validation"]
     assert again["accuracy"] == saved["accuracy"]
