@@ -29,7 +29,7 @@ from .model import (
     resolve_device,
     resolve_precision,
 )
-from .text import TextPrep, encode, prepare_text, special_token_layout
+from .text import TextPrep, encode, prepare_text, special_token_layout, window_spans
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -73,18 +73,7 @@ def prepare_rows(prep: TextPrep, titles: Sequence[str | None], texts: Sequence[s
     return [prepare_text(t, x, prep) for t, x in zip(titles, texts)]
 
 
-def chunk_windows(n_content: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """[start, end) windows of at most `window` content tokens covering 0..n_content, consecutive windows
-    sharing exactly `stride` tokens: every token is scored once, plus the overlaps."""
-    if n_content <= window:
-        return [(0, n_content)]
-    spans, start = [], 0
-    while True:
-        end = min(start + window, n_content)
-        spans.append((start, end))
-        if end == n_content:
-            return spans
-        start = end - stride
+chunk_windows = window_spans  # the chunk-mode layout; one definition shared with windowed training
 
 
 def encode_texts(tokenizer, texts: list[str], spec: EncodeSpec) -> Encoded:

@@ -95,6 +95,21 @@ def cut_text(text: str, budget: int) -> str:
     return text[:end] if end > 0 else text
 
 
+def window_spans(n_content: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) spans of at most `window` content tokens covering 0..n_content, consecutive spans
+    sharing exactly `stride` tokens: every token is covered once, plus the overlaps. The scorer's chunk
+    mode and windowed training both lay windows out with this."""
+    if n_content <= window:
+        return [(0, n_content)]
+    spans, start = [], 0
+    while True:
+        end = min(start + window, n_content)
+        spans.append((start, end))
+        if end == n_content:
+            return spans
+        start = end - stride
+
+
 def special_token_layout(tokenizer) -> tuple[int, int]:
     """(tokens the tokenizer adds before the text, tokens it adds after), e.g. (1, 1) for [CLS] … [SEP]."""
     bare = tokenizer("hello", add_special_tokens=False)["input_ids"]

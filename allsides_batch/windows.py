@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .text import CHARS_PER_TOKEN, encode, special_token_layout
+from .text import CHARS_PER_TOKEN, cut_text, encode, special_token_layout, window_spans
 
 
 @dataclass
@@ -23,28 +23,6 @@ class Windows:
     ids: list[list[int]]   # M rows of token ids, special tokens included
     owner: np.ndarray      # (M,) int64 article index
     weight: np.ndarray     # (M,) float64 content tokens per window (the averaging weight)
-
-
-def window_spans(n_content: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """[start, end) spans of at most `window` content tokens covering 0..n_content, consecutive spans
-    sharing exactly `stride` tokens (the scorer's chunk_windows)."""
-    if n_content <= window:
-        return [(0, n_content)]
-    spans, start = [], 0
-    while True:
-        end = min(start + window, n_content)
-        spans.append((start, end))
-        if end == n_content:
-            return spans
-        start = end - stride
-
-
-def _cut(text: str, budget: int) -> str:
-    """The text's whole words within `budget` characters (tokens of kept words are unchanged)."""
-    if len(text) <= budget:
-        return text
-    end = max(text.rfind(" ", 0, budget + 1), text.rfind("\n", 0, budget + 1))
-    return text[:end] if end > 0 else text
 
 
 def encode_windows(tokenizer, texts: list[str], max_length: int, stride: int, max_windows: int) -> Windows:
@@ -62,7 +40,7 @@ def encode_windows(tokenizer, texts: list[str], max_length: int, stride: int, ma
     # Cut by characters first (only the head of a long article is needed); a cut that falls short of
     # the tokens needed is redone on the whole text, as text.encode does.
     budget = needed * CHARS_PER_TOKEN
-    cut = [_cut(t, budget) for t in texts]
+    cut = [cut_text(t, budget) for t in texts]
     content = tokenizer(cut, add_special_tokens=False, return_attention_mask=False)["input_ids"]
     for i, (t, c) in enumerate(zip(texts, cut)):
         if len(c) < len(t) and len(content[i]) < needed:
