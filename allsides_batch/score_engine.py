@@ -5,8 +5,6 @@ left/center/right probabilities. `Scorer` is usable on its own (`Scorer.from_con
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import multiprocessing as mp
 import os
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .calibration import load_temperature
 from .config import ScoreConfig
 from .errors import UserError
 from .model import (
@@ -31,7 +30,6 @@ from .model import (
 )
 from .text import TextPrep, encode, prepare_text, special_token_layout, window_spans
 
-CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass
@@ -60,17 +58,10 @@ class EncodeSpec:
     stride: int = 64
 
 
-@functools.cache
-def _prepare_takes_source() -> bool:
-    return "source" in inspect.signature(prepare_text).parameters
-
-
 def prepare_rows(prep: TextPrep, titles: Sequence[str | None], texts: Sequence[str],
                  sources: Sequence[str | None]) -> list[str]:
-    """The shared text preparation, passing the outlet when text.prepare_text can mask it."""
-    if _prepare_takes_source():
-        return [prepare_text(t, x, prep, source=s) for t, x, s in zip(titles, texts, sources)]
-    return [prepare_text(t, x, prep) for t, x in zip(titles, texts)]
+    """The shared text preparation, with the outlet so that a masking model's TextPrep can mask it."""
+    return [prepare_text(t, x, prep, source=s) for t, x, s in zip(titles, texts, sources)]
 
 
 chunk_windows = window_spans  # the chunk-mode layout; one definition shared with windowed training
@@ -201,22 +192,11 @@ def default_max_length(model_dir: str, config, tokenizer) -> int:
     return min(limit, int(positions)) if positions else limit
 
 
-def load_temperature(model_dir: str) -> float | None:
-    path = os.path.join(model_dir, CALIBRATION_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as fh:
-        temperature = float(json.load(fh)["temperature"])
-    if temperature <= 0:
-        raise UserError(f"{path}: temperature must be > 0, got {temperature}")
-    return temperature
-
-
 class Scorer:
     """A loaded model ready to turn token ids into left/center/right probabilities."""
 
     def __init__(self, model, tokenizer, model_dir: str, device: torch.device, dtype: torch.dtype,
-                 order: list[int], max_length: int, batch_tokens: int, temperature: float | None,
+                 order: list[int], max_length: int, batch_tokens: int, temperature: float,
                  spec: EncodeSpec, quantize: str = "none"):
         self.model, self.tokenizer, self.model_dir = model, tokenizer, model_dir
         self.device, self.dtype, self.order, self.max_length = device, dtype, order, max_length
@@ -296,7 +276,7 @@ class Scorer:
                 logits_out.append(logits.float())  # stays on the device: one sync per call, not per batch
                 index_out.append(idx)
             logits = torch.cat(logits_out)[:, self.order]
-            if self.temperature:
+            if self.temperature != 1.0:
                 logits = logits / self.temperature
             probs = torch.softmax(logits, dim=-1).cpu().numpy()
         out = np.empty_like(probs)
