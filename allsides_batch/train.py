@@ -125,11 +125,6 @@ def predict_logits(model, rows: list[list[int]], batch_size: int, pad_id: int, d
     return out
 
 
-def predict_probs(model, rows: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
-                  dtype: torch.dtype) -> np.ndarray:
-    """Class probabilities (N, C) in input order."""
-    return article_probs(predict_logits(model, rows, batch_size, pad_id, device, dtype)).astype(np.float32)
-
 
 def report_from_logits(enc: Encoded, logits: np.ndarray, temperature: float = 1.0) -> dict:
     """Article-level metrics from window logits (M, C): windows averaged as the scorer's chunk mode."""
