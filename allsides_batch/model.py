@@ -10,6 +10,7 @@ import torch
 
 from . import LABELS
 from .errors import UserError
+from .calibration import CALIBRATION_FILE
 from .text import TEXT_PREP_FILE
 
 ID2LABEL = {i: name for i, name in enumerate(LABELS)}
@@ -125,7 +126,7 @@ def parse_label_map(spec: str | None) -> dict[str, str] | None:
 def model_id(model_dir: str) -> str:
     """Short hash of weights + config + text preparation: two runs with the same id scored identically."""
     digest = hashlib.sha256()
-    for name in ("model.safetensors", "config.json", TEXT_PREP_FILE, "calibration.json"):
+    for name in ("model.safetensors", "config.json", TEXT_PREP_FILE, CALIBRATION_FILE):
         path = os.path.join(model_dir, name)
         if os.path.isfile(path):
             digest.update(name.encode())

@@ -125,7 +125,6 @@ def predict_logits(model, rows: list[list[int]], batch_size: int, pad_id: int, d
     return out
 
 
-
 def report_from_logits(enc: Encoded, logits: np.ndarray, temperature: float = 1.0) -> dict:
     """Article-level metrics from window logits (M, C): windows averaged as the scorer's chunk mode."""
     probs = article_probs(logits, temperature, enc.owner, enc.weight, len(enc.labels))
