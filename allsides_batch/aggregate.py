@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from .config import AggregateConfig
+from .domains import HOST_PATTERN, MULTI_PART_SUFFIXES
 from .errors import UserError
 from .io import atomic_write_parquet, exists, expand_inputs, join, write_json
 from .metrics import t_critical
@@ -37,12 +38,6 @@ if TYPE_CHECKING:
 REQUIRED = ("id", "source", "date", "label", "bias_score", "confidence", "model_id", "scored_at")
 URL_COLUMNS = ("url", "source_url")
 CI_METHOD = "student-t: mean ± t(0.975, n-1)·s/√n, clipped to [-1, 1]; null for n = 1"
-# Public suffixes of two labels that are common in news URLs; the registered domain under them has
-# three labels (bbc.co.uk). A full public-suffix list would be a new dependency for little gain here.
-MULTI_PART_SUFFIXES = (
-    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "org.au", "co.nz", "co.jp", "co.in",
-    "com.br", "com.mx", "co.za", "com.cn", "com.hk", "com.sg", "co.il", "com.tr", "co.kr",
-)
 MIN_YEAR = 1900
 PART_NAME = "part-0.parquet"
 SUMMARY_NAME = "_summary.json"
@@ -155,11 +150,9 @@ def _with_dates(rows: pl.LazyFrame, dtype) -> pl.LazyFrame:
     return rows.join(dates.lazy(), on="_raw_date", how="left").drop("_raw_date")
 
 
-_HOST = r"^\s*(?:[A-Za-z][A-Za-z0-9+.\-]*://)?(?:[^@/?#\s]*@)?([^/:?#\s]+)"
-
-
 def registered_domain(host: pl.Expr) -> pl.Expr:
-    """A host name reduced to its registered domain: www.money.cnn.com → cnn.com, www.bbc.co.uk → bbc.co.uk."""
+    """A host name reduced to its registered domain: www.money.cnn.com → cnn.com, www.bbc.co.uk → bbc.co.uk
+    (domains.registered_domain, the rule training's --group-by domain uses, as a polars expression)."""
     import polars as pl
 
     host = host.str.to_lowercase().str.strip_chars(".")
@@ -184,7 +177,7 @@ def _with_outlet(rows: pl.LazyFrame, cfg: AggregateConfig, names: list[str]) -> 
     if not urls:
         raise UserError("--outlet-key domain needs a url or source_url column in the scores; "
                         "score input that has one, or use --outlet-key source with --outlet-map")
-    rows = rows.with_columns(_host=pl.coalesce([pl.col(c).cast(pl.String).str.extract(_HOST, 1) for c in urls]))
+    rows = rows.with_columns(_host=pl.coalesce([pl.col(c).cast(pl.String).str.extract(HOST_PATTERN, 1) for c in urls]))
     hosts = _collect(rows.select(pl.col("_host").unique().drop_nulls()))
     hosts = hosts.with_columns(_domain=registered_domain(pl.col("_host")))
     rows = rows.join(hosts.lazy(), on="_host", how="left")

@@ -17,6 +17,7 @@ from . import LABELS
 from .config import Columns
 from .errors import UserError
 from .io import expand_inputs, file_fingerprint, read_table, schema_names
+from .domains import outlet_groups
 from .text import TextPrep, prepare_text
 
 _LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
@@ -33,11 +34,16 @@ class LabelledData:
     sources: list[str]
     ids: list[str]
     split_values: list[str | None] | None = None
+    urls: list[str | None] | None = None  # article URLs, where the data has them (--group-by domain)
     files: list[dict] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def groups(self, group_by: str = "source") -> list[str]:
+        """The outlet key of each article for grouped splits and folds (domains.outlet_groups)."""
+        return outlet_groups(self.sources, self.urls, group_by)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> LabelledData:
         index = list(map(int, index))
@@ -47,6 +53,7 @@ class LabelledData:
             sources=[self.sources[i] for i in index],
             ids=[self.ids[i] for i in index],
             split_values=None if self.split_values is None else [self.split_values[i] for i in index],
+            urls=None if self.urls is None else [self.urls[i] for i in index],
             files=self.files,
             dropped=self.dropped,
         )
@@ -117,7 +124,7 @@ def load_labelled(paths: Sequence[str], columns: Columns = Columns(), split_colu
             found = schema_names(url)
             label_col = _resolve_label_column(columns, found)
             wanted = [columns.text, label_col, columns.source]
-            optional = [c for c in (columns.title, columns.id) if c and c in found]
+            optional = [c for c in (columns.title, columns.id, columns.url) if c and c in found]
             if split_column:
                 wanted.append(split_column)
             _check_columns(wanted, found, url)
@@ -133,6 +140,7 @@ def _from_tables(tables: list[pa.Table], files: list[dict], columns: Columns, sp
     labels: list = []
     sources: list[str] = []
     ids: list[str] = []
+    urls: list[str | None] = []
     splits: list[str | None] = []
     dropped: Counter = Counter()
     for table in tables:
@@ -145,6 +153,7 @@ def _from_tables(tables: list[pa.Table], files: list[dict], columns: Columns, sp
         n = table.num_rows
         title = rows.get(columns.title) if columns.title else None
         row_ids = rows.get(columns.id)
+        row_urls = rows.get(columns.url) if columns.url else None
         for i in range(n):
             text = rows[columns.text][i]
             if not isinstance(text, str) or not text.strip():
@@ -157,6 +166,7 @@ def _from_tables(tables: list[pa.Table], files: list[dict], columns: Columns, sp
             labels.append(rows["__label__"][i])
             sources.append(str(rows[columns.source][i]) if rows[columns.source][i] is not None else "")
             ids.append(str(row_ids[i]) if row_ids is not None else f"row{len(ids)}")
+            urls.append(str(row_urls[i]) if row_urls is not None and row_urls[i] is not None else None)
             if split_column:
                 splits.append(rows[split_column][i])
     if dropped:
@@ -165,7 +175,8 @@ def _from_tables(tables: list[pa.Table], files: list[dict], columns: Columns, sp
     if not texts:
         raise UserError("no usable rows: every row had an empty or null text; check --text-column")
     return LabelledData(texts=texts, labels=normalise_labels(labels), sources=sources, ids=ids,
-                        split_values=splits if split_column else None, files=files, dropped=dict(dropped))
+                        split_values=splits if split_column else None,
+                        urls=urls if any(u is not None for u in urls) else None, files=files, dropped=dict(dropped))
 
 
 # ----------------------------------------------------------------------------------------------- splits
@@ -253,10 +264,12 @@ def split_by_column(values: Sequence[str | None]) -> tuple[np.ndarray, np.ndarra
     return train, val, len(norm) - len(train) - len(val)
 
 
-def make_split(data: LabelledData, split: str, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation indices for a --split value (outlet | random | column:NAME)."""
+def make_split(data: LabelledData, split: str, val_fraction: float, seed: int, group_by: str = "source"
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation indices for a --split value (outlet | random | column:NAME); `outlet` holds out
+    whole groups of --group-by (source names or web domains)."""
     if split == "outlet":
-        train, val = split_outlet(data.sources, data.labels, val_fraction, seed)
+        train, val = split_outlet(data.groups(group_by), data.labels, val_fraction, seed)
     elif split == "random":
         train, val = split_random(data.labels, val_fraction, seed)
     else:
