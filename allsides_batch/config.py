@@ -15,6 +15,8 @@ from .errors import ConfigError
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Metric = Literal["macro_f1", "accuracy", "val_loss"]
+ModelKind = Literal["linear", "transformer", "ensemble"]
+GroupBy = Literal["source", "domain"]
 
 
 @dataclass
@@ -43,8 +45,18 @@ class TrainConfig:
         default="distilbert-base-uncased", metadata={"help": "hub name or local directory of the encoder"}
     )
     columns: Columns = field(default_factory=Columns)
+    kind: ModelKind = field(
+        default="linear",
+        metadata={"help": "linear: TF-IDF + logistic regression over the whole text (CPU, fast); transformer: "
+                          "fine-tune --base-model; ensemble: both, combined with weights fitted on validation"},
+    )
     split: str = field(
         default="outlet", metadata={"help": "validation split: outlet | random | column:NAME"}
+    )
+    group_by: GroupBy = field(
+        default="source",
+        metadata={"help": "what an outlet is for --split outlet and cv: the source name, or the registered "
+                          "domain of the article URL (source where there is no URL)"},
     )
     val_fraction: float = field(default=0.1, metadata={"help": "validation share for outlet/random splits"})
     test: list[str] = field(default_factory=list, metadata={"help": "labelled Parquet to test the best model on"})
@@ -91,6 +103,15 @@ class TrainConfig:
     calibrate: bool = field(
         default=False, metadata={"help": "fit a temperature on the validation split; the scorer applies it"}
     )
+    # ---- the linear model (kind linear, and the linear half of an ensemble)
+    linear_ngram_max: int = field(default=2, metadata={"help": "linear: longest word n-gram"})
+    linear_max_features: int = field(default=200_000, metadata={"help": "linear: vocabulary size (most frequent terms)"})
+    linear_min_df: int = field(default=2, metadata={"help": "linear: a term must occur in this many training articles"})
+    linear_c: float = field(default=1.0, metadata={"help": "linear: inverse L2 regularisation strength"})
+    linear_outlet_weight: float = field(
+        default=0.0,
+        metadata={"help": "linear: article weight 1/n_outlet^W (0 = every article alike, 1 = every outlet alike)"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
@@ -103,7 +124,10 @@ class TrainConfig:
         _positive(self, "learning_rate", "train_batch_size", "eval_batch_size", "epochs", "max_length",
                   "adam_epsilon")
         _non_negative(self, "warmup_steps", "early_stopping", "weight_decay", "adversary_weight", "window_stride")
-        _positive(self, "adversary_lr", "train_windows")
+        _positive(self, "adversary_lr", "train_windows", "linear_ngram_max", "linear_max_features", "linear_min_df",
+                  "linear_c")
+        if not 0.0 <= self.linear_outlet_weight <= 1.0:
+            raise ConfigError("linear_outlet_weight", f"must be in [0, 1], got {self.linear_outlet_weight}")
         if self.train_windows > 1 and self.window_stride >= self.max_length - 2:
             raise ConfigError("window_stride", f"must be smaller than max_length - 2 ({self.max_length - 2}), "
                                                f"got {self.window_stride}")

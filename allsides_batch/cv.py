@@ -84,7 +84,7 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(data), size=max_articles, replace=False))
         data = data.subset(keep)
     if grouping == "outlet":
-        assign = outlet_folds(data.sources, data.labels, folds, cfg.seed)
+        assign = outlet_folds(data.groups(cfg.group_by), data.labels, folds, cfg.seed)
     else:
         if folds < 2:
             raise UserError(f"need at least 2 folds, got {folds}")
@@ -96,11 +96,11 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
         if len(test) == 0:
             raise UserError(f"fold {fold} is empty: use fewer --folds")
         if grouping == "outlet":
-            train_idx, val_idx = make_split(rest, cfg.split, cfg.val_fraction, cfg.seed)
+            train_idx, val_idx = make_split(rest, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
         else:
             train_idx, val_idx = split_random(rest.labels, cfg.val_fraction, cfg.seed)
-        print(f"fold {fold + 1}/{folds}: {len(test)} test articles from {len(set(test.sources))} outlets",
-              file=sys.stderr)
+        print(f"fold {fold + 1}/{folds}: {len(test)} test articles from {len(set(test.sources))} outlets "
+              f"({cfg.kind} model)", file=sys.stderr)
         fitted = fit(cfg, rest.subset(train_idx), rest.subset(val_idx), test)
         results.append(fold_metrics(fold, fitted.metrics, len(train_idx), test, time.perf_counter() - t0))
         del fitted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 
@@ -13,6 +14,11 @@ from .errors import UserError
 from .calibration import CALIBRATION_FILE
 from .text import TEXT_PREP_FILE
 
+# {"kind": "transformer" | "linear" | "ensemble", ...}: what a model directory holds. A directory
+# without it is a transformers checkpoint (ours from before model kinds, or any hub classifier).
+MODEL_KIND_FILE = "allsides_model.json"
+MODEL_KINDS = ("transformer", "linear", "ensemble")
+ENSEMBLE_MEMBERS = ("transformer", "linear")  # an ensemble's subdirectories, one complete model each
 ID2LABEL = {i: name for i, name in enumerate(LABELS)}
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 _OFFLINE_HINT = ("offline, point at a local directory holding config.json, model.safetensors and the tokenizer "
@@ -123,10 +129,54 @@ def parse_label_map(spec: str | None) -> dict[str, str] | None:
     return out
 
 
+def write_model_kind(model_dir: str, kind: str, **extra) -> None:
+    with open(os.path.join(model_dir, MODEL_KIND_FILE), "w") as fh:
+        json.dump({"kind": kind, "labels": list(LABELS), **extra}, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def read_model_kind(model_dir: str) -> dict:
+    """The directory's allsides_model.json; {"kind": "transformer"} for a plain transformers checkpoint."""
+    path = os.path.join(model_dir, MODEL_KIND_FILE)
+    if not os.path.isfile(path):
+        return {"kind": "transformer"}
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}; retrain the model") from exc
+    if info.get("kind") not in MODEL_KINDS:
+        raise UserError(f"{path}: unknown model kind {info.get('kind')!r} (known: {', '.join(MODEL_KINDS)})")
+    return info
+
+
+_REQUIRED_FILES = {"transformer": ("config.json", "model.safetensors"),
+                   "linear": ("vectorizer.json", "linear.safetensors")}
+
+
+def missing_model_files(model_dir: str) -> list[str]:
+    """Files the directory's model kind needs that are not there (relative paths; empty when complete)."""
+    kind = read_model_kind(model_dir)["kind"]
+    if kind == "ensemble":
+        needed = [f"{m}/{name}" for m in ENSEMBLE_MEMBERS for name in _REQUIRED_FILES[m]]
+    else:
+        needed = list(_REQUIRED_FILES[kind])
+    return [name for name in needed if not os.path.isfile(os.path.join(model_dir, name))]
+
+
+# Files whose bytes decide what a model scores; an ensemble adds its members' files under their subdirectory.
+_ID_FILES = ("model.safetensors", "config.json", TEXT_PREP_FILE, CALIBRATION_FILE, MODEL_KIND_FILE,
+             "vectorizer.json", "linear.safetensors")
+
+
 def model_id(model_dir: str) -> str:
-    """Short hash of weights + config + text preparation: two runs with the same id scored identically."""
+    """Short hash of weights + config + text preparation (+ calibration, kind, linear files, ensemble
+    members): two runs with the same id scored identically."""
     digest = hashlib.sha256()
-    for name in ("model.safetensors", "config.json", TEXT_PREP_FILE, CALIBRATION_FILE):
+    names = list(_ID_FILES)
+    if read_model_kind(model_dir)["kind"] == "ensemble":
+        names += [f"{member}/{name}" for member in ENSEMBLE_MEMBERS for name in _ID_FILES]
+    for name in names:
         path = os.path.join(model_dir, name)
         if os.path.isfile(path):
             digest.update(name.encode())

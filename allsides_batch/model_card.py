@@ -23,7 +23,7 @@ def package_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version(), "allsides_batch": __version__}
-    for pkg in ("torch", "transformers", "tokenizers", "numpy", "pyarrow", "safetensors", "accelerate"):
+    for pkg in ("torch", "transformers", "tokenizers", "numpy", "pyarrow", "safetensors", "accelerate", "scikit-learn"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -33,11 +33,20 @@ def package_versions() -> dict[str, str]:
 
 def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
     """A model card with the same per-epoch table as the published DistilBERT-AllSides card."""
+    what = {
+        "transformer": f"Fine-tuned from `{cfg.base_model}`",
+        "linear": (f"TF-IDF (word 1-{cfg.linear_ngram_max}-grams of the whole article, sublinear tf) + logistic "
+                   "regression"),
+        "ensemble": (f"An ensemble of `{cfg.base_model}` fine-tuned and the full-text TF-IDF + logistic regression "
+                     "model, weights " + ", ".join(f"{m} {w:.3f}" for m, w in (metrics.get("ensemble_weights") or {}).items())
+                     + " (fitted on validation),"),
+    }[cfg.kind]
     lines = [
-        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [political-bias, allsides]",
+        "---", f"library_name: {'transformers' if cfg.kind == 'transformer' else 'allsides-batch'}",
+        "pipeline_tag: text-classification", "tags: [political-bias, allsides]",
         "---", "", f"# {os.path.basename(os.path.abspath(cfg.output))}", "",
-        f"Fine-tuned from `{cfg.base_model}` to label news articles {', '.join(LABELS)} by allsides-batch "
-        f"{__version__}.", "",
+        f"{what} to label news articles {', '.join(LABELS)}, by allsides-batch {__version__} "
+        f"(model kind `{cfg.kind}`; `allsides-batch score --model DIR` loads it).", "",
         f"Best epoch: {metrics['best_epoch']} by validation {cfg.metric_for_best} = {metrics['best_value']:.4f} "
         f"({cfg.split} split: {recipe['split_sizes']['train']} train / {recipe['split_sizes']['validation']} "
         f"validation articles, {recipe['split_sizes']['outlets_in_both']} outlet(s) in both).", "",
@@ -59,6 +68,12 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
                   f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> "
                   f"{cal['nll_after']:.4f}. The scorer divides logits by T (calibration.json)."]
     c = recipe["config"]
+    linear = [f"- linear: word 1-{c['linear_ngram_max']}-grams, {c['linear_max_features']} features, min_df "
+              f"{c['linear_min_df']}, C {c['linear_c']}, outlet weight {c['linear_outlet_weight']}",
+              f"- split: {c['split']} grouped by {c['group_by']}, validation share {c['val_fraction']}, seed {c['seed']}"]
+    if cfg.kind == "linear":
+        return "\n".join(lines + ["", "## Training hyperparameters", "", *linear, "", "## Framework versions", "",
+                                  *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], ""])
     lines += [
         "", "## Training hyperparameters", "",
         f"- learning_rate: {c['learning_rate']}", f"- train_batch_size: {c['train_batch_size']}",
@@ -71,6 +86,7 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
         f"- outlet masking: {c.get('mask_outlet')}, adversary weight: {c.get('adversary_weight')}, "
         f"class balance: {c.get('class_balance')}, windows per article: {c.get('train_windows')} "
         f"(stride {c.get('window_stride')})",
+        *(linear if cfg.kind == "ensemble" else linear[1:]),
         "", "## Framework versions", "",
         *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], "",
     ]

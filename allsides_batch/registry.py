@@ -19,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from .errors import UserError
-from .model import model_id
+from .model import missing_model_files, model_id
 
 LATEST = "latest"
 
@@ -35,9 +35,9 @@ class PublishedModel:
 
 
 def _check_model_dir(model_dir: str) -> None:
-    for name in ("config.json", "model.safetensors"):
-        if not os.path.isfile(os.path.join(model_dir, name)):
-            raise UserError(f"{model_dir!r} is not a complete model directory: {name} is missing")
+    missing = missing_model_files(model_dir)
+    if missing:
+        raise UserError(f"{model_dir!r} is not a complete model directory: {', '.join(missing)} missing")
 
 
 def publish_model(model_dir: str, models_root: str, set_latest: bool = True) -> PublishedModel:

@@ -81,31 +81,44 @@ class Plan:
     files: list[str]
     skipped: int
     total_rows: int
+    kind: str = "transformer"
 
 
-def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int) -> str:
+def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = "transformer") -> str:
     """The model_id written with every score: the model's hash (weights + config + text preparation +
-    calibration) combined with the settings that change scores (max length, long-text mode, int8, labels)."""
-    settings = {"max_length": max_length, "long_text": cfg.long_text, "quantize": cfg.quantize,
-                "label_map": cfg.label_map, "stride": cfg.stride if cfg.long_text == "chunk" else None}
+    calibration) combined with the settings that change scores (max length, long-text mode, int8, labels).
+    A linear model reads whole texts and has none of those settings."""
+    if kind == "linear":
+        settings = {"kind": "linear"}
+    else:
+        settings = {"max_length": max_length, "long_text": cfg.long_text, "quantize": cfg.quantize,
+                    "label_map": cfg.label_map, "stride": cfg.stride if cfg.long_text == "chunk" else None}
     blob = json.dumps([base_model_id, settings], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     """Check model, labels and input columns (a clear error before any work) and list files not yet done."""
-    from .model import label_order, load_tokenizer, local_model_dir, model_id, parse_label_map
-    from .score_engine import default_max_length
+    from .model import label_order, load_tokenizer, local_model_dir, model_id, parse_label_map, read_model_kind
+    from .score_engine import default_max_length, member_dirs
 
     if not cfg.output:
         raise UserError("--output is required: the directory for scores, quarantine and manifest")
     if cfg.model.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(cfg.model)):
         raise UserError(f"model directory not found: {cfg.model!r} (give a trained model directory or a hub name)")
     model_dir = local_model_dir(os.path.expanduser(cfg.model))
-    config = _load_config(model_dir)
-    label_order(config, parse_label_map(cfg.label_map))
-    max_length = cfg.max_length or default_max_length(model_dir, config, load_tokenizer(model_dir))
-    layout = Layout(cfg.output.rstrip("/"), score_id(model_id(model_dir), cfg, max_length))
+    kind = read_model_kind(model_dir)["kind"]
+    transformer_dir, linear_dir = member_dirs(model_dir, kind)
+    max_length = 0
+    if transformer_dir is not None:
+        config = _load_config(transformer_dir)
+        label_order(config, parse_label_map(cfg.label_map))
+        max_length = cfg.max_length or default_max_length(transformer_dir, config, load_tokenizer(transformer_dir))
+    if linear_dir is not None:
+        from .linear import LinearModel
+
+        LinearModel.load(linear_dir)  # a clear error now, not in a worker process
+    layout = Layout(cfg.output.rstrip("/"), score_id(model_id(model_dir), cfg, max_length, kind))
     all_files = list(files) if files is not None else expand_inputs(cfg.input)
     done = layout.done_keys()
     todo = [f for f in all_files if file_key(f)[0] not in done]
@@ -122,7 +135,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
             raise UserError(f"{url}: missing column(s) {', '.join(missing)}; has {pf.schema_arrow.names}. "
                             "Map columns with --id-column/--source-column/--text-column")
         total += pf.metadata.num_rows
-    return Plan(model_dir, layout.score_id, max_length, layout, todo, len(all_files) - len(todo), total)
+    return Plan(model_dir, layout.score_id, max_length, layout, todo, len(all_files) - len(todo), total, kind)
 
 
 def _load_config(model_dir: str):
@@ -173,9 +186,12 @@ def _progress_bar(cfg: ScoreConfig, total: int):
 
 
 # ---- one device: feeder thread + model loop -----------------------------------------------------------
-def default_workers(device_type: str, n_devices: int = 1) -> int:
+def default_workers(device_type: str, n_devices: int = 1, kind: str = "transformer") -> int:
     """GPU: the cores left after one per device (tokenizing is the bottleneck there). CPU: 0, i.e. a
-    feeder thread; the model uses every core and a tokenizer process would only take cycles from it."""
+    feeder thread; the model uses every core and a tokenizer process would only take cycles from it.
+    A linear model alone does all its work in the workers: one per core."""
+    if kind == "linear":
+        return max(1, (os.cpu_count() or 2) // n_devices)
     if device_type != "cuda":
         return 0
     return max(1, min(15, ((os.cpu_count() or 2) - n_devices) // n_devices))
@@ -251,11 +267,11 @@ class _FileOutput:
 def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id: str,
                 summary: ScoreSummary, progress=lambda n: None, n_devices: int = 1) -> None:
     """Score `files` on one device into p.layout, adding counts and part paths to `summary`."""
-    scorer = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length), device)
+    scorer = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length or None), device)
     reference = None
     if cfg.quantize == "int8" and cfg.quantize_check:
-        reference = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length, quantize="none"), device)
-    workers = cfg.workers if cfg.workers is not None else default_workers(scorer.device.type, n_devices)
+        reference = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length or None, quantize="none"), device)
+    workers = cfg.workers if cfg.workers is not None else default_workers(scorer.device.type, n_devices, p.kind)
     tokenizers = Tokenizers(scorer.spec, workers)
     unit_rows = 4096 if scorer.device.type == "cuda" else 256
     events: queue.Queue = queue.Queue(maxsize=3)  # bounded: memory stays flat whatever the corpus size

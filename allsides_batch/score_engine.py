@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .calibration import load_temperature
+from .calibration import load_temperature, softmax
 from .config import ScoreConfig
 from .errors import UserError
 from .model import (
@@ -25,6 +25,7 @@ from .model import (
     local_model_dir,
     model_id,
     parse_label_map,
+    read_model_kind,
     resolve_device,
     resolve_precision,
 )
@@ -39,8 +40,9 @@ class Encoded:
     seqs: list[np.ndarray]      # one int32 id array per sequence, special tokens included
     owner: np.ndarray           # (S,) row index (0..rows-1) of each sequence
     weight: np.ndarray          # (S,) content tokens per sequence: the chunk-mode averaging weight
-    n_tokens: np.ndarray        # (rows,) tokens of each row (chunk mode: of the whole text)
+    n_tokens: np.ndarray        # (rows,) tokens of each row (chunk mode: of the whole text; linear: words)
     truncated: np.ndarray       # (rows,) bool
+    linear_logits: np.ndarray | None = None  # (rows, 3) the linear model's logits (linear and ensemble kinds)
 
     @property
     def rows(self) -> int:
@@ -49,13 +51,37 @@ class Encoded:
 
 @dataclass(frozen=True)
 class EncodeSpec:
-    """What a tokenizer process needs to turn articles into sequences, picklable for spawn."""
+    """What a tokenizer process needs to turn articles into model input, picklable for spawn: token ids
+    for a transformer (tokenizer in `model_dir`), linear logits for a linear model (in `linear_dir`), both
+    for an ensemble."""
 
-    model_dir: str
+    model_dir: str | None
     prep: TextPrep
     max_length: int
     long_text: str = "truncate"
     stride: int = 64
+    linear_dir: str | None = None
+
+
+class TextEncoder:
+    """Prepared texts → Encoded, with the spec's tokenizer and/or linear model loaded once."""
+
+    def __init__(self, spec: EncodeSpec):
+        from .linear import LinearModel
+
+        self.spec = spec
+        self.tokenizer = load_tokenizer(spec.model_dir) if spec.model_dir else None
+        self.linear = LinearModel.load(spec.linear_dir) if spec.linear_dir else None
+
+    def encode(self, texts: list[str]) -> Encoded:
+        if self.tokenizer is not None:
+            enc = encode_texts(self.tokenizer, texts, self.spec)
+        else:  # linear alone: no sequences; n_tokens counts the words the model read (all of them)
+            enc = Encoded([], np.zeros(0, np.int64), np.zeros(0, np.float32), self.linear.word_counts(texts),
+                          np.zeros(len(texts), bool))
+        if self.linear is not None:
+            enc.linear_logits = self.linear.logits(texts)
+        return enc
 
 
 def prepare_rows(prep: TextPrep, titles: Sequence[str | None], texts: Sequence[str],
@@ -98,13 +124,12 @@ _WORKER: dict = {}
 def _init_worker(spec: EncodeSpec) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one Rust thread per process; the processes are the parallelism
     torch.set_num_threads(1)
-    _WORKER["spec"], _WORKER["tok"] = spec, load_tokenizer(spec.model_dir)
+    _WORKER["spec"], _WORKER["encoder"] = spec, TextEncoder(spec)
 
 
 def _worker_encode(args: tuple[list, list, list]) -> Encoded:
     titles, texts, sources = args
-    spec = _WORKER["spec"]
-    return encode_texts(_WORKER["tok"], prepare_rows(spec.prep, titles, texts, sources), spec)
+    return _WORKER["encoder"].encode(prepare_rows(_WORKER["spec"].prep, titles, texts, sources))
 
 
 def merge_encoded(parts: list[Encoded]) -> Encoded:
@@ -112,10 +137,12 @@ def merge_encoded(parts: list[Encoded]) -> Encoded:
     for p in parts:
         owners.append(p.owner + offset)
         offset += p.rows
+    linear = [p.linear_logits for p in parts]
     return Encoded([s for p in parts for s in p.seqs], np.concatenate(owners) if owners else np.zeros(0, int),
                    np.concatenate([p.weight for p in parts]) if parts else np.zeros(0, np.float32),
                    np.concatenate([p.n_tokens for p in parts]) if parts else np.zeros(0, np.int32),
-                   np.concatenate([p.truncated for p in parts]) if parts else np.zeros(0, bool))
+                   np.concatenate([p.truncated for p in parts]) if parts else np.zeros(0, bool),
+                   np.concatenate(linear) if parts and all(x is not None for x in linear) else None)
 
 
 class Tokenizers:
@@ -127,12 +154,12 @@ class Tokenizers:
     def __init__(self, spec: EncodeSpec, workers: int):
         self.spec, self.workers = spec, workers
         self._pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec,)) if workers > 0 else None
-        self._tok = None if self._pool else load_tokenizer(spec.model_dir)
+        self._encoder = None if self._pool else TextEncoder(spec)
 
     def submit(self, titles: list, texts: list, sources: list) -> Callable[[], Encoded]:
         """Start encoding; returns a function that waits for the result (lets the caller keep two in flight)."""
         if self._pool is None:  # encode now, in the calling (feeder) thread
-            done = encode_texts(self._tok, prepare_rows(self.spec.prep, titles, texts, sources), self.spec)
+            done = self._encoder.encode(prepare_rows(self.spec.prep, titles, texts, sources))
             return lambda: done
         c = self.CHUNK
         pending = self._pool.map_async(_worker_encode, [(titles[i:i + c], texts[i:i + c], sources[i:i + c])
@@ -192,17 +219,29 @@ def default_max_length(model_dir: str, config, tokenizer) -> int:
     return min(limit, int(positions)) if positions else limit
 
 
+def member_dirs(model_dir: str, kind: str) -> tuple[str | None, str | None]:
+    """(transformer directory, linear directory) of a model of `kind`; None where it has no such part."""
+    if kind == "ensemble":
+        return os.path.join(model_dir, "transformer"), os.path.join(model_dir, "linear")
+    return (None, model_dir) if kind == "linear" else (model_dir, None)
+
+
 class Scorer:
-    """A loaded model ready to turn token ids into left/center/right probabilities."""
+    """A loaded model ready to turn encoded articles into left/center/right probabilities. The
+    transformer runs here; a linear model's logits arrive computed in the tokenizer workers
+    (Encoded.linear_logits), so on a GPU worker the linear half of an ensemble never slows the forward loop."""
 
     def __init__(self, model, tokenizer, model_dir: str, device: torch.device, dtype: torch.dtype,
                  order: list[int], max_length: int, batch_tokens: int, temperature: float,
-                 spec: EncodeSpec, quantize: str = "none"):
+                 spec: EncodeSpec, quantize: str = "none", kind: str = "transformer",
+                 linear_temperature: float = 1.0, weights: dict[str, float] | None = None):
         self.model, self.tokenizer, self.model_dir = model, tokenizer, model_dir
         self.device, self.dtype, self.order, self.max_length = device, dtype, order, max_length
         self.batch_tokens, self.temperature, self.spec, self.quantize = batch_tokens, temperature, spec, quantize
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.kind, self.linear_temperature, self.weights = kind, linear_temperature, weights
+        self.pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
         self.halvings = 0
+        self._encoder: TextEncoder | None = None
 
     @classmethod
     def from_config(cls, cfg: ScoreConfig, device: str | None = None) -> Scorer:
@@ -211,12 +250,23 @@ class Scorer:
 
         hf_logging.disable_progress_bar()  # the scorer draws its own progress bar
         model_dir = local_model_dir(os.path.expanduser(cfg.model))
-        model = load_classifier(model_dir)
-        order = label_order(model.config, parse_label_map(cfg.label_map))
-        tokenizer = load_tokenizer(model_dir)
+        info = read_model_kind(model_dir)
+        kind = info["kind"]
+        transformer_dir, linear_dir = member_dirs(model_dir, kind)
         dev = resolve_device(device or cfg.device)
+        prep = TextPrep.load(model_dir)
+        linear_t = load_temperature(linear_dir) if linear_dir else 1.0
+        if kind == "linear":
+            if cfg.quantize == "int8":
+                raise UserError("--quantize int8 applies to transformer models; a linear model needs no quantizing")
+            spec = EncodeSpec(None, prep, 0, "truncate", cfg.stride, linear_dir)
+            return cls(None, None, model_dir, dev, torch.float32, [0, 1, 2], 0, 0, 1.0, spec, kind=kind,
+                       linear_temperature=linear_t)
+        model = load_classifier(transformer_dir)
+        order = label_order(model.config, parse_label_map(cfg.label_map))
+        tokenizer = load_tokenizer(transformer_dir)
         dtype = resolve_precision(cfg.precision, dev)
-        max_length = cfg.max_length or default_max_length(model_dir, model.config, tokenizer)
+        max_length = cfg.max_length or default_max_length(transformer_dir, model.config, tokenizer)
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions and max_length > positions:
             raise UserError(f"--max-length {max_length} exceeds the model's {positions} positions")
@@ -237,9 +287,10 @@ class Scorer:
         budget = cfg.batch_tokens or (131072 if dev.type == "cuda" else 16384)
         if budget < max_length:
             raise UserError(f"--batch-tokens {budget} must be at least --max-length {max_length}")
-        spec = EncodeSpec(model_dir, TextPrep.load(model_dir), max_length, cfg.long_text, cfg.stride)
-        return cls(model, tokenizer, model_dir, dev, dtype, order, max_length, budget, load_temperature(model_dir),
-                   spec, cfg.quantize)
+        spec = EncodeSpec(transformer_dir, prep, max_length, cfg.long_text, cfg.stride, linear_dir)
+        return cls(model, tokenizer, model_dir, dev, dtype, order, max_length, budget,
+                   load_temperature(transformer_dir), spec, cfg.quantize, kind=kind, linear_temperature=linear_t,
+                   weights=info.get("weights"))
 
     def base_model_id(self) -> str:
         return model_id(self.model_dir)
@@ -284,6 +335,18 @@ class Scorer:
         return out
 
     def row_probs(self, enc: Encoded) -> np.ndarray:
+        """(rows, 3) probabilities in left/center/right order, by the model's kind."""
+        if self.kind == "linear":
+            return softmax(enc.linear_logits, self.linear_temperature).astype(np.float32)
+        probs = self.transformer_row_probs(enc)
+        if self.kind == "ensemble":
+            from .ensemble import combine
+
+            linear = softmax(enc.linear_logits, self.linear_temperature)
+            return combine({"transformer": probs, "linear": linear}, self.weights).astype(np.float32)
+        return probs
+
+    def transformer_row_probs(self, enc: Encoded) -> np.ndarray:
         """(rows, 3): a row's windows averaged, weighted by their content tokens (truncate: one window each)."""
         seq = self.sequence_probs(enc.seqs)
         if len(enc.seqs) == enc.rows and np.array_equal(enc.owner, np.arange(enc.rows)):
@@ -294,7 +357,9 @@ class Scorer:
         return (sums / totals[:, None]).astype(np.float32)
 
     def encode(self, texts: list[str]) -> Encoded:
-        return encode_texts(self.tokenizer, texts, self.spec)
+        if self._encoder is None:  # built on first use: score_corpus encodes in Tokenizers instead
+            self._encoder = TextEncoder(self.spec)
+        return self._encoder.encode(texts)
 
     def predict_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, Encoded]:
         """Prepared texts → ((N, 3) probabilities left/center/right, their Encoded with token counts)."""

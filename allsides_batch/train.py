@@ -32,13 +32,25 @@ from .errors import UserError
 from .io import write_json
 from .masking import MASK_VERSION
 from .metrics import classification_report, outlet_agreement
-from .model import load_base_model, load_tokenizer, resolve_device, resolve_precision, save_model
+from .model import (
+    ENSEMBLE_MEMBERS,
+    MODEL_KIND_FILE,
+    load_base_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_precision,
+    save_model,
+    write_model_kind,
+)
 from .model_card import git_commit, model_card, package_versions
 from .robust import OutletAdversary, balanced_order, class_weights, outlet_index, sentence_features
 from .text import TextPrep
 from .windows import encode_windows
 
-MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json")
+MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
+# Outlet-level Spearman counts outlets with at least this many articles (as evaluate's --min-articles):
+# the mean of fewer articles is mostly noise.
+OUTLET_MIN_ARTICLES = 20
 
 
 @dataclass
@@ -74,14 +86,18 @@ class TrainResult:
 class Fitted:
     """A trained model in memory with its metrics, as `fit` returns it."""
 
-    model: object
-    tokenizer: object
+    model: object                 # a transformers classifier, a LinearModel, or {"transformer": Fitted, "linear": Fitted}
+    tokenizer: object             # None for the linear kind
     metrics: dict
     calibration: Calibration | None
-    max_length: int
+    max_length: int               # 0 for the linear kind (it reads the whole text)
     steps: int
     device: torch.device
     dtype: torch.dtype
+    val_probs: np.ndarray | None = None   # (N_val, 3) article probabilities as the scorer would give them
+    test_probs: np.ndarray | None = None  # (N_test, 3)
+    kind: str = "transformer"
+    ensemble_weights: dict | None = None  # ensemble: {"transformer": w, "linear": w}
 
 
 def set_seed(seed: int) -> None:
@@ -128,11 +144,43 @@ def predict_logits(model, rows: list[list[int]], batch_size: int, pad_id: int, d
 def report_from_logits(enc: Encoded, logits: np.ndarray, temperature: float = 1.0) -> dict:
     """Article-level metrics from window logits (M, C): windows averaged as the scorer's chunk mode."""
     probs = article_probs(logits, temperature, enc.owner, enc.weight, len(enc.labels))
-    report = classification_report(enc.labels, probs)
+    return report_from_probs(enc.labels, enc.sources, probs, temperature)
+
+
+def report_from_probs(labels: np.ndarray, sources: list[str], probs: np.ndarray, temperature: float = 1.0) -> dict:
+    """Article-level metrics and outlet-level agreement (outlets with at least OUTLET_MIN_ARTICLES)."""
+    report = classification_report(labels, probs)
     report["val_loss"] = report["log_loss"]
-    report["outlets"] = outlet_agreement(enc.sources, enc.labels, probs)
+    report["outlets"] = outlet_agreement(sources, labels, probs, min_articles=OUTLET_MIN_ARTICLES)
     report["temperature"] = temperature
     return report
+
+
+def metrics_from_article_logits(cfg: TrainConfig, val_data: LabelledData, val_logits: np.ndarray,
+                                test_data: LabelledData | None, test_logits: np.ndarray | None,
+                                train_loss: float, seconds: float) -> tuple[dict, Calibration | None, np.ndarray,
+                                                                           np.ndarray | None]:
+    """metrics.json for a model fitted in one pass (linear, ensemble): one "epoch" row, the temperature
+    (with --calibrate) fitted on validation, validation and test reports. Logits are per article (N, C).
+    Returns (metrics, calibration, validation probabilities, test probabilities)."""
+    calibration = fit_temperature(val_logits, val_data.labels) if cfg.calibrate else None
+    temperature = calibration.temperature if calibration else 1.0
+    val_probs = article_probs(val_logits, temperature)
+    report = report_from_probs(val_data.labels, val_data.sources, val_probs, temperature)
+    row = {"epoch": 1, "step": 0, "train_loss": float(train_loss), "val_loss": report["val_loss"],
+           "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+           "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()}, "ece": report["ece"],
+           "outlet_spearman": report["outlets"]["spearman"]}
+    metrics = {"metric_for_best": cfg.metric_for_best, "best_epoch": 1, "best_value": report[cfg.metric_for_best],
+               "epochs": [row], "train_seconds": seconds, "validation": report,
+               "calibration": asdict(calibration) if calibration else None, "test": None, "test_uncalibrated": None}
+    test_probs = None
+    if test_data is not None:
+        test_probs = article_probs(test_logits, temperature)
+        metrics["test"] = report_from_probs(test_data.labels, test_data.sources, test_probs, temperature)
+        metrics["test_uncalibrated"] = report_from_probs(test_data.labels, test_data.sources,
+                                                         article_probs(test_logits), 1.0)
+    return metrics, calibration, val_probs, test_probs
 
 
 def _is_better(metric: str, new: float, best: float | None) -> bool:
@@ -188,7 +236,7 @@ def train_model(cfg: TrainConfig) -> TrainResult:
     prep = text_prep(cfg)
     split_column = cfg.split.split(":", 1)[1] if cfg.split.startswith("column:") else None
     data = load_labelled(cfg.data, cfg.columns, split_column=split_column, prep=prep)
-    train_idx, val_idx = make_split(data, cfg.split, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = make_split(data, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
     train_data, val_data = data.subset(train_idx), data.subset(val_idx)
     test_data = load_labelled(cfg.test, cfg.columns, prep=prep) if cfg.test else None
     fitted = fit(cfg, train_data, val_data, test_data)
@@ -205,7 +253,7 @@ def train_model(cfg: TrainConfig) -> TrainResult:
         "precision": str(fitted.dtype).replace("torch.", ""), "steps": fitted.steps,
         "package_versions": package_versions(), "git_commit": git_commit(),
     }
-    _write_output(cfg, fitted.model, fitted.tokenizer, prep, recipe, fitted.metrics, fitted.calibration)
+    _write_output(cfg, fitted, prep, recipe)
     return TrainResult(output_dir=cfg.output, metrics=fitted.metrics)
 
 
@@ -217,13 +265,28 @@ def _limit(data: LabelledData, limit: int | None, seed: int) -> LabelledData:
 
 def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
         test_data: LabelledData | None = None) -> Fitted:
-    """Train on train_data, pick the best epoch on val_data, fit the temperature on val_data and
-    report test_data (if given) with it. Texts must already be prepared with text_prep(cfg)."""
+    """Train a model of cfg.kind on train_data, select and calibrate it on val_data and report test_data
+    (if given). Texts must already be prepared with text_prep(cfg)."""
     train_data, val_data = _limit(train_data, cfg.max_train_samples, cfg.seed), _limit(val_data, cfg.max_eval_samples, cfg.seed)
     overlap = set(train_data.sources) & set(val_data.sources)
     print(f"data: train {len(train_data)} articles / {len(set(train_data.sources))} outlets, validation "
-          f"{len(val_data)} / {len(set(val_data.sources))} ({cfg.split} split; {len(overlap)} outlet(s) in both)",
-          file=sys.stderr)
+          f"{len(val_data)} / {len(set(val_data.sources))} ({cfg.split} split by {cfg.group_by}; {len(overlap)} "
+          "outlet(s) in both)", file=sys.stderr)
+    if cfg.kind == "linear":
+        from .linear import fit_linear_model
+
+        return fit_linear_model(cfg, train_data, val_data, test_data)
+    if cfg.kind == "ensemble":
+        from .ensemble import fit_ensemble
+
+        return fit_ensemble(cfg, train_data, val_data, test_data)
+    return fit_transformer(cfg, train_data, val_data, test_data)
+
+
+def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
+                    test_data: LabelledData | None = None) -> Fitted:
+    """Fine-tune cfg.base_model on train_data, pick the best epoch on val_data, fit the temperature on
+    val_data and report test_data (if given) with it."""
 
     # ---- 2. model and tokens
     set_seed(cfg.seed)
@@ -352,30 +415,53 @@ def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
                "epochs": history, "train_seconds": time.perf_counter() - start,
                "validation": report_from_logits(val_enc, val_logits, temperature),
                "calibration": asdict(calibration) if calibration else None, "test": None, "test_uncalibrated": None}
+    test_probs = None
     if test_enc is not None:
         test_logits = predict_logits(model, test_enc.ids, cfg.eval_batch_size, pad_id, device, dtype)
         metrics["test"] = report_from_logits(test_enc, test_logits, temperature)
         metrics["test_uncalibrated"] = report_from_logits(test_enc, test_logits, 1.0)
+        test_probs = article_probs(test_logits, temperature, test_enc.owner, test_enc.weight, len(test_enc.labels))
+    val_probs = article_probs(val_logits, temperature, val_enc.owner, val_enc.weight, len(val_enc.labels))
     return Fitted(model=model, tokenizer=tokenizer, metrics=metrics, calibration=calibration,
-                  max_length=max_length, steps=step, device=device, dtype=dtype)
+                  max_length=max_length, steps=step, device=device, dtype=dtype, val_probs=val_probs,
+                  test_probs=test_probs)
 
 
-def _write_output(cfg: TrainConfig, model, tokenizer, prep: TextPrep, recipe: dict, metrics: dict,
-                  calibration: Calibration | None = None) -> None:
+def save_fitted(fitted: Fitted, out_dir: str, prep: TextPrep) -> None:
+    """The files `score` loads: weights (safetensors only) and config or vectorizer, the model kind, the
+    text preparation and the temperature. An ensemble holds one complete model per member subdirectory."""
+    if fitted.kind == "ensemble":
+        for member in ENSEMBLE_MEMBERS:
+            part = fitted.model[member]
+            sub = os.path.join(out_dir, member)
+            os.makedirs(sub)
+            save_fitted(part, sub, prep)
+            write_json(os.path.join(sub, "training_recipe.json"), {"max_length_used": part.max_length,
+                                                                   "member_of": "ensemble"})
+        write_model_kind(out_dir, "ensemble", weights=fitted.ensemble_weights, members=list(ENSEMBLE_MEMBERS))
+    elif fitted.kind == "linear":
+        fitted.model.save(out_dir)
+        write_model_kind(out_dir, "linear")
+    else:
+        save_model(fitted.model, fitted.tokenizer, out_dir)
+        write_model_kind(out_dir, "transformer")
+    prep.save(out_dir)
+    if fitted.calibration is not None:
+        fitted.calibration.save(out_dir)
+
+
+def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict) -> None:
     """Write everything to a sibling temporary directory, then move it into place: an interrupted run
     never leaves a half-written model where a good one was."""
     final = os.path.abspath(cfg.output)
     tmp = f"{final}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    save_model(model, tokenizer, tmp)
-    prep.save(tmp)
-    if calibration is not None:
-        calibration.save(tmp)
+    save_fitted(fitted, tmp, prep)
     write_json(os.path.join(tmp, "training_recipe.json"), recipe)
-    write_json(os.path.join(tmp, "metrics.json"), metrics)
+    write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
     with open(os.path.join(tmp, "README.md"), "w") as fh:
-        fh.write(model_card(cfg, recipe, metrics))
+        fh.write(model_card(cfg, recipe, fitted.metrics))
     if os.path.isdir(final):
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -2,15 +2,15 @@
 
 Runs `score-corpus` on Prefect's local ephemeral server (no PREFECT_API_URL needed) over the shared
 AllSides articles, with the model at models/latest; if there is none yet, `train-model` trains one
-first on a short CPU budget. Ends by printing where scores, aggregates and chart are and the top of
-the per-outlet table.
+first with train's default model kind (see docs/results.md). Ends by printing where scores,
+aggregates and chart are and the top of the per-outlet table.
 
-The demo defaults are sized for a 2-core CPU and no GPU, where full-length scoring of 36,254
-articles would take hours (about 5 articles/s at 512 tokens): the pretrained MiniLM-L6 is fine-tuned
-for 40 steps of 32 articles (learning rate 1e-4, 4 warmup steps), articles are read at 64 tokens in
-training and scoring alike, and scoring runs with dynamic int8 weights (the scorer reports how often
-int8 and fp32 labels agree). The scores are real but weak (a 64-token model trained for a couple of
-minutes); the GPU deployment uses the full recipe.
+The default kind, the full-text linear model, trains on a 2-core CPU in a few minutes and scores
+thousands of articles a second there, so the demo model is the real one. `--kind transformer` trains
+the demo transformer instead, sized for a CPU (full-length scoring of 36,254 articles would take hours
+at about 5 articles/s and 512 tokens): the pretrained MiniLM-L6 fine-tuned for 40 steps of 32 articles
+(learning rate 1e-4, 4 warmup steps) at 64 tokens, scored with dynamic int8 weights. Those scores are
+real but weak; a GPU worker trains the full recipe.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from typing import TextIO
 
 DEMO = dict(train_steps=40, batch_size=32, learning_rate=1e-4, warmup_steps=4, max_length=64, eval_samples=256,
             quantize="int8")
+
+
+def _default_kind() -> str:
+    from allsides_batch.config import TrainConfig
+
+    return TrainConfig().kind
 
 
 def _minilm() -> str:
@@ -40,18 +46,26 @@ def run(args: argparse.Namespace) -> dict:
     corpus = args.corpus or [DEFAULT_CORPUS]
     latest = os.path.join(args.models_root, "latest")
     if args.retrain or not os.path.exists(latest):
-        print(f"no model at {latest}: training one ({args.train_steps} steps, {args.max_length} tokens)"
-              if not args.retrain else "training a new model", file=sys.stderr)
-        train_model_flow(data=corpus, base_model=args.base_model or _minilm(), models_root=args.models_root,
-                         max_steps=args.train_steps, max_length=args.max_length,
-                         train_batch_size=DEMO["batch_size"], max_eval_samples=DEMO["eval_samples"],
-                         # the recipe's 3e-5 barely moves a fresh head in 40 steps
-                         learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
-                         # only the rows the steps will see get tokenized
-                         max_train_samples=args.train_steps * DEMO["batch_size"])
+        what = (f"a {args.kind} model" if args.kind == "linear" else
+                f"a {args.kind} model ({args.train_steps} steps, {args.max_length} tokens)")
+        print(f"no model at {latest}: training {what}" if not args.retrain else f"training {what}", file=sys.stderr)
+        if args.kind == "linear":
+            train_model_flow(data=corpus, kind="linear", models_root=args.models_root)
+        else:
+            train_model_flow(data=corpus, kind=args.kind, base_model=args.base_model or _minilm(),
+                             models_root=args.models_root, max_steps=args.train_steps, max_length=args.max_length,
+                             train_batch_size=DEMO["batch_size"], max_eval_samples=DEMO["eval_samples"],
+                             # the recipe's 3e-5 barely moves a fresh head in 40 steps
+                             learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
+                             # only the rows the steps will see get tokenized
+                             max_train_samples=args.train_steps * DEMO["batch_size"])
+    from allsides_batch.model import read_model_kind
+
+    reads_tokens = read_model_kind(latest)["kind"] != "linear"
+    quantize = args.quantize or (DEMO["quantize"] if reads_tokens else "none")
     return score_corpus_flow(corpus=corpus, model="latest", models_root=args.models_root, output=args.output,
-                             run_date=args.run_date, max_length=args.max_length, quantize=args.quantize,
-                             progress_bar=True)
+                             run_date=args.run_date, max_length=args.max_length if reads_tokens else None,
+                             quantize=quantize, progress_bar=True)
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -60,10 +74,14 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     ap.add_argument("--corpus", nargs="+", default=None, help="Parquet file(s)/dirs/globs to score")
     ap.add_argument("--output", default="runs/nightly", help="output root (scores, nights/<date>/...)")
     ap.add_argument("--models-root", default="models", help="published models and the latest pointer")
-    ap.add_argument("--base-model", default=None, help="encoder to fine-tune when no model exists (default MiniLM-L6)")
+    ap.add_argument("--kind", choices=["linear", "transformer", "ensemble"], default=_default_kind(),
+                    help="model kind to train when no model exists (default: train's)")
+    ap.add_argument("--base-model", default=None,
+                    help="encoder to fine-tune for --kind transformer/ensemble (default MiniLM-L6)")
     ap.add_argument("--train-steps", type=int, default=DEMO["train_steps"], help="training budget when training")
     ap.add_argument("--max-length", type=int, default=DEMO["max_length"], help="tokens per article")
-    ap.add_argument("--quantize", choices=["none", "int8"], default=DEMO["quantize"], help="CPU scoring weights")
+    ap.add_argument("--quantize", choices=["none", "int8"], default=None,
+                    help="CPU scoring weights of a transformer (default int8; a linear model has none)")
     ap.add_argument("--retrain", action="store_true", help="train and publish a new model even if latest exists")
     ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
     args = ap.parse_args(argv)

@@ -87,6 +87,7 @@ def publish_task(model_dir: str, models_root: str, set_latest: bool) -> dict:
 @flow(name="train-model", log_prints=True, persist_result=False)
 def train_model_flow(
     data: list[str] = [DEFAULT_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
+    kind: Literal["linear", "transformer", "ensemble"] = "linear",
     base_model: str = "distilbert-base-uncased",
     models_root: str = "models",
     output: str | None = None,
@@ -123,7 +124,8 @@ def train_model_flow(
     log = get_run_logger()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     cfg = TrainConfig(
-        data=data, output=os.path.abspath(output or os.path.join("runs", "train", stamp)), base_model=base_model,
+        data=data, kind=kind, output=os.path.abspath(output or os.path.join("runs", "train", stamp)),
+        base_model=base_model,
         split=split, val_fraction=val_fraction, test=test or [], learning_rate=learning_rate,
         train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, seed=seed, weight_decay=weight_decay,
         lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, epochs=epochs, early_stopping=early_stopping,

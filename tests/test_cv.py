@@ -51,7 +51,7 @@ def test_cv_command_end_to_end(tiny_model_dir, articles_sample, tmp_path):
 
     out = tmp_path / "cv"
     result = CliRunner().invoke(app, [
-        "cv", "--data", str(articles_sample), "--folds", "3", "--base-model", tiny_model_dir, "--epochs", "1",
+        "cv", "--data", str(articles_sample), "--folds", "3", "--kind", "transformer", "--base-model", tiny_model_dir, "--epochs", "1",
         "--max-length", "32", "--val-fraction", "0.2", "--device", "cpu", "--output", str(out),
         "--max-train-samples", "150", "--adversary-weight", "0.3"])
     assert result.exit_code == 0, result.output

@@ -136,7 +136,7 @@ def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sam
     from flows.train_model import train_model_flow
 
     root = tmp_path / "models"
-    kwargs = dict(data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root), max_steps=2,
+    kwargs = dict(kind="transformer", data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root), max_steps=2,
                   max_length=32, train_batch_size=8, max_eval_samples=64, device="cpu")
     result = train_model_flow(output=str(tmp_path / "run1"), recipe={"adversary_weight": 0.0}, **kwargs)
     assert result["data"]["articles"] == 600 and 55 <= result["data"]["outlets"] <= 60
@@ -165,7 +165,7 @@ def test_main_job_trains_then_scores_and_prints_the_table(prefect_server, corpus
     from flows.__main__ import main
 
     args = ["--corpus", corpus_dir, "--output", str(tmp_path / "out"), "--models-root", str(tmp_path / "models"),
-            "--base-model", tiny_model_dir, "--train-steps", "1", "--max-length", "32", "--run-date", RUN_DATE]
+            "--kind", "transformer", "--base-model", tiny_model_dir, "--train-steps", "1", "--max-length", "32", "--run-date", RUN_DATE]
     out = io.StringIO()
     assert main(args, out=out) == 0
     out = out.getvalue()

@@ -24,7 +24,7 @@ def test_pad_batch_pads_to_longest_row_not_max_length():
 
 
 def _tiny_cfg(data, model, out, **kw) -> TrainConfig:
-    base = dict(data=[str(data)], base_model=model, output=str(out), max_length=32, epochs=2,
+    base = dict(kind="transformer", data=[str(data)], base_model=model, output=str(out), max_length=32, epochs=2,
                 train_batch_size=16, eval_batch_size=64, learning_rate=1e-3, warmup_steps=2, device="cpu")
     base.update(kw)
     return TrainConfig(**base)
@@ -77,7 +77,7 @@ def test_early_stopping_stops(articles_sample, tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_fine_tunes_real_minilm_loss_falls_and_reload_predicts_identically(articles_path, minilm_path, tmp_path):
     out = tmp_path / "minilm"
-    cfg = TrainConfig(data=[str(articles_path)], base_model=minilm_path, output=str(out), max_length=64,
+    cfg = TrainConfig(kind="transformer", data=[str(articles_path)], base_model=minilm_path, output=str(out), max_length=64,
                       epochs=3, early_stopping=0, train_batch_size=16, learning_rate=1e-4,
                       max_train_samples=320, max_eval_samples=96, device="cpu")
     result = train_model(cfg)

@@ -1,0 +1,90 @@
+"""The ensemble: a transformer and the full-text linear model, combined as a weighted geometric mean
+of their probabilities,
+
+    p ∝ exp(w_transformer · log p_transformer + w_linear · log p_linear),
+
+with the two weights fitted by minimising log loss on the outlet-grouped validation split (the
+outlets neither member trained on). The weights also set the sharpness of the combined
+probabilities, so no separate temperature is needed. Saved as one directory: allsides_model.json
+(kind ensemble, the weights) and one complete model per member in transformer/ and linear/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import numpy as np
+
+from .model import ENSEMBLE_MEMBERS
+
+_MAX_WEIGHT = 20.0
+
+
+def _log(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+
+
+def combined_logits(member_probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """(N, C) logits of the ensemble: the weighted sum of the members' log-probabilities."""
+    return sum(weights[m] * _log(member_probs[m]) for m in ENSEMBLE_MEMBERS)
+
+
+def combine(member_probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """(N, C) ensemble probabilities from each member's (N, C) probabilities."""
+    z = combined_logits(member_probs, weights)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_weights(member_probs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    """Non-negative member weights minimising the log loss of `combine` on labelled (validation) rows."""
+    from scipy.optimize import minimize
+
+    logs = np.stack([_log(member_probs[m]) for m in ENSEMBLE_MEMBERS])  # (K, N, C)
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = np.arange(len(labels))
+
+    def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = np.tensordot(w, logs, axes=1)                                 # (N, C)
+        z = z - z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))                          # (N,)
+        p = np.exp(z - log_norm[:, None])                                 # (N, C)
+        loss = float(np.mean(log_norm - z[rows, labels]))
+        # d loss / d w_k = mean over rows of E_p[log p_k] - log p_k[label]
+        grad = (np.einsum("knc,nc->kn", logs, p) - logs[:, rows, labels]).mean(axis=1)
+        return loss, grad
+
+    result = minimize(loss_and_grad, np.full(len(ENSEMBLE_MEMBERS), 0.5), jac=True, method="L-BFGS-B",
+                      bounds=[(0.0, _MAX_WEIGHT)] * len(ENSEMBLE_MEMBERS))
+    return {m: float(w) for m, w in zip(ENSEMBLE_MEMBERS, result.x)}
+
+
+def fit_ensemble(cfg, train_data, val_data, test_data=None):
+    """train.fit for kind ensemble: both members on the same training split (no temperature of their
+    own), the weights on the validation split, reports on validation and test. Returns a train.Fitted."""
+    from .linear import fit_linear_model
+    from .train import Fitted, fit_transformer, metrics_from_article_logits
+
+    started = time.perf_counter()
+    member_cfg = dataclasses.replace(cfg, calibrate=False)
+    members = {"linear": fit_linear_model(member_cfg, train_data, val_data, test_data),
+               "transformer": fit_transformer(member_cfg, train_data, val_data, test_data)}
+    weights = fit_weights({m: f.val_probs for m, f in members.items()}, val_data.labels)
+    print("ensemble weights: " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()), file=sys.stderr)
+    val_logits = combined_logits({m: f.val_probs for m, f in members.items()}, weights)
+    test_logits = (combined_logits({m: f.test_probs for m, f in members.items()}, weights)
+                   if test_data is not None else None)
+    train_loss = float(np.mean([f.metrics["epochs"][-1]["train_loss"] for f in members.values()]))
+    metrics, _, val_probs, test_probs = metrics_from_article_logits(
+        member_cfg, val_data, val_logits, test_data, test_logits, train_loss, time.perf_counter() - started)
+    metrics["ensemble_weights"] = weights
+    metrics["members"] = {m: {"validation": f.metrics["validation"], "test": f.metrics["test"],
+                              "best_epoch": f.metrics["best_epoch"], "epochs": f.metrics["epochs"]}
+                          for m, f in members.items()}
+    t = members["transformer"]
+    return Fitted(model=members, tokenizer=t.tokenizer, metrics=metrics, calibration=None,
+                  max_length=t.max_length, steps=t.steps, device=t.device, dtype=t.dtype, val_probs=val_probs,
+                  test_probs=test_probs, kind="ensemble", ensemble_weights=weights)
