@@ -80,7 +80,7 @@ class TrainConfig:
     )
     max_length: int = field(default=512, metadata={"help": "maximum tokens per article"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (smoke runs)"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows (ensemble: its transformer half only)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use at most this many validation rows"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     overwrite: bool = field(default=False, metadata={"help": "replace a model already in --output"})
@@ -90,7 +90,7 @@ class TrainConfig:
         metadata={"help": "remove outlet identity (own name, datelines, bylines, URLs, boilerplate) from the text"},
     )
     adversary_weight: float = field(
-        default=0.3, metadata={"help": "gradient-reversal weight of the outlet adversary head (0 = off)"}
+        default=0.0, metadata={"help": "gradient-reversal weight of the outlet adversary head (0 = off)"}
     )
     adversary_lr: float = field(default=3e-4, metadata={"help": "learning rate of the outlet adversary head"})
     class_balance: Literal["none", "loss", "sampler"] = field(

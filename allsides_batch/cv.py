@@ -47,7 +47,10 @@ def fold_metrics(fold: int, metrics: dict, n_train: int, test: LabelledData, sec
     """The numbers cv reports for one fold, from fit()'s metrics."""
     t, raw = metrics["test"], metrics["test_uncalibrated"]
     cal = metrics.get("calibration") or {}
-    return {"fold": fold, "n_train": n_train, "n_test": len(test), "test_outlets": len(set(test.sources)),
+    members = {m: {"macro_f1": r["test"]["macro_f1"], "accuracy": r["test"]["accuracy"], "ece": r["test"]["ece"],
+                   "spearman": r["test"]["outlets"]["spearman"]}
+               for m, r in (metrics.get("members") or {}).items()}
+    return {"members": members, "ensemble_weights": metrics.get("ensemble_weights"), "fold": fold, "n_train": n_train, "n_test": len(test), "test_outlets": len(set(test.sources)),
             "macro_f1": t["macro_f1"], "accuracy": t["accuracy"], "ece": t["ece"], "ece_uncalibrated": raw["ece"],
             "nll": t["log_loss"], "nll_uncalibrated": raw["log_loss"], "spearman": t["outlets"]["spearman"],
             "outlet_accuracy": t["outlets"]["outlet_accuracy"], "temperature": cal.get("temperature", 1.0),
@@ -66,11 +69,27 @@ def summarise(folds: list[dict]) -> dict:
     return out
 
 
+def _run_fold(cfg: TrainConfig, fold: int, rest: LabelledData, test: LabelledData, grouping: str) -> dict:
+    from .train import fit
+
+    t0 = time.perf_counter()
+    if grouping == "outlet":
+        train_idx, val_idx = make_split(rest, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
+    else:
+        train_idx, val_idx = split_random(rest.labels, cfg.val_fraction, cfg.seed)
+    print(f"fold {fold + 1}: {len(test)} test articles from {len(set(test.sources))} outlets ({cfg.kind} model)",
+          file=sys.stderr)
+    fitted = fit(cfg, rest.subset(train_idx), rest.subset(val_idx), test)
+    return fold_metrics(fold, fitted.metrics, len(train_idx), test, time.perf_counter() - t0)
+
+
 def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", output: str | None = None,
-                   max_articles: int | None = None, data: LabelledData | None = None) -> CVResult:
+                   max_articles: int | None = None, data: LabelledData | None = None, jobs: int = 1) -> CVResult:
     """K-fold CV of the recipe `cfg` on cfg.data (or on already loaded `data`, prepared with the
-    recipe's text preparation). grouping 'outlet' holds out whole outlets; 'random' does not."""
-    from .train import fit, text_prep
+    recipe's text preparation). grouping 'outlet' holds out whole groups of cfg.group_by (outlets or
+    domains); 'random' does not. `jobs` > 1 runs that many folds at once in worker processes (a linear
+    model fits on one core; a transformer already uses them all)."""
+    from .train import text_prep
 
     if grouping not in ("outlet", "random"):
         raise UserError(f"--grouping must be outlet or random, got {grouping!r}")
@@ -89,21 +108,19 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
         if folds < 2:
             raise UserError(f"need at least 2 folds, got {folds}")
         assign = random_folds(data.labels, folds, cfg.seed)
-    results = []
-    for fold in range(folds):
-        t0 = time.perf_counter()
-        rest, test = data.subset(np.flatnonzero(assign != fold)), data.subset(np.flatnonzero(assign == fold))
-        if len(test) == 0:
-            raise UserError(f"fold {fold} is empty: use fewer --folds")
-        if grouping == "outlet":
-            train_idx, val_idx = make_split(rest, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
-        else:
-            train_idx, val_idx = split_random(rest.labels, cfg.val_fraction, cfg.seed)
-        print(f"fold {fold + 1}/{folds}: {len(test)} test articles from {len(set(test.sources))} outlets "
-              f"({cfg.kind} model)", file=sys.stderr)
-        fitted = fit(cfg, rest.subset(train_idx), rest.subset(val_idx), test)
-        results.append(fold_metrics(fold, fitted.metrics, len(train_idx), test, time.perf_counter() - t0))
-        del fitted
+    empty = [f for f in range(folds) if not (assign == f).any()]
+    if empty:
+        raise UserError(f"fold {empty[0]} is empty: use fewer --folds")
+    parts = [(cfg, f, data.subset(np.flatnonzero(assign != f)), data.subset(np.flatnonzero(assign == f)), grouping)
+             for f in range(folds)]
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_run_fold, *zip(*parts)))
+    else:
+        results = [_run_fold(*part) for part in parts]
     summary = summarise(results)
     if output:
         write_cv(output, cfg, folds, grouping, results, summary)

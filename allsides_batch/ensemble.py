@@ -66,12 +66,13 @@ def fit_ensemble(cfg, train_data, val_data, test_data=None):
     """train.fit for kind ensemble: both members on the same training split (no temperature of their
     own), the weights on the validation split, reports on validation and test. Returns a train.Fitted."""
     from .linear import fit_linear_model
-    from .train import Fitted, fit_transformer, metrics_from_article_logits
+    from .train import Fitted, fit_transformer, limit_rows, metrics_from_article_logits
 
     started = time.perf_counter()
     member_cfg = dataclasses.replace(cfg, calibrate=False)
     members = {"linear": fit_linear_model(member_cfg, train_data, val_data, test_data),
-               "transformer": fit_transformer(member_cfg, train_data, val_data, test_data)}
+               "transformer": fit_transformer(member_cfg, limit_rows(train_data, cfg.max_train_samples, cfg.seed),
+                                              val_data, test_data)}
     weights = fit_weights({m: f.val_probs for m, f in members.items()}, val_data.labels)
     print("ensemble weights: " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()), file=sys.stderr)
     val_logits = combined_logits({m: f.val_probs for m, f in members.items()}, weights)

@@ -138,13 +138,13 @@ def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sam
     root = tmp_path / "models"
     kwargs = dict(kind="transformer", data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root), max_steps=2,
                   max_length=32, train_batch_size=8, max_eval_samples=64, device="cpu")
-    result = train_model_flow(output=str(tmp_path / "run1"), recipe={"adversary_weight": 0.0}, **kwargs)
+    result = train_model_flow(output=str(tmp_path / "run1"), recipe={"adversary_weight": 0.2}, **kwargs)
     assert result["data"]["articles"] == 600 and 55 <= result["data"]["outlets"] <= 60
     assert os.path.realpath(root / "latest") == os.path.realpath(result["path"])
     assert result["model_id"] == model_id(str(root / "latest"))
     assert 0.0 <= result["quality"]["macro_f1"] <= 1.0
     recipe = json.loads((root / "latest" / "training_recipe.json").read_text())["config"]
-    assert recipe["adversary_weight"] == 0.0 and recipe["max_steps"] == 2  # `recipe` reaches TrainConfig
+    assert recipe["adversary_weight"] == 0.2 and recipe["max_steps"] == 2  # `recipe` reaches TrainConfig
 
     # Same recipe, another seed, but a quality bar no model can pass: trained, not published.
     state = train_model_flow(output=str(tmp_path / "run2"), seed=7, min_macro_f1=1.01, return_state=True, **kwargs)
