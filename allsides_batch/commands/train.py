@@ -13,14 +13,21 @@ from ..config import TrainConfig
 @click.command("train")
 @dataclass_options(TrainConfig, required=("data", "output"))
 def command(**values) -> None:
-    """Fine-tune an encoder to label articles left/center/right (defaults: the DistilBERT-AllSides recipe)."""
-    run_command(_train, values)
+    """Train a model to label articles left/center/right: the full-text linear model (default), a fine-tuned
+    encoder (--kind transformer; defaults: the DistilBERT-AllSides recipe) or both as an ensemble."""
+    ctx = click.get_current_context()
+    given = {name for name in values if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    run_command(_train, values, given)
 
 
-def _train(values: dict) -> None:
+def _train(values: dict, given: set[str] = frozenset()) -> None:
+    from ..errors import UserError
     from ..train import train_model
 
     cfg = build_config(TrainConfig, values)
+    if cfg.kind == "linear" and "base_model" in given:
+        raise UserError("--base-model is for --kind transformer or ensemble; the linear model (the default kind) "
+                        "has no encoder: add --kind transformer or --kind ensemble")
     result = train_model(cfg)
     best = result.metrics["validation"]
     click.echo(json.dumps({"output": result.output_dir, "best_epoch": result.metrics["best_epoch"],
