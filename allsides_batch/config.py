@@ -107,7 +107,15 @@ class TrainConfig:
     linear_ngram_max: int = field(default=2, metadata={"help": "linear: longest word n-gram"})
     linear_max_features: int = field(default=200_000, metadata={"help": "linear: vocabulary size (most frequent terms)"})
     linear_min_df: int = field(default=2, metadata={"help": "linear: a term must occur in this many training articles"})
+    linear_min_outlets: int = field(
+        default=1, metadata={"help": "linear: a term must occur in articles of this many training outlets"}
+    )
     linear_c: float = field(default=1.0, metadata={"help": "linear: inverse L2 regularisation strength"})
+    linear_refit: bool = field(
+        default=True,
+        metadata={"help": "linear: once validated (and calibrated), refit on training + validation articles, so the "
+                          "saved model learns from every outlet; metrics.json's validation figures are the first fit's"},
+    )
     linear_outlet_weight: float = field(
         default=0.0,
         metadata={"help": "linear: article weight 1/n_outlet^W (0 = every article alike, 1 = every outlet alike)"},
@@ -125,7 +133,7 @@ class TrainConfig:
                   "adam_epsilon")
         _non_negative(self, "warmup_steps", "early_stopping", "weight_decay", "adversary_weight", "window_stride")
         _positive(self, "adversary_lr", "train_windows", "linear_ngram_max", "linear_max_features", "linear_min_df",
-                  "linear_c")
+                  "linear_min_outlets", "linear_c")
         if not 0.0 <= self.linear_outlet_weight <= 1.0:
             raise ConfigError("linear_outlet_weight", f"must be in [0, 1], got {self.linear_outlet_weight}")
         if self.train_windows > 1 and self.window_stride >= self.max_length - 2:

@@ -62,8 +62,8 @@ def test_reloaded_model_gives_scikit_learns_probabilities(real_slice):
 
     data = load_labelled([str(real_slice)])
     train, held = data.subset(range(0, 2000)), data.subset(range(2000, len(data)))
-    model, _ = fit_linear(train.texts, train.labels, train.sources, max_features=50_000)
-    reference = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=50_000,
+    model, _ = fit_linear(train.texts, train.labels, train.sources, max_features=None)
+    reference = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2,
                                 dtype=np.float32)
     clf = LogisticRegression(max_iter=1000).fit(reference.fit_transform(train.texts), train.labels)
     expected = clf.predict_proba(reference.transform(held.texts))
@@ -131,3 +131,43 @@ def test_outlet_weights_give_every_outlet_the_same_total():
     assert totals["a"] == pytest.approx(totals["b"]) == pytest.approx(totals["c"])
     assert w.mean() == pytest.approx(1.0)
     assert outlet_sample_weights(sources, 0.0) is None
+
+
+def _toy(n_per_outlet: int = 6):
+    """Articles of 6 outlets (2 per label) with label words, plus one word only outlet 'o0' uses."""
+    from allsides_batch.data import LabelledData
+
+    words = {0: "alpha beta", 1: "gamma delta", 2: "epsilon zeta"}
+    texts, labels, sources = [], [], []
+    for o in range(6):
+        label = o % 3
+        for k in range(n_per_outlet):
+            extra = " signaturezz" if o == 0 else ""
+            texts.append(f"{words[label]} common text number{k}{extra}")
+            labels.append(label)
+            sources.append(f"o{o}")
+    return LabelledData(texts=texts, labels=np.asarray(labels), sources=sources, ids=[str(i) for i in range(len(texts))])
+
+
+def test_min_outlets_drops_terms_one_outlet_owns():
+    data = _toy()
+    with_all, _ = fit_linear(data.texts, data.labels, data.sources, min_df=1)
+    robust, _ = fit_linear(data.texts, data.labels, data.sources, min_df=1, min_outlets=2)
+    assert "signaturezz" in with_all.vocabulary and "signaturezz" not in robust.vocabulary
+    assert "alpha" in robust.vocabulary and "common text" in robust.vocabulary
+
+
+def test_refit_learns_from_the_validation_outlets_too():
+    from allsides_batch.linear import fit_linear_model
+
+    data = _toy()
+    val_rows = [i for i, s in enumerate(data.sources) if s == "o0"]
+    train = data.subset([i for i in range(len(data)) if i not in val_rows])
+    val = data.subset(val_rows)
+    cfg = TrainConfig(kind="linear", linear_min_df=1)
+    refit = fit_linear_model(cfg, train, val)
+    plain = fit_linear_model(TrainConfig(kind="linear", linear_min_df=1, linear_refit=False), train, val)
+    assert "signaturezz" in refit.model.vocabulary and "signaturezz" not in plain.model.vocabulary
+    assert refit.metrics["refit_on_validation"] and not plain.metrics["refit_on_validation"]
+    # validation figures are the first fit's in both: the same numbers
+    assert refit.metrics["validation"]["log_loss"] == pytest.approx(plain.metrics["validation"]["log_loss"])
