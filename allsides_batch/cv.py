@@ -50,6 +50,10 @@ def fold_metrics(fold: int, metrics: dict, n_train: int, test: LabelledData, sec
     members = {m: {"macro_f1": r["test"]["macro_f1"], "accuracy": r["test"]["accuracy"], "ece": r["test"]["ece"],
                    "spearman": r["test"]["outlets"]["spearman"]}
                for m, r in (metrics.get("members") or {}).items()}
+    before = metrics.get("test_before_refit")
+    if before:  # the linear model before its refit on training + validation: the refit's effect, same fold
+        members["before refit"] = {"macro_f1": before["macro_f1"], "accuracy": before["accuracy"],
+                                   "ece": before["ece"], "spearman": before["outlets"]["spearman"]}
     return {"members": members, "ensemble_weights": metrics.get("ensemble_weights"), "fold": fold, "n_train": n_train, "n_test": len(test), "test_outlets": len(set(test.sources)),
             "macro_f1": t["macro_f1"], "accuracy": t["accuracy"], "ece": t["ece"], "ece_uncalibrated": raw["ece"],
             "nll": t["log_loss"], "nll_uncalibrated": raw["log_loss"], "spearman": t["outlets"]["spearman"],

@@ -204,6 +204,7 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
 
     import torch
 
+    from .calibration import softmax
     from .train import Fitted, metrics_from_article_logits
 
     started = time.perf_counter()
@@ -217,6 +218,11 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
     # Refitting on every outlet: in 5-fold outlet-grouped CV on the shared data, leaving the 10% validation
     # outlets out of the saved model cost 0.021 macro-F1 (docs/results.md).
     refit = cfg.kind == "linear" and cfg.linear_refit
+    before_refit = None
+    if refit and test_data is not None:  # what the refit adds, on the same test articles
+        from .train import report_from_probs
+
+        before_refit = report_from_probs(test_data.labels, test_data.sources, softmax(model.logits(test_data.texts)))
     if refit:
         model, train_loss = fit_linear(train_data.texts + val_data.texts,
                                        np.concatenate([train_data.labels, val_data.labels]),
@@ -228,6 +234,7 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
     metrics, calibration, val_probs, test_probs = metrics_from_article_logits(
         cfg, val_data, val_logits, test_data, test_logits, train_loss, time.perf_counter() - started)
     metrics["refit_on_validation"] = refit
+    metrics["test_before_refit"] = before_refit
     v = metrics["validation"]
     print(f"linear: train_loss {train_loss:.4f} val_loss {v['val_loss']:.4f} acc {v['accuracy']:.4f} "
           f"macro_f1 {v['macro_f1']:.4f}{' (before the refit on train + validation)' if refit else ''} "

@@ -75,3 +75,22 @@ def test_cv_refuses_bad_input(articles_sample):
     assert result.exit_code == 2 and "at least 2 folds" in result.output
     result = CliRunner().invoke(app, ["cv", "--data", str(articles_sample), "--folds", "2", "--split", "column:x"])
     assert result.exit_code == 2 and "cv makes its own folds" in result.output
+
+
+def test_cv_of_the_linear_model_in_parallel_folds_equals_sequential(articles_sample, tmp_path):
+    """`cv --kind linear --jobs 2`: folds in worker processes give exactly the sequential numbers."""
+    from allsides_batch.config import TrainConfig
+    from allsides_batch.cv import cross_validate
+
+    cfg = TrainConfig(kind="linear", data=[str(articles_sample)], linear_min_df=1, val_fraction=0.2)
+    one = cross_validate(cfg, folds=3)
+    two = cross_validate(cfg, folds=3, jobs=2)
+    assert [f["macro_f1"] for f in one.folds] == [f["macro_f1"] for f in two.folds]
+    assert sum(f["n_test"] for f in one.folds) == 600
+    from allsides_batch.__main__ import app
+
+    result = CliRunner().invoke(app, ["cv", "--data", str(articles_sample), "--folds", "3", "--linear-min-df", "1",
+                                      "--val-fraction", "0.2", "--group-by", "domain", "--output", str(tmp_path / "cv")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert report["config"]["kind"] == "linear" and report["config"]["group_by"] == "domain"

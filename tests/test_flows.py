@@ -188,3 +188,33 @@ def test_main_job_bad_input_is_one_line_and_exit_2(prefect_server, tiny_model_di
     err = err.getvalue().strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ") and "missing.parquet" in err[-1]
     assert not (tmp_path / "models" / "latest").exists()
+
+
+def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_path):
+    """What `make run` does by default: train-model trains the linear kind, score-corpus scores with it
+    (no int8: a linear model has none), the aggregate and table come out."""
+    from allsides_batch.model import read_model_kind
+    from flows.__main__ import main
+
+    args = ["--corpus", corpus_dir, "--output", str(tmp_path / "out"), "--models-root", str(tmp_path / "models"),
+            "--kind", "linear", "--run-date", RUN_DATE]
+    out = io.StringIO()
+    assert main(args, out=out) == 0
+    assert read_model_kind(str(tmp_path / "models" / "latest"))["kind"] == "linear"
+    text = out.getvalue()
+    assert "300 articles in" in text and "mean bias" in text
+    scores = _scores(str(tmp_path / "out"))
+    assert scores.num_rows == 300 and set(scores["label"].to_pylist()) <= {"left", "center", "right"}
+    # the probabilities are the linear model's own
+    from allsides_batch.calibration import softmax
+    from allsides_batch.linear import LinearModel
+    from allsides_batch.text import TextPrep, prepare_text
+
+    model_dir = str(tmp_path / "models" / "latest")
+    corpus = pa.concat_tables(pq.read_table(p) for p in sorted(__import__("pathlib").Path(corpus_dir).glob("*.parquet")))
+    corpus = corpus.sort_by("id").to_pydict()
+    prep = TextPrep.load(model_dir)
+    texts = [prepare_text(t, x, prep, source=s) for t, x, s in zip(corpus["title"], corpus["text"], corpus["source"])]
+    expected = softmax(LinearModel.load(model_dir).logits(texts))
+    assert scores["id"].to_pylist() == corpus["id"]
+    np.testing.assert_allclose(scores["p_right"].to_numpy(), expected[:, 2], atol=1e-6)
