@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -39,49 +40,42 @@ class LinearModel:
     ngram_max: int = 2
     lowercase: bool = True
     token_pattern: str = TOKEN_PATTERN
-    _analyzer: object = field(default=None, init=False, repr=False, compare=False)
-    _index: dict = field(default=None, init=False, repr=False, compare=False)
+    _index: object = field(default=None, init=False, repr=False, compare=False)
 
     def _count(self, texts: list[str]):
-        """(N, V) sparse raw term counts with scikit-learn's analyzer. Looked up with dict.get rather than
-        CountVectorizer.transform, whose KeyError per unknown n-gram (most bigrams) is 3x slower."""
+        """((N, V) sparse raw term counts, (N,) words per text), as scikit-learn's CountVectorizer counts
+        this vocabulary (lowercase, token_pattern, n-grams joined by a space; tests compare the two)."""
         import scipy.sparse as sp
 
-        if self._analyzer is None:
-            from sklearn.feature_extraction.text import CountVectorizer
-
-            self._analyzer = CountVectorizer(ngram_range=(1, self.ngram_max), lowercase=self.lowercase,
-                                             token_pattern=self.token_pattern).build_analyzer()
-            self._index = {t: i for i, t in enumerate(self.vocabulary)}
-        get = self._index.get
-        indptr, indices, values = [0], [], []
-        for text in texts:
-            ids = np.fromiter((j for j in map(get, self._analyzer(text)) if j is not None), np.int64)
-            cols, counts = np.unique(ids, return_counts=True)
+        if self._index is None:
+            self._index = _TermIndex(self.vocabulary, self.ngram_max, self.token_pattern, self.lowercase)
+        indptr, indices, values, words = [0], [], [], np.zeros(len(texts), np.int32)
+        for row, text in enumerate(texts):
+            features, words[row] = self._index.features(text)
+            cols, counts = np.unique(features, return_counts=True)
             indices.append(cols)
             values.append(counts)
             indptr.append(indptr[-1] + len(cols))
-        return sp.csr_matrix((np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32),
-                              np.concatenate(indices) if indices else np.zeros(0, np.int64), indptr),
-                             shape=(len(texts), len(self.vocabulary)))
+        counts = sp.csr_matrix((np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32),
+                                np.concatenate(indices) if indices else np.zeros(0, np.int64), indptr),
+                               shape=(len(texts), len(self.vocabulary)))
+        return counts, words
 
     def features(self, texts: list[str]):
         """(N, V) sparse TF-IDF rows: (1 + log tf) · idf, l2-normalised (scikit-learn's sublinear TF-IDF)."""
-        return tfidf_rows(self._count(texts), self.idf)
+        return tfidf_rows(self._count(texts)[0], self.idf)
+
+    def logits_and_words(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """((N, C) float32 decision values, (N,) words read per text: the scores' n_tokens)."""
+        if not texts:
+            return np.zeros((0, len(self.intercept)), np.float32), np.zeros(0, np.int32)
+        counts, words = self._count(texts)
+        x = tfidf_rows(counts, self.idf)
+        return np.asarray(x @ self.coef.T, dtype=np.float32) + self.intercept[None, :], words
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """(N, C) float32 decision values."""
-        if not texts:
-            return np.zeros((0, len(self.intercept)), np.float32)
-        x = self.features(texts)
-        return np.asarray(x @ self.coef.T, dtype=np.float32) + self.intercept[None, :]
-
-    def word_counts(self, texts: list[str]) -> np.ndarray:
-        """(N,) words the analyzer finds in each text (the scores' n_tokens for this model)."""
-        import re
-
-        pattern = re.compile(self.token_pattern)
-        return np.fromiter((sum(1 for _ in pattern.finditer(t)) for t in texts), np.int32, len(texts))
+        return self.logits_and_words(texts)[0]
 
     # ---- files
     def save(self, model_dir: str) -> None:
@@ -120,6 +114,62 @@ class LinearModel:
         return cls(vocabulary=vocab, idf=idf, coef=coef, intercept=intercept, ngram_max=int(ngram[1]),
                    lowercase=bool(settings.get("lowercase", True)),
                    token_pattern=settings.get("token_pattern", TOKEN_PATTERN))
+
+
+class _TermIndex:
+    """Text → the vocabulary's feature ids, one per occurrence. Words become integer ids through one dict;
+    a bigram is looked up as the pair of its word ids in a sorted int64 array (numpy), so no bigram string
+    is ever built: about 4x faster than scikit-learn's analyzer + dict. N-grams above 2 take the analyzer."""
+
+    def __init__(self, vocabulary: list[str], ngram_max: int, token_pattern: str, lowercase: bool):
+        import re
+
+        self.pattern, self.lowercase, self.ngram_max = re.compile(token_pattern), lowercase, ngram_max
+        if ngram_max > 2:
+            from sklearn.feature_extraction.text import CountVectorizer
+
+            self.analyzer = CountVectorizer(ngram_range=(1, ngram_max), lowercase=lowercase,
+                                            token_pattern=token_pattern).build_analyzer()
+            self.terms = {t: i for i, t in enumerate(vocabulary)}
+            return
+        self.words: dict[str, int] = {}
+        unigrams, pairs = [], []
+        for feature, term in enumerate(vocabulary):
+            parts = term.split(" ")
+            ids = [self.words.setdefault(p, len(self.words)) for p in parts]
+            (unigrams if len(parts) == 1 else pairs).append((*ids, feature))
+        n = max(len(self.words), 1)
+        self.unigram = np.full(n, -1, np.int64)                      # word id → feature (-1: not a feature)
+        if unigrams:
+            u = np.asarray(unigrams, np.int64)
+            self.unigram[u[:, 0]] = u[:, 1]
+        b = np.asarray(pairs, np.int64).reshape(-1, 3)
+        keys = b[:, 0] * n + b[:, 1]                                  # (pairs,) first word id · n + second
+        order = np.argsort(keys)
+        self.n, self.pair_keys, self.pair_features = n, keys[order], b[order, 2]
+
+    def features(self, text: str) -> tuple[np.ndarray, int]:
+        """(feature id of each vocabulary n-gram occurrence, words in the text)."""
+        if self.lowercase:
+            text = text.lower()
+        if self.ngram_max > 2:
+            get = self.terms.get
+            grams = self.analyzer(text)
+            return np.fromiter((j for j in map(get, grams) if j is not None), np.int64), \
+                len(self.pattern.findall(text))
+        tokens = self.pattern.findall(text)
+        ids = np.fromiter(map(self.words.get, tokens, repeat(-1)), np.int64, len(tokens))  # (T,) -1: unknown
+        known = ids[ids >= 0]
+        uni = self.unigram[known]
+        uni = uni[uni >= 0]
+        if self.ngram_max == 1 or len(ids) < 2 or not len(self.pair_keys):
+            return uni, len(tokens)
+        first, second = ids[:-1], ids[1:]
+        both = (first >= 0) & (second >= 0)
+        keys = first[both] * self.n + second[both]                    # (T-1,) candidate bigrams
+        pos = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
+        hit = self.pair_keys[pos] == keys
+        return np.concatenate([uni, self.pair_features[pos[hit]]]), len(tokens)
 
 
 def outlet_sample_weights(sources: list[str], power: float) -> np.ndarray | None:

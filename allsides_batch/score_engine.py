@@ -77,10 +77,12 @@ class TextEncoder:
         if self.tokenizer is not None:
             enc = encode_texts(self.tokenizer, texts, self.spec)
         else:  # linear alone: no sequences; n_tokens counts the words the model read (all of them)
-            enc = Encoded([], np.zeros(0, np.int64), np.zeros(0, np.float32), self.linear.word_counts(texts),
+            enc = Encoded([], np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(len(texts), np.int32),
                           np.zeros(len(texts), bool))
         if self.linear is not None:
-            enc.linear_logits = self.linear.logits(texts)
+            enc.linear_logits, words = self.linear.logits_and_words(texts)
+            if self.tokenizer is None:
+                enc.n_tokens = words
         return enc
 
 

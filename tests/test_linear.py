@@ -171,3 +171,22 @@ def test_refit_learns_from_the_validation_outlets_too():
     assert refit.metrics["refit_on_validation"] and not plain.metrics["refit_on_validation"]
     # validation figures are the first fit's in both: the same numbers
     assert refit.metrics["validation"]["log_loss"] == pytest.approx(plain.metrics["validation"]["log_loss"])
+
+
+@pytest.mark.parametrize("ngram_max", [1, 2, 3])
+def test_counts_equal_scikit_learns_count_vectorizer(real_slice, ngram_max):
+    """The scorer's own n-gram lookup (word ids, bigram pairs as integers) against CountVectorizer."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from allsides_batch.data import load_labelled
+
+    texts = load_labelled([str(real_slice)]).texts[:300] + ["", "a", "Ünïcode wörds ünïcode wörds", "x y z " * 3]
+    fitted = CountVectorizer(ngram_range=(1, ngram_max), min_df=2).fit(texts[:200])
+    vocab = fitted.get_feature_names_out().tolist()
+    model = LinearModel(vocabulary=vocab, idf=np.ones(len(vocab), np.float32),
+                        coef=np.zeros((3, len(vocab)), np.float32), intercept=np.zeros(3, np.float32),
+                        ngram_max=ngram_max)
+    ours, words = model._count(texts)
+    theirs = CountVectorizer(vocabulary={t: i for i, t in enumerate(vocab)}, ngram_range=(1, ngram_max)).transform(texts)
+    assert (ours != theirs).nnz == 0 and ours.nnz > 1000
+    assert words[-4:].tolist() == [0, 0, 4, 0]  # "a", "x", "y", "z" are too short for the token pattern
