@@ -39,6 +39,7 @@ class EvaluateConfig:
                 "--val-fraction) | column:NAME (its valid rows) | column:NAME=VALUE"})
     val_fraction: float = field(default=0.1, metadata={"help": "validation share for --split outlet/random"})
     seed: int = field(default=12345, metadata={"help": "seed of --split outlet/random (train's --seed)"})
+    group_by: str = field(default="source", metadata={"help": "--split outlet groups by source or domain (train's --group-by)"})
     min_articles: int = field(default=20, metadata={"help": "outlet-level metrics use outlets with at least N articles"})
     label_threshold: float = field(default=1 / 3, metadata={"help": "outlet label from mean score: < -T left, > T right"})
     model_id: str | None = field(default=None, metadata={"help": "with --scores: the model_id to evaluate"})
@@ -49,6 +50,8 @@ class EvaluateConfig:
             self.data = [self.data]
         if not re.fullmatch(r"all|outlet|random|column:[^=]+(=.+)?", self.split):
             raise ConfigError("split", f"must be all, outlet, random, column:NAME or column:NAME=VALUE; got {self.split!r}")
+        if self.group_by not in ("source", "domain"):
+            raise ConfigError("group_by", f"must be source or domain, got {self.group_by!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("val_fraction", f"must be between 0 and 1, got {self.val_fraction}")
         if self.min_articles < 1:
@@ -84,7 +87,7 @@ def select_labelled(cfg: EvaluateConfig, columns: Columns | None = None) -> Labe
         if len(rows) == 0:
             raise UserError(f"--split {cfg.split}: no row has {name} == {value!r}")
     else:
-        rows = make_split(data, cfg.split, cfg.val_fraction, cfg.seed)[1]
+        rows = make_split(data, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)[1]
     ids = [data.ids[i] for i in rows]
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     if dupes:

@@ -130,6 +130,11 @@ def test_split_selects_trains_validation_rows(sample, articles_sample):
     _, val = make_split(data, "outlet", 0.2, 7)
     chosen = select_labelled(EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.2, seed=7))
     assert chosen.ids == [data.ids[i] for i in val]
+    _, val_domain = make_split(data, "outlet", 0.2, 7, group_by="domain")
+    assert set(val_domain.tolist()) != set(val.tolist())  # the grouping changes the rows, so it must be passed on
+    chosen = select_labelled(EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.2, seed=7,
+                                            group_by="domain"))
+    assert chosen.ids == [data.ids[i] for i in val_domain]
     media = select_labelled(EvaluateConfig(data=[str(sample)], split="column:split_media=train"))
     raw = pq.read_table(sample, columns=["split_media"])["split_media"].to_pylist()
     assert len(media.ids) == sum(v == "train" for v in raw) > 0
