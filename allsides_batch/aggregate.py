@@ -57,6 +57,12 @@ class AggregateSummary:
     input_rows: int
     duplicate_rows: int
     rows_without_score: int
+    invalid_score_rows: int
+    conflicting_ids: int
+    conflicting_rows: int
+    conflicting_examples: list[str]
+    files_left_corpus: int
+    rows_left_corpus: int
     aggregated_articles: int
     outlets: int
     rows: int
@@ -76,17 +82,63 @@ class AggregateSummary:
 
 # ----------------------------------------------------------------------------------------------- inputs
 
-def score_files(scores: str) -> list[str]:
-    """Parquet files of the scores table: `DIR/scores/**` when DIR is a score output directory,
-    else DIR itself (a scores directory). Quarantine files are never read as scores."""
+@dataclass
+class ScoreParts:
+    """The score parts to aggregate: for a `score` output directory, the parts of the manifest entries
+    whose input still holds the content that was scored (a deleted or rewritten input is left out, with a
+    count); for a bare directory of score files, every file. `inputs` maps each part to the input path that
+    orders duplicate ids."""
+
+    files: list[str]
+    inputs: dict[str, str]
+    left_corpus_files: int = 0
+    left_corpus_rows: int = 0
+
+
+def _output_root(scores: str) -> str | None:
+    """The `score` output directory that `scores` is or is the scores/ folder of (it has a _manifest/)."""
+    for root in (scores.rstrip("/"), os.path.dirname(scores.rstrip("/"))):
+        if root and exists(join(root, "_manifest")):
+            return root
+    return None
+
+
+def score_parts(scores: str) -> ScoreParts:
     if not scores:
         raise UserError("--scores is required: the output directory of `score`")
+    from .score_io import Layout, live_inputs, read_manifest
+
+    root = _output_root(scores)
+    if root is not None:
+        parts = ScoreParts([], {})
+        for entry in read_manifest(root):
+            live = live_inputs(entry, root)
+            if not live:  # the input was deleted or rewritten since: not part of the corpus as it is now
+                parts.left_corpus_files += 1
+                parts.left_corpus_rows += int(entry.get("rows_scored", 0))
+                continue
+            part = Layout(root, entry["model_id"]).score_part(entry["key"])
+            if exists(part):
+                parts.files.append(part)
+                parts.inputs[part] = live[0]
+        if not parts.files:
+            raise UserError(f"{scores!r}: no scored file of the corpus as it is now "
+                            f"({parts.left_corpus_files} scored input(s) were deleted or rewritten since); "
+                            "run `score` first")
+        return parts
     sub = join(scores, "scores")
     if exists(sub):
-        return expand_inputs([sub])
-    if exists(join(scores, "quarantine")):
+        files = expand_inputs([sub])
+    elif exists(join(scores, "quarantine")):
         raise UserError(f"{scores!r} has quarantine/ but no scores/: the score run wrote no scores yet")
-    return expand_inputs([scores])
+    else:
+        files = expand_inputs([scores])
+    return ScoreParts(files, {f: f for f in files})
+
+
+def score_files(scores: str) -> list[str]:
+    """Parquet files of the scores table (see score_parts). Quarantine files are never read as scores."""
+    return score_parts(scores).files
 
 
 def read_outlet_map(path: str) -> dict[str, str]:
@@ -238,8 +290,10 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
 
     if not cfg.output:
         raise UserError("--output is required: the directory for the aggregates")
-    files = score_files(cfg.scores)
-    scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore")
+    found_parts = score_parts(cfg.scores)
+    files = found_parts.files
+    scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore",
+                           include_file_paths="_part")
     try:
         schema = scan.collect_schema()
     except (pl.exceptions.ComputeError, OSError) as exc:
@@ -253,17 +307,29 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     model, found, notes = _choose_model(scan, cfg.model_id)
     mapping = read_outlet_map(cfg.outlet_map) if cfg.outlet_map else {}
     rows = scan.filter(pl.col("model_id") == model).select(
-        "id", "source", "date", "label", "bias_score", "confidence", "scored_at", *[c for c in URL_COLUMNS if c in names])
+        "id", "source", "date", "label", "bias_score", "confidence", "scored_at", "_part",
+        *[c for c in URL_COLUMNS if c in names])
     input_rows = _collect(rows.select(pl.len())).item()
+    rows = rows.with_columns(_input=pl.col("_part").replace_strict(found_parts.inputs, default=pl.col("_part"),
+                                                                   return_dtype=pl.String))
     rows = _with_dates(_with_outlet(rows, cfg, names), schema["date"])
-    # A rerun of `score` over the same input must not count an article twice: keep its latest score.
-    rows = rows.sort("scored_at", nulls_last=False).unique(subset=["id"], keep="last")
+    # One article id in several input files. If its rows name different outlets, the id is ambiguous:
+    # it is left out and counted, never moved to one of the outlets. Otherwise the row of the input path
+    # that sorts first is kept (deterministic whatever order the files were scored in).
+    sources = pl.col("source").cast(pl.String).fill_null("(no source)")
+    conflicts = _collect(rows.group_by("id").agg(n=pl.len(), sources=sources.n_unique())
+                         .filter(pl.col("sources") > 1).sort("id"))
+    rows = rows.join(conflicts.lazy().select("id"), on="id", how="anti")
+    rows = rows.sort(["_input", "id"]).unique(subset=["id"], keep="first", maintain_order=True)
     rows = rows.with_columns(_mapped=pl.col("_outlet").is_in(list(mapping)), _outlet=pl.col("_outlet").replace(mapping))
     # One pass over the files; the counts and the aggregates below read this projection in memory.
     rows = _collect(rows.select("date", "label", "bias_score", "confidence", "_outlet", "_fallback", "_mapped",
                                 "_status", "_date")).lazy()
-    bias = pl.col("bias_score").cast(pl.Float64)
-    scored = bias.is_not_null() & bias.is_not_nan()
+    bias, conf = pl.col("bias_score").cast(pl.Float64), pl.col("confidence").cast(pl.Float64)
+    present = bias.is_not_null() & conf.is_not_null()
+    # NaN, ±inf or out-of-range numbers never reach a mean or a label: counted and left out
+    valid = bias.is_finite() & conf.is_finite() & bias.is_between(-1.0, 1.0) & conf.is_between(0.0, 1.0)
+    scored = present & valid
 
     placed = pl.col("_status") == "ok"
     keep = scored
@@ -281,7 +347,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
         checks["after --until"] = scored & placed & (pl.col("_date") > until)
 
     counts = _collect(rows.select(
-        n=pl.len(), no_score=(~scored).sum(), fallback=pl.col("_fallback").sum(),
+        n=pl.len(), no_score=(~present).sum(), invalid=(present & ~valid).sum(), fallback=pl.col("_fallback").sum(),
         mapped=pl.col("_mapped").sum(), kept=keep.sum(),
         **{f"x{i}": expr.sum() for i, expr in enumerate(checks.values())})).row(0, named=True)
     status_counts = _collect(rows.filter(~placed).group_by("_status").len())
@@ -297,7 +363,11 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     summary = AggregateSummary(
         output_path=out_path, summary_path=join(out_dir, SUMMARY_NAME), window=cfg.window,
         outlet_key=cfg.outlet_key, model_id=model, model_ids_found=found, input_files=len(files),
-        input_rows=input_rows, duplicate_rows=input_rows - counts["n"], rows_without_score=counts["no_score"],
+        input_rows=input_rows, duplicate_rows=input_rows - counts["n"] - int(conflicts["n"].sum()),
+        rows_without_score=counts["no_score"], invalid_score_rows=counts["invalid"],
+        conflicting_ids=conflicts.height, conflicting_rows=int(conflicts["n"].sum()),
+        conflicting_examples=conflicts["id"].head(5).cast(pl.String).to_list(),
+        files_left_corpus=found_parts.left_corpus_files, rows_left_corpus=found_parts.left_corpus_rows,
         aggregated_articles=counts["kept"], outlets=table["outlet"].n_unique(), rows=table.height,
         low_n_rows=int(table["low_n"].sum()),
         unplaceable_dates={r["_status"]: r["len"] for r in status_counts.sort("_status").iter_rows(named=True)},
@@ -306,6 +376,16 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
         domain_fallback_rows=counts["fallback"], mapped_rows=counts["mapped"],
         aggregated_at=table["aggregated_at"][0].isoformat() if table.height else _now().isoformat(),
         notes=notes)
+    if counts["invalid"]:
+        notes.append(f"{counts['invalid']} row(s) had a NaN, infinite or out-of-range bias_score or confidence "
+                     "and were left out")
+    if conflicts.height:
+        notes.append(f"{conflicts.height} article id(s) appear in several input files under different outlets "
+                     f"({conflicts['n'].sum()} rows, e.g. {', '.join(map(str, conflicts['id'].head(3)))}) and "
+                     "were left out")
+    if found_parts.left_corpus_files:
+        notes.append(f"{found_parts.left_corpus_files} scored input file(s) ({found_parts.left_corpus_rows} rows) "
+                     "were deleted or rewritten since they were scored and were left out; rerun `score`")
     if counts["fallback"]:
         notes.append(f"{counts['fallback']} row(s) had no usable URL and were keyed by their source name")
     write_json(summary.summary_path, {"config": cfg.to_dict(), **summary.to_dict()})

@@ -4,6 +4,7 @@ the error boundary (UserError → one line on stderr, exit code 2, no traceback)
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import importlib
 import sys
@@ -115,10 +116,34 @@ def build_config(cls, values: dict):
     return cls(**kwargs)
 
 
+# Environment errors a user fixes outside the program: permissions, read-only or full storage.
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """One-line message for an OSError of ENVIRONMENT_ERRNOS (also found as the cause of another error)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+            where = f" {exc.filename!r}" if exc.filename else ""
+            hint = {errno.ENOSPC: "free space or choose another --output", errno.EDQUOT: "free space or raise the quota",
+                    errno.EFBIG: "the file size limit was reached; raise it or choose another --output"}.get(
+                        exc.errno, "check the permissions or choose another --output")
+            return f"cannot write{where}: {exc.strerror or exc}; {hint}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def run_command(func, *args, **kwargs):
-    """Run a command body; a UserError becomes one line on stderr and exit code 2."""
+    """Run a command body; a UserError, or a permission / read-only / full-storage error, becomes one line
+    on stderr and exit code 2."""
     try:
         return func(*args, **kwargs)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (OSError, RuntimeError) as exc:
+        message = environment_error(exc)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)

@@ -187,6 +187,10 @@ def _optional_positive(obj, *names: str) -> None:
             raise ConfigError(name, f"must be > 0 when given, got {value}")
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
 @dataclass
 class ScoreConfig:
     """Everything `score` needs. Output layout and exactly-once rules: see allsides_batch/score.py."""
@@ -220,6 +224,11 @@ class ScoreConfig:
     stride: int = field(default=64, metadata={"help": "chunk mode: tokens shared by consecutive windows"})
     run_id: str | None = field(default=None, metadata={"help": "run identifier (default: a new UUID)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    max_windows: int = field(
+        default=64,
+        metadata={"help": "chunk mode: windows scored per article, the first ones; a longer article is "
+                          "marked truncated and the rest of it is not read"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
@@ -231,6 +240,11 @@ class ScoreConfig:
         _non_negative(self, "stride", "quantize_check")
         if self.workers is not None and self.workers < 0:
             raise ConfigError("workers", f"must be >= 0 (0 = tokenize in a thread), got {self.workers}")
+        if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
+            raise ConfigError("run_id", f"must be a plain name (letters, digits, '.', '_', '-'; at most 128, not "
+                                        f"starting with '.'), got {self.run_id!r}")
+        if not DEVICE.fullmatch(self.device):
+            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         # The stride only matters in chunk mode; truncating runs keep the default whatever the length.
         if self.long_text == "chunk" and self.max_length is not None and self.stride >= self.max_length:
             raise ConfigError("stride", f"must be smaller than max_length ({self.max_length}), got {self.stride}")

@@ -33,12 +33,15 @@ def _unstrip(fs: fsspec.AbstractFileSystem, original: str, path: str) -> str:
 
 def expand_inputs(paths: Sequence[str], suffix: str = ".parquet") -> list[str]:
     """Files named by `paths`: files as given, directories searched recursively (hive partitions
-    included) for `suffix`, globs expanded. Sorted, de-duplicated. A path that names nothing is an error."""
+    included) for `suffix`, globs expanded. Sorted, de-duplicated. A path that names nothing is an error.
+
+    A path that exists is that file or directory, even when its name holds glob characters
+    (`paths/[1].parquet`); only a path that does not exist is expanded as a glob."""
     found: list[str] = []
     for raw in paths:
         path = str(raw)
         fs, stripped = _fs(path)
-        if any(c in _GLOB_CHARS for c in path):
+        if any(c in _GLOB_CHARS for c in path) and not fs.exists(stripped):
             matches = sorted(m for m in fs.glob(stripped) if fs.isfile(m))
             if not matches:
                 raise UserError(f"no files match {path!r}")

@@ -50,14 +50,102 @@ def _is_local(name_or_path: str) -> bool:
     return os.path.isdir(name_or_path)
 
 
+# A tokenizer reads its vocabulary from one of these; the others configure it. All of them decide the ids
+# a text becomes, so model_id hashes every one that a directory holds.
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                         "sentencepiece.bpe.model", "tokenizer.model")
+TOKENIZER_FILES = TOKENIZER_VOCAB_FILES + ("merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                                           "added_tokens.json")
+_COPY_TOKENIZER = ("copy the tokenizer files of the base model it was trained from into it, e.g. "
+                   "AutoTokenizer.from_pretrained(BASE).save_pretrained(DIR)")
+
+
 def load_tokenizer(name_or_path: str):
+    """The fast tokenizer of a model directory or hub name. A local directory must hold a vocabulary file
+    (TOKENIZER_VOCAB_FILES) and its tokenizer must fit the model: without the files transformers builds a
+    tokenizer of special tokens only, which maps every word to [UNK] and gives every article one label."""
     from transformers import AutoTokenizer
 
+    local = _is_local(name_or_path)
+    if local and not any(os.path.isfile(os.path.join(name_or_path, f)) for f in TOKENIZER_VOCAB_FILES):
+        raise UserError(f"{name_or_path!r} has no tokenizer: none of {', '.join(TOKENIZER_VOCAB_FILES)} "
+                        f"is there; {_COPY_TOKENIZER}")
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=False)
     except OSError as exc:
+        if local:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise UserError(f"cannot read the tokenizer in {name_or_path!r} ({type(exc).__name__}: {first}); "
+                            f"{_COPY_TOKENIZER}") from exc
         raise UserError(f"cannot find model {name_or_path!r} (not a local directory and not reachable on the "
                         f"Hugging Face Hub); {_OFFLINE_HINT}") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"cannot read the tokenizer in {name_or_path!r} ({type(exc).__name__}: {exc}); "
+                        f"{_COPY_TOKENIZER}") from exc
+    if local:
+        _check_tokenizer_fits(tokenizer, name_or_path)
+    return tokenizer
+
+
+def _check_tokenizer_fits(tokenizer, model_dir: str) -> None:
+    """A tokenizer with words beyond its special tokens, and no id past the model's embedding table."""
+    size, special = len(tokenizer), len(set(tokenizer.all_special_ids))
+    if size <= special:
+        raise UserError(f"the tokenizer in {model_dir!r} has an empty vocabulary ({size} special tokens "
+                        f"only); {_COPY_TOKENIZER}")
+    config = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config):
+        return
+    try:
+        with open(config) as fh:
+            vocab_size = json.load(fh).get("vocab_size")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return  # an unreadable config is reported by whoever loads the model
+    if isinstance(vocab_size, int) and size > vocab_size:
+        raise UserError(f"the tokenizer in {model_dir!r} has {size} tokens but the model's embeddings hold "
+                        f"{vocab_size} (config.json vocab_size): the tokenizer files are not this model's; "
+                        f"{_COPY_TOKENIZER}")
+
+
+def check_complete(model_dir: str) -> None:
+    """Refuse, before any work, a model directory that cannot score: a transformer (or an ensemble's
+    transformer/) needs config.json, safetensors weights and a tokenizer that fits it; a linear model
+    (or an ensemble's linear/) its vectorizer and weights."""
+    kind = read_model_kind(model_dir)["kind"]
+    transformers = {"transformer": [model_dir], "linear": [],
+                    "ensemble": [os.path.join(model_dir, "transformer")]}[kind]
+    linear = [name for name in missing_model_files(model_dir)
+              if os.path.basename(name) not in _REQUIRED_FILES["transformer"]]
+    if linear:
+        raise UserError(f"{model_dir!r} is not a complete model directory: {', '.join(linear)} missing; "
+                        "retrain it")
+    for part in transformers:
+        if not os.path.isfile(os.path.join(part, "config.json")):
+            raise UserError(f"{part!r} is not a model directory: no config.json")
+        if not _has_safetensors(part):
+            pickle = _pickle_weights(part)
+            if pickle:
+                raise UserError(f"{part!r} has only pickle weights ({pickle}), which are never loaded; "
+                                f"{_convert_hint(part)}")
+            raise UserError(f"{part!r} has no model.safetensors; retrain or re-download the model")
+        load_tokenizer(part)
+
+
+def _has_safetensors(model_dir: str) -> bool:
+    return any(os.path.isfile(os.path.join(model_dir, f))
+               for f in ("model.safetensors", "model.safetensors.index.json"))
+
+
+def _pickle_weights(model_dir: str) -> str | None:
+    """The name of a pickle weights file in the directory (torch.save format), if any."""
+    return next((f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+                 if os.path.isfile(os.path.join(model_dir, f))), None)
+
+
+def _convert_hint(model_dir: str) -> str:
+    return ("convert to safetensors once, from a copy you trust: python -c \"import transformers as t; "
+            f"t.AutoModel.from_pretrained({model_dir!r}).save_pretrained({model_dir!r})\" "
+            "(writes model.safetensors beside it)")
 
 
 def load_base_model(name_or_path: str):
@@ -66,14 +154,25 @@ def load_base_model(name_or_path: str):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the "classifier.* newly initialized" report is expected here
+    # Weights from safetensors only, as the scorer loads them: a pickle file can run code when loaded.
+    if _is_local(name_or_path) and not _has_safetensors(name_or_path):
+        pickle = _pickle_weights(name_or_path)
+        if pickle:
+            raise UserError(f"base model {name_or_path!r} has only pickle weights ({pickle}), which are "
+                            f"never loaded; {_convert_hint(name_or_path)}")
+        raise UserError(f"base model {name_or_path!r} has no model.safetensors; {_OFFLINE_HINT}")
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID,
             trust_remote_code=False, attn_implementation="sdpa", ignore_mismatched_sizes=True,
+            use_safetensors=True,
         )
     except OSError as exc:
-        raise UserError(f"cannot find base model {name_or_path!r} (not a local directory and not reachable "
-                        f"on the Hugging Face Hub); {_OFFLINE_HINT}") from exc
+        if _is_local(name_or_path):
+            raise UserError(f"cannot load base model {name_or_path!r}: {exc}") from exc
+        raise UserError(f"cannot find base model {name_or_path!r} with safetensors weights (not a local "
+                        "directory, not reachable on the Hugging Face Hub, or only pickle weights there); "
+                        f"{_OFFLINE_HINT}") from exc
     except ValueError as exc:
         raise UserError(f"{name_or_path!r} cannot be loaded as a sequence classifier: {exc}") from exc
 
@@ -166,12 +265,12 @@ def missing_model_files(model_dir: str) -> list[str]:
 
 # Files whose bytes decide what a model scores; an ensemble adds its members' files under their subdirectory.
 _ID_FILES = ("model.safetensors", "config.json", TEXT_PREP_FILE, CALIBRATION_FILE, MODEL_KIND_FILE,
-             "vectorizer.json", "linear.safetensors")
+             "vectorizer.json", "linear.safetensors", *TOKENIZER_FILES)
 
 
 def model_id(model_dir: str) -> str:
-    """Short hash of weights + config + text preparation (+ calibration, kind, linear files, ensemble
-    members): two runs with the same id scored identically."""
+    """Short hash of weights + config + tokenizer files + text preparation (+ calibration, kind, linear
+    files, ensemble members): two runs with the same id scored identically."""
     digest = hashlib.sha256()
     names = list(_ID_FILES)
     if read_model_kind(model_dir)["kind"] == "ensemble":

@@ -34,11 +34,15 @@ from .score_io import (
     SCORES_SCHEMA,
     Layout,
     PartWriter,
+    content_key,
+    damaged_rows,
     file_key,
     input_columns,
+    reconcile,
     split_batch,
     unreadable_row,
     with_run_columns,
+    write_cache,
 )
 
 STALL_ENV = "ALLSIDES_BATCH_SCORE_STALL"  # test seam: "<stage>:<n>" pauses after the n-th such commit
@@ -56,6 +60,9 @@ class ScoreSummary:
     quarantined_rows: int = 0
     files_scored: int = 0
     files_skipped: int = 0
+    files_same_content: int = 0
+    files_changed_during_run: list[str] = field(default_factory=list)
+    reconciled: dict = field(default_factory=dict)
     seconds: float = 0.0
     articles_per_s: float = 0.0
     parts: list[str] = field(default_factory=list)
@@ -82,6 +89,9 @@ class Plan:
     skipped: int
     total_rows: int
     kind: str = "transformer"
+    identity: dict = field(default_factory=dict)   # input URL -> (content key, fingerprint)
+    corpus: dict = field(default_factory=dict)     # content key -> every input path holding that content
+    same_content: int = 0                          # paths skipped: their bytes are another input's
 
 
 def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = "transformer") -> str:
@@ -93,13 +103,16 @@ def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = 
     else:
         settings = {"max_length": max_length, "long_text": cfg.long_text, "quantize": cfg.quantize,
                     "label_map": cfg.label_map, "stride": cfg.stride if cfg.long_text == "chunk" else None}
+        if cfg.long_text == "chunk":
+            settings["max_windows"] = cfg.max_windows  # only here: truncate-mode ids stay as they were
     blob = json.dumps([base_model_id, settings], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     """Check model, labels and input columns (a clear error before any work) and list files not yet done."""
-    from .model import label_order, load_tokenizer, local_model_dir, model_id, parse_label_map, read_model_kind
+    from .model import (check_complete, label_order, load_tokenizer, local_model_dir, model_id, parse_label_map,
+                        read_model_kind)
     from .score_engine import default_max_length, member_dirs
 
     if not cfg.output:
@@ -108,6 +121,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
         raise UserError(f"model directory not found: {cfg.model!r} (give a trained model directory or a hub name)")
     model_dir = local_model_dir(os.path.expanduser(cfg.model))
     kind = read_model_kind(model_dir)["kind"]
+    check_complete(model_dir)  # weights, config and a tokenizer that fits, before any work
     transformer_dir, linear_dir = member_dirs(model_dir, kind)
     max_length = 0
     if transformer_dir is not None:
@@ -120,8 +134,14 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
         LinearModel.load(linear_dir)  # a clear error now, not in a worker process
     layout = Layout(cfg.output.rstrip("/"), score_id(model_id(model_dir), cfg, max_length, kind))
     all_files = list(files) if files is not None else expand_inputs(cfg.input)
+    hashed: list = []  # fingerprint cache entries, written once the plan holds (nothing written before)
+    identity = {url: file_key(url, layout.output, hashed) for url in all_files}
+    corpus: dict[str, list[str]] = {}
+    for url in all_files:
+        corpus.setdefault(identity[url][0], []).append(url)
     done = layout.done_keys()
-    todo = [f for f in all_files if file_key(f)[0] not in done]
+    # one path per content: the same bytes reached through a symlink or a copy are scored once
+    todo = [paths[0] for key, paths in corpus.items() if key not in done]
     names = input_columns(cfg.columns)
     total = 0
     for url in todo:
@@ -135,7 +155,10 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
             raise UserError(f"{url}: missing column(s) {', '.join(missing)}; has {pf.schema_arrow.names}. "
                             "Map columns with --id-column/--source-column/--text-column")
         total += pf.metadata.num_rows
-    return Plan(model_dir, layout.score_id, max_length, layout, todo, len(all_files) - len(todo), total, kind)
+    same = sum(len(paths) - 1 for paths in corpus.values())
+    write_cache(hashed)
+    return Plan(model_dir, layout.score_id, max_length, layout, todo, len(all_files) - len(todo), total, kind,
+                identity=identity, corpus=corpus, same_content=same)
 
 
 def _load_config(model_dir: str):
@@ -160,7 +183,7 @@ def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSumma
     p = plan(cfg, files)
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
     summary = ScoreSummary(run_id=run_id, model_id=p.score_id, output=cfg.output, files_skipped=p.skipped,
-                           max_length=p.max_length)
+                           files_same_content=p.same_content, max_length=p.max_length)
     progress = _progress_bar(cfg, p.total_rows)
     try:
         if p.files:
@@ -173,6 +196,9 @@ def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSumma
                 score_on_devices(cfg, p, devices, run_id, summary, progress.update)
     finally:
         progress.close()
+    # Entries whose input left the corpus or was rewritten are retired; a whole-corpus run (no explicit
+    # shard of files, so no other writer of this night is at work) also removes leftovers of killed runs.
+    summary.reconciled = reconcile(p.layout.output, p.corpus, prune_orphans=files is None).to_dict()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.articles_per_s = round(summary.input_rows / summary.seconds, 2) if summary.seconds else 0.0
     write_json(p.layout.run_summary(run_id), {**summary.to_dict(), "config": cfg.to_dict()})
@@ -210,18 +236,30 @@ def _feed(cfg: ScoreConfig, files: list[str], tokenizers: Tokenizers, unit_rows:
                 present = [v for v in dict.fromkeys(names.values()) if v in pf.schema_arrow.names]
                 seen: set[str] = set()
                 start = 0
-                for batch in pf.iter_batches(batch_size=unit_rows, columns=present):
-                    if stop.is_set():
-                        return
-                    split = split_batch(batch, names, start, seen)
-                    start += batch.num_rows
-                    if split.quarantine.num_rows:
-                        out.put(("quarantine", split.quarantine))
-                    if split.keep.num_rows:
-                        k = split.keep
-                        waiter = tokenizers.submit(k["title"].to_pylist(), k["text"].to_pylist(),
-                                                   k["source"].to_pylist())
-                        out.put(("unit", k, waiter))
+                # Row group by row group: damage part-way through a file costs the rows of the damaged
+                # group that were not read yet (quarantined one by one), not the whole file.
+                for group in range(pf.num_row_groups):
+                    group_rows = pf.metadata.row_group(group).num_rows
+                    read = 0
+                    try:
+                        for batch in pf.iter_batches(batch_size=unit_rows, columns=present, row_groups=[group]):
+                            if stop.is_set():
+                                return
+                            split = split_batch(batch, names, start + read, seen)
+                            read += batch.num_rows
+                            if split.quarantine.num_rows:
+                                out.put(("quarantine", split.quarantine))
+                            if split.keep.num_rows:
+                                k = split.keep
+                                waiter = tokenizers.submit(k["title"].to_pylist(), k["text"].to_pylist(),
+                                                           k["source"].to_pylist())
+                                out.put(("unit", k, waiter))
+                    except (pa.ArrowException, OSError) as exc:
+                        if read >= group_rows:
+                            raise
+                        reason = f"unreadable row group {group}: {type(exc).__name__}: {exc}"
+                        out.put(("quarantine", damaged_rows(start + read, group_rows - read, reason[:500])))
+                    start += group_rows
             except UserError as exc:
                 out.put(("unreadable", url, f"unreadable file: {exc}"))
                 continue
@@ -238,9 +276,10 @@ def _feed(cfg: ScoreConfig, files: list[str], tokenizers: Tokenizers, unit_rows:
 class _FileOutput:
     """The parts of one input file being written."""
 
-    def __init__(self, layout: Layout, url: str, qschema: pa.Schema):
-        self.url, self.layout, self.qschema = url, layout, qschema
-        self.key, self.fingerprint = file_key(url)
+    def __init__(self, layout: Layout, url: str, qschema: pa.Schema, identity: tuple[str, dict],
+                 inputs: list[str]):
+        self.url, self.layout, self.qschema, self.inputs = url, layout, qschema, inputs
+        self.key, self.fingerprint = identity
         self.scored_at = datetime.now(UTC)
         self.scores = PartWriter(layout.score_part(self.key), SCORES_SCHEMA)
         self.quarantine: PartWriter | None = None
@@ -289,7 +328,9 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
             if kind == "error":
                 raise args[0]
             if kind == "file":
-                current = _FileOutput(p.layout, args[0], qschema)
+                url = args[0]
+                identity = p.identity.get(url) or file_key(url, p.layout.output)
+                current = _FileOutput(p.layout, url, qschema, identity, p.corpus.get(identity[0], [url]))
                 run = {"model_id": p.score_id, "run_id": run_id, "scored_at": current.scored_at}
             elif kind == "unit":
                 table, enc = args[0], args[1]()
@@ -353,16 +394,23 @@ def _score_table(table: pa.Table, probs: np.ndarray, enc: Encoded, run: dict) ->
 
 
 def _commit_file(out: _FileOutput, run: dict, summary: ScoreSummary) -> None:
-    """Parts first, then the manifest entry: a kill between the two leaves a file that is simply redone."""
+    """Parts first, then the manifest entry: a kill between the two leaves a file that is simply redone.
+    A file whose content changed while it was read is not committed: its rows would carry the old
+    content's key; the next run scores the new content."""
     scored = out.scores.rows
     quarantined = out.quarantine.rows if out.quarantine is not None else 0
     if out.rows_in != scored + quarantined:  # the invariant every count downstream relies on
         raise RuntimeError(f"{out.url}: {out.rows_in} rows in but {scored} scored + {quarantined} quarantined")
+    now = content_key(out.url, out.layout.output)
+    if now is None or now[0] != out.key:
+        out.abort()
+        summary.files_changed_during_run.append(out.url)
+        return
     parts = [out.scores.commit()]
     if out.quarantine is not None:
         parts.append(out.quarantine.commit())
     _stall_point("part-committed")
-    entry = {"input": out.url, "key": out.key, "fingerprint": out.fingerprint, "model_id": run["model_id"],
+    entry = {"input": out.url, "inputs": sorted(out.inputs), "key": out.key, "fingerprint": out.fingerprint, "model_id": run["model_id"],
              "rows_in": out.rows_in, "rows_scored": scored, "rows_quarantined": quarantined,
              "scores_part": parts[0], "quarantine_part": parts[1] if len(parts) > 1 else None,
              "run_id": run["run_id"], "scored_at": run["scored_at"].isoformat()}

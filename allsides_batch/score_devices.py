@@ -59,8 +59,15 @@ def divide_files(files: list[str], n: int) -> list[list[str]]:
 
 
 def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: str, n_devices: int,
-                 out: mp.Queue) -> None:
-    """Entry point of one device process."""
+                 out: mp.Queue, parent_pid: int | None = None) -> None:
+    """Entry point of one device process. It dies with the parent that started it (`parent_pid`): a parent
+    killed with SIGKILL leaves no device process scoring on, nor its tokenizer processes (see
+    score_engine.die_with_parent)."""
+    from .score_engine import die_with_parent
+
+    if parent_pid is not None:
+        # The parent's thread that starts these processes waits for them, so the kernel signal is safe here.
+        die_with_parent(parent_pid, kernel_signal=True)
     from .score import ScoreSummary, score_files
 
     if device == "cpu":
@@ -84,7 +91,8 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     shares = divide_files(plan.files, len(devices))
-    procs = [ctx.Process(target=_device_main, args=(cfg, plan, share, dev, run_id, len(devices), out))
+    me = os.getpid()
+    procs = [ctx.Process(target=_device_main, args=(cfg, plan, share, dev, run_id, len(devices), out, me))
              for dev, share in zip(devices, shares) if share]
     for proc in procs:
         proc.start()
@@ -129,3 +137,4 @@ def _merge(summary, part: dict) -> None:
     summary.parts.extend(part["parts"])
     summary.quarantine_parts.extend(part["quarantine_parts"])
     summary.devices.extend(part["devices"])
+    summary.files_changed_during_run.extend(part["files_changed_during_run"])

@@ -5,9 +5,14 @@ left/center/right probabilities. `Scorer` is usable on its own (`Scorer.from_con
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +34,15 @@ from .model import (
     resolve_device,
     resolve_precision,
 )
-from .text import TextPrep, encode, prepare_text, special_token_layout, window_spans
+from .text import (
+    CHARS_PER_TOKEN,
+    TextPrep,
+    cut_text,
+    encode,
+    prepare_text,
+    special_token_layout,
+    window_spans,
+)
 
 
 
@@ -61,6 +74,7 @@ class EncodeSpec:
     long_text: str = "truncate"
     stride: int = 64
     linear_dir: str | None = None
+    max_windows: int = 64       # chunk mode: windows kept per article (the first ones); see encode_texts
 
 
 class TextEncoder:
@@ -97,7 +111,8 @@ chunk_windows = window_spans  # the chunk-mode layout; one definition shared wit
 
 def encode_texts(tokenizer, texts: list[str], spec: EncodeSpec) -> Encoded:
     """Prepared texts → sequences. truncate: the first max_length tokens (text.encode, which cuts by
-    characters first); chunk: every window of max_length with `stride` overlap."""
+    characters first); chunk: every window of max_length with `stride` overlap, at most `max_windows` of
+    them (the first ones) per text, `truncated` where more would have followed."""
     if spec.long_text == "truncate":
         ids, n_tok, cut = encode(tokenizer, texts, spec.max_length)
         seqs = [np.asarray(r, dtype=np.int32) for r in ids]
@@ -107,23 +122,80 @@ def encode_texts(tokenizer, texts: list[str], spec: EncodeSpec) -> Encoded:
     full = tokenizer("hello")["input_ids"]
     prefix, suffix = full[:n_pre], full[len(full) - n_suf:] if n_suf else []
     window = spec.max_length - n_pre - n_suf
-    content = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    seqs, owner, weight, n_tokens = [], [], [], []
+    cap = max(1, spec.max_windows)
+    covered = window + (cap - 1) * (window - spec.stride)  # content tokens the first `cap` windows span
+    # One token more than the kept windows cover tells a text needing more windows from one ending there.
+    content = head_tokens(tokenizer, texts, covered + 1)
+    seqs, owner, weight, n_tokens, truncated = [], [], [], [], []
     for row, toks in enumerate(content):
-        for start, end in chunk_windows(len(toks), window, spec.stride):
+        spans = chunk_windows(len(toks), window, spec.stride)
+        dropped = len(spans) > cap
+        for start, end in spans[:cap]:
             seqs.append(np.asarray(prefix + toks[start:end] + suffix, np.int32))
             owner.append(row)
             weight.append(max(end - start, 1))  # a text of no tokens still gets its one (special-only) window
-        n_tokens.append(len(toks) + n_pre + n_suf)
+        n_tokens.append((covered if dropped else len(toks)) + n_pre + n_suf)
+        truncated.append(dropped)
     return Encoded(seqs, np.asarray(owner), np.asarray(weight, np.float32), np.asarray(n_tokens, np.int32),
-                   np.zeros(len(content), bool))
+                   np.asarray(truncated, bool))
+
+
+def head_tokens(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
+    """Content token ids (no special tokens) of each text: all of them when it has at most `limit`, else a
+    prefix of at least `limit`, identical to the first tokens of the whole text. Only a head of a long
+    text is tokenized: cut at whitespace (text.cut_text, so every kept word and its tokens are whole) to
+    limit x CHARS_PER_TOKEN characters, and cut again at twice the length while a head gives fewer than
+    `limit` tokens, up to the whole text. The tokenizer thus reads at most about 2 x limit x CHARS_PER_TOKEN
+    characters of ordinary prose, never the megabytes of a huge article that no kept window would use."""
+    budget = limit * CHARS_PER_TOKEN
+    heads = [cut_text(t, budget) for t in texts]
+    out = tokenizer(heads, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    short = [i for i, (t, h) in enumerate(zip(texts, heads)) if len(h) < len(t) and len(out[i]) < limit]
+    while short:
+        budget *= 2
+        heads = [cut_text(texts[i], budget) for i in short]
+        ids = tokenizer(heads, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        for i, toks in zip(short, ids):
+            out[i] = toks
+        short = [i for i, h, toks in zip(short, heads, ids) if len(h) < len(texts[i]) and len(toks) < limit]
+    return out
+
+
+# ---- child processes die with their parent ----------------------------------------------------------------
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int, kernel_signal: bool = False) -> None:
+    """Exit this process as soon as `parent_pid`, the process that started it, is gone, so that a parent
+    killed with SIGKILL leaves no device or tokenizer process behind (daemonic multiprocessing children
+    are only cleaned up by a parent that exits normally). A daemon thread checks every 0.5 s whether this
+    process has been re-parented and calls os._exit(1). With `kernel_signal` (Linux), the kernel also sends
+    SIGKILL the moment the parent dies (PR_SET_PDEATHSIG); it fires when the *thread* that started this
+    process ends, so use it only for children whose starting thread outlives them."""
+    if kernel_signal and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still covers it
+    if os.getppid() != parent_pid:  # the parent died before this process got here
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 # ---- tokenizer worker processes -------------------------------------------------------------------------
 _WORKER: dict = {}
 
 
-def _init_worker(spec: EncodeSpec) -> None:
+def _init_worker(spec: EncodeSpec, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        # Not PR_SET_PDEATHSIG: a replacement worker is started by the pool's own thread, which ends first.
+        die_with_parent(parent_pid)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one Rust thread per process; the processes are the parallelism
     torch.set_num_threads(1)
     _WORKER["spec"], _WORKER["encoder"] = spec, TextEncoder(spec)
@@ -155,7 +227,8 @@ class Tokenizers:
 
     def __init__(self, spec: EncodeSpec, workers: int):
         self.spec, self.workers = spec, workers
-        self._pool = mp.get_context("spawn").Pool(workers, _init_worker, (spec,)) if workers > 0 else None
+        self._pool = (mp.get_context("spawn").Pool(workers, _init_worker, (spec, os.getpid()))
+                      if workers > 0 else None)
         self._encoder = None if self._pool else TextEncoder(spec)
 
     def submit(self, titles: list, texts: list, sources: list) -> Callable[[], Encoded]:
@@ -264,9 +337,9 @@ class Scorer:
             spec = EncodeSpec(None, prep, 0, "truncate", cfg.stride, linear_dir)
             return cls(None, None, model_dir, dev, torch.float32, [0, 1, 2], 0, 0, 1.0, spec, kind=kind,
                        linear_temperature=linear_t)
+        tokenizer = load_tokenizer(transformer_dir)  # first: it refuses a directory without a usable one
         model = load_classifier(transformer_dir)
         order = label_order(model.config, parse_label_map(cfg.label_map))
-        tokenizer = load_tokenizer(transformer_dir)
         dtype = resolve_precision(cfg.precision, dev)
         max_length = cfg.max_length or default_max_length(transformer_dir, model.config, tokenizer)
         positions = getattr(model.config, "max_position_embeddings", None)
@@ -274,6 +347,8 @@ class Scorer:
             raise UserError(f"--max-length {max_length} exceeds the model's {positions} positions")
         if cfg.long_text == "chunk" and cfg.stride >= max_length - 2:
             raise UserError(f"--stride {cfg.stride} must be smaller than --max-length {max_length} minus 2")
+        if cfg.max_windows < 1:
+            raise UserError(f"--max-windows {cfg.max_windows}: an article needs at least one window")
         model.eval().requires_grad_(False)
         if cfg.quantize == "int8":
             if dev.type != "cpu":
@@ -289,7 +364,8 @@ class Scorer:
         budget = cfg.batch_tokens or (131072 if dev.type == "cuda" else 16384)
         if budget < max_length:
             raise UserError(f"--batch-tokens {budget} must be at least --max-length {max_length}")
-        spec = EncodeSpec(transformer_dir, prep, max_length, cfg.long_text, cfg.stride, linear_dir)
+        spec = EncodeSpec(transformer_dir, prep, max_length, cfg.long_text, cfg.stride, linear_dir,
+                          cfg.max_windows)
         return cls(model, tokenizer, model_dir, dev, dtype, order, max_length, budget,
                    load_temperature(transformer_dir), spec, cfg.quantize, kind=kind, linear_temperature=linear_t,
                    weights=info.get("weights"))

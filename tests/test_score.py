@@ -248,9 +248,10 @@ def test_chunk_mode_end_to_end_scores_whole_articles(tiny_model_dir, corpus, tmp
 
 
 @pytest.mark.slow
-def test_file_unreadable_part_way_is_quarantined_whole(tiny_model_dir, tmp_path):
-    """A file whose footer reads but whose second row group is corrupt: rows already scored from it are
-    dropped with its part, and the file becomes one quarantine row, so the counts still add up."""
+def test_file_damaged_part_way_keeps_the_rows_read_before_the_damage(tiny_model_dir, tmp_path):
+    """A file whose footer reads but whose second row group is corrupt: the 300 rows of the first group
+    are scored, the 300 of the damaged group are quarantined one by one with their row index, so the
+    counts add up to the file's rows."""
     n = 600
     table = pa.table({"id": [f"i{i}" for i in range(n)], "source": ["s"] * n,
                       "text": [f"article number {i} about the vote. " * 10 for i in range(n)]})
@@ -267,7 +268,9 @@ def test_file_unreadable_part_way_is_quarantined_whole(tiny_model_dir, tmp_path)
     good = table.slice(0, 3).set_column(0, "id", pa.array(["ok-1", "ok-2", "ok-3"]))
     pq.write_table(good, tmp_path / "in" / "good.parquet")
     summary = score_corpus(_cfg(tiny_model_dir, [tmp_path / "in"], tmp_path / "out"))
-    assert (summary.input_rows, summary.scored_rows, summary.quarantined_rows) == (4, 3, 1)
-    assert _scores(tmp_path / "out")["id"].to_pylist() == ["ok-1", "ok-2", "ok-3"]
+    assert (summary.input_rows, summary.scored_rows, summary.quarantined_rows) == (603, 303, 300)
+    assert sorted(_scores(tmp_path / "out")["id"].to_pylist()) == sorted(
+        ["ok-1", "ok-2", "ok-3"] + [f"i{i}" for i in range(300)])
     q = _read(tmp_path / "out" / "quarantine").to_pylist()
-    assert len(q) == 1 and q[0]["reason"].startswith("unreadable file") and q[0]["row_index"] is None
+    assert sorted(r["row_index"] for r in q) == list(range(300, 600))
+    assert all(r["reason"].startswith("unreadable row group 1") for r in q)

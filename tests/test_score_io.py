@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from allsides_batch.config import Columns
+from allsides_batch.errors import UserError
 from allsides_batch.score_io import (
     QUARANTINE_SCHEMA,
     SCORES_SCHEMA,
     Layout,
     PartWriter,
+    content_key,
     file_key,
     input_columns,
     read_manifest,
@@ -21,19 +26,41 @@ from allsides_batch.score_io import (
 )
 
 
-def test_file_key_follows_content_changes(tmp_path):
+def test_file_key_names_the_content_not_the_path_or_mtime(tmp_path):
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"x": [1]}), path)
     key, fingerprint = file_key(str(path))
-    assert file_key(str(path))[0] == key and fingerprint["size"] == path.stat().st_size
+    assert fingerprint == {"size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert file_key(os.path.relpath(path))[0] == key
-    pq.write_table(pa.table({"x": [1, 2, 3]}), path)
-    os.utime(path, (1, 1))  # a rewritten file with another size and mtime is new work
+    os.utime(path, (5, 5))                       # touched: same bytes, same key
+    assert file_key(str(path))[0] == key
+    link = tmp_path / "link.parquet"
+    link.symlink_to(path)                        # another name for the same bytes
+    copy = tmp_path / "copy.parquet"
+    shutil.copy2(path, copy)                     # a copy elsewhere: same bytes, same key
+    assert file_key(str(link))[0] == key and file_key(str(copy))[0] == key
+    pq.write_table(pa.table({"x": [7]}), path)   # same size, another value ...
+    os.utime(path, (5, 5))                       # ... and the old mtime, as `cp -p` leaves it
+    assert path.stat().st_size == copy.stat().st_size
     assert file_key(str(path))[0] != key
-    copy = tmp_path / "b.parquet"
-    copy.write_bytes(path.read_bytes())
-    os.utime(copy, (1, 1))
-    assert file_key(str(copy))[0] != file_key(str(path))[0]  # same bytes elsewhere: another input
+    with pytest.raises(UserError, match="not found"):
+        file_key(str(tmp_path / "gone.parquet"))
+    assert content_key(str(tmp_path / "gone.parquet")) is None
+
+
+def test_content_key_cache_hashes_once_per_stat_signature(tmp_path):
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": list(range(100))}), path)
+    out = tmp_path / "out"
+    key, _ = content_key(str(path), str(out))
+    (cache,) = (out / "_fingerprints").iterdir()
+    entry = json.loads(cache.read_text())
+    assert entry["path"] == str(path.resolve()) and entry["key"] == key
+    entry["key"] = "planted"                     # a cache hit is served without reading the file ...
+    cache.write_text(json.dumps(entry))
+    assert content_key(str(path), str(out))[0] == "planted"
+    os.utime(path, (9, 9))                       # ... and any stat change rehashes it
+    assert content_key(str(path), str(out))[0] == key
 
 
 def test_split_batch_reasons_and_mapped_columns():
