@@ -3,12 +3,15 @@
 
 Tasks pass paths and small summaries, never tables or models; big results stay in the output root,
 not in Prefect's result storage. Storage steps retry with backoff (a flaky mount or object store
-recovers); scoring does not retry by itself: a shard is exactly-once per file (the scorer's
-manifest), so the safe recovery is simply to run it again, which the parent or an operator does.
+recovers). A shard retries too (twice, after 1 and 5 minutes): it is exactly-once per file through
+the scorer's manifest, so an attempt after a failure only scores the files the failed one did not
+finish. Neither retries bad input (a UserError fails the same way again), and a shard attempt that
+ran out of time is not retried either (it already used the night's time).
 
 Fan-out: `local` scores shards one after another in this process (one GPU machine); `deployment`
 starts one `score-shard/gpu` deployment run per shard, which any free worker of the `gpu` pool takes,
-then waits for them all.
+then waits for them all. A night that stops early (its deadline passed, an error, interrupted or
+cancelled) cancels the shard runs it is still waiting for.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.states import Cancelling
 from prefect.tasks import exponential_backoff
 
 from allsides_batch.errors import UserError
@@ -28,11 +32,25 @@ from flows import artifacts
 DEFAULT_CORPUS = "../shared/data/allsides/articles.parquet"
 SHARD_DEPLOYMENT = "score-shard/gpu"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+SHARD_RETRIES = 2
+SHARD_RETRY_DELAYS_S = [60, 300]  # first retry after a minute, the second after five
+SHARD_TIMEOUT_S = 6 * 3600  # one attempt at one shard
+# A shard run started by the parent gets this much more than the parent's deadline as its own timeout:
+# the parent's deadline (which cancels its shards) is what ends a late night; the shard's own timeout
+# is the backstop for a shard whose parent is gone.
+SHARD_TIMEOUT_GRACE_S = 300
 
 
 def _transient(task, task_run, state) -> bool:
     """Retry storage errors, never bad input: a UserError will fail the same way again."""
     return not isinstance(state.result(raise_on_failure=False), UserError)
+
+
+def _retryable_shard(task, task_run, state) -> bool:
+    """Retry a shard that failed for a passing reason (storage, a lost worker process, a CUDA error);
+    never bad input (a UserError fails the same way again) nor an attempt that timed out (it already
+    used all the time the shard had)."""
+    return not isinstance(state.result(raise_on_failure=False), (UserError, TimeoutError))
 
 
 storage_task = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=5),
@@ -68,7 +86,19 @@ def find_unscored(model_dir: str, corpus: list[str], output: str, options: dict)
     return {"files": p.files, "score_id": p.score_id, "skipped": p.skipped}
 
 
-@task(name="score-shard", persist_result=False)
+@task(name="reconcile", **storage_task)
+def reconcile_task(model_dir: str, corpus: list[str], output: str, options: dict) -> dict:
+    """After every shard: retire the scores of inputs deleted or rewritten since they were scored, and
+    remove parts left by killed shard runs, so the output equals the corpus as it is now."""
+    from allsides_batch.score import plan
+    from allsides_batch.score_io import reconcile
+
+    p = plan(score_config(model_dir, corpus, output, None, options))
+    return reconcile(output, p.corpus, prune_orphans=True).to_dict()
+
+
+@task(name="score-shard", persist_result=False, retries=SHARD_RETRIES, retry_delay_seconds=SHARD_RETRY_DELAYS_S,
+      retry_jitter_factor=0.2, retry_condition_fn=_retryable_shard, timeout_seconds=SHARD_TIMEOUT_S)
 def score_shard_task(model_dir: str, files: list[str], output: str, run_id: str, options: dict) -> dict:
     from allsides_batch.score import score_corpus
 
@@ -94,10 +124,18 @@ def report_task(aggregates: str, output: str) -> dict:
 
 
 @flow(name="score-shard", log_prints=True, persist_result=False)
-def score_shard_flow(files: list[str], model: str, output: str, run_id: str, options: dict | None = None) -> dict:
+def score_shard_flow(files: list[str], model: str, output: str, run_id: str, options: dict | None = None,
+                     timeout_s: int = SHARD_TIMEOUT_S, retry_delays_s: list[float] | None = None) -> dict:
     """Score one shard of corpus files with one model directory into one output root. Safe to rerun:
-    files already in the output's manifest for this model are skipped, never scored twice."""
-    return score_shard_task(model, files, output, run_id, options or {})
+    files already in the output's manifest for this model are skipped, never scored twice.
+
+    An attempt that fails for a passing reason is retried (SHARD_RETRIES times, after `retry_delays_s`,
+    default 60 s then 300 s); bad input is not. `timeout_s` bounds each attempt (the parent sets it)."""
+    if timeout_s <= 0:
+        raise UserError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+    shard = score_shard_task.with_options(timeout_seconds=timeout_s,
+                                          **({"retry_delay_seconds": retry_delays_s} if retry_delays_s else {}))
+    return shard(model, files, output, run_id, options or {})
 
 
 def shards_of(files: list[str], shard_size: int) -> list[list[str]]:
@@ -182,6 +220,11 @@ def score_corpus_flow(
         raise RuntimeError(f"{len(left)} file(s) still unscored after all shards finished, e.g. {left[0]}; "
                            "rerun this night (already scored files are skipped)")
 
+    reconciled = reconcile_task(model_dir, corpus, output, options)
+    if reconciled["retired_files"] or reconciled["orphan_parts_removed"]:
+        log.info("retired the scores of %d input file(s) deleted or rewritten since; removed %d leftover part(s)",
+                 reconciled["retired_files"], reconciled["orphan_parts_removed"])
+
     night = os.path.join(output, "nights", run_date)
     # windows end at the night's date, so rerunning an old night does not pull in later articles;
     # `all` has no range (a range would drop the articles whose dates cannot be parsed)
@@ -199,35 +242,95 @@ def score_corpus_flow(
 def run_shard_deployments(name: str, shards: list[list[str]], run_ids: list[str], model_dir: str, output: str,
                           options: dict, progress, timeout_s: int) -> None:
     """Start every shard as a deployment run (timeout=0: do not wait), then wait for all of them.
-    Starting all first is what lets N workers take N shards at once."""
+    Starting all first is what lets N workers take N shards at once.
+
+    A shard that fails does not stop its siblings: they finish and their files stay scored, so the
+    rerun of the night redoes only the failed shard's files, and the error names every shard that
+    failed, not just the first. When this parent stops early instead (`timeout_s` after the start
+    passed with shards unfinished, an error here, an interrupt, or the parent run being cancelled),
+    it cancels every shard run still pending, so none keeps a GPU busy for a night that has ended;
+    the error says how many it cancelled."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     log = get_run_logger()
-    runs = [run_deployment(name, parameters=dict(files=files, model=model_dir, output=output, run_id=run_id,
-                                                 options=options),
-                           flow_run_name=run_id, timeout=0)
-            for files, run_id in zip(shards, run_ids)]
-    log.info("started %d shard run(s) of %s", len(runs), name)
-    pending = {r.id: r for r in runs}
-    failed: list[str] = []
     deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} shard run(s) not finished after {timeout_s} s: "
-                                   f"{', '.join(r.name for r in pending.values())}")
-            time.sleep(2.0)
-            for run_id in list(pending):
-                state = client.read_flow_run(run_id).state
-                if state is not None and state.type.value in FINAL:
-                    run = pending.pop(run_id)
-                    if state.type.value != "COMPLETED":
-                        failed.append(f"{run.name} ({state.type.value.lower()}: {state.message})")
-                    update_progress_artifact(progress, 100.0 * (len(runs) - len(pending)) / len(runs))
+    pending: dict = {}
+    failed: list[str] = []
+    started = 0
+    try:
+        for files, run_id in zip(shards, run_ids):
+            run = run_deployment(name, parameters=dict(files=files, model=model_dir, output=output, run_id=run_id,
+                                                       options=options, timeout_s=timeout_s + SHARD_TIMEOUT_GRACE_S),
+                                 flow_run_name=run_id, timeout=0)
+            pending[run.id] = run
+            started += 1
+        log.info("started %d shard run(s) of %s", started, name)
+        with get_client(sync_client=True) as client:
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(pending)} shard run(s) not finished after {timeout_s} s: "
+                                       f"{', '.join(r.name for r in pending.values())}")
+                time.sleep(2.0)
+                for run_id in list(pending):
+                    state = client.read_flow_run(run_id).state
+                    if state is not None and state.type.value in FINAL:
+                        run = pending.pop(run_id)
+                        if state.type.value != "COMPLETED":
+                            failed.append(f"{run.name} ({state.type.value.lower()}: {state.message})")
+                            log.warning("shard run %s ended %s: %s; waiting for the %d other(s) still running",
+                                        run.name, state.type.value, state.message, len(pending))
+                        update_progress_artifact(progress, 100.0 * (started - len(pending)) / len(shards))
+    except BaseException as exc:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        cancelled = cancel_flow_runs(list(pending.values()), f"the night {_this_run_name()} stopped early ({why})")
+        names = ", ".join(cancelled[:10]) + (f", and {len(cancelled) - 10} more" if len(cancelled) > 10 else "")
+        note = f"; cancelled {len(cancelled)} of the {len(pending)} shard run(s) still pending" + (
+            f" ({names})" if cancelled else "")
+        log.error("stopping early (%s)%s", why, note)
+        if isinstance(exc, TimeoutError):
+            raise TimeoutError(f"{exc}{note}") from None
+        if isinstance(exc, Exception):
+            raise RuntimeError(f"shard fan-out failed after starting {started} of {len(shards)} shard run(s): "
+                               f"{why}{note}") from exc
+        raise  # interrupted or cancelled: stop as asked, with the children cancelled
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(runs)} shard run(s) did not complete: {'; '.join(failed)}. "
+        raise RuntimeError(f"{len(failed)} of {len(shards)} shard run(s) did not complete: {'; '.join(failed)}. "
                            "Rerun the night: scored files are skipped, so only the missing ones run again")
+
+
+def _this_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return flow_run.name or "(no flow run)"
+
+
+def cancel_flow_runs(runs: list, reason: str) -> list[str]:
+    """Ask the server to cancel these flow runs; returns the names of those now Cancelling or Cancelled.
+
+    The state is proposed, not forced: one still Scheduled (no worker took it) becomes Cancelled at once,
+    one a worker has started becomes Cancelling and its worker stops the process, and one that finished
+    meanwhile keeps its final state (the server refuses the change) and is not counted."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    log = get_run_logger()
+    cancelled: list[str] = []
+    if not runs:
+        return cancelled
+    with get_client(sync_client=True) as client:
+        for run in runs:
+            try:
+                result = client.set_flow_run_state(run.id, Cancelling(message=reason))
+            except Exception as exc:  # noqa: BLE001 - cancel the others; the one left is named in the log
+                log.warning("could not cancel flow run %s (%s): %s: %s", run.name, run.id, type(exc).__name__, exc)
+                continue
+            if result.state is not None and result.state.type in (StateType.CANCELLING, StateType.CANCELLED):
+                cancelled.append(run.name)
+            else:
+                log.info("flow run %s not cancelled (%s): %s", run.name, result.status.value,
+                         getattr(result.details, "reason", None) or "it had already finished")
+    return cancelled
 
 
 if __name__ == "__main__":
