@@ -69,27 +69,19 @@ def article_probs(logits: np.ndarray, temperature: float = 1.0, groups: np.ndarr
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
                     weights: np.ndarray | None = None, iterations: int = 60) -> Calibration:
-    """The T that minimises validation NLL (golden-section search on log T; NLL is unimodal in T
-    for one window per article and in practice for averaged windows), with ECE and NLL before/after."""
+    """The T that minimises validation NLL (SciPy's bounded Brent search on log T over _LOG_T_RANGE,
+    at most `iterations` steps; NLL is unimodal in T for one window per article and in practice for
+    averaged windows), with ECE and NLL before/after."""
+    from scipy.optimize import minimize_scalar
+
     labels = np.asarray(labels, dtype=np.int64)
 
     def nll(log_t: float) -> float:
         return log_loss(article_probs(logits, math.exp(log_t), groups, weights, len(labels)), labels)
 
-    lo, hi = _LOG_T_RANGE
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(iterations):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = nll(b)
-    temperature = math.exp((lo + hi) / 2)
+    best = minimize_scalar(nll, bounds=_LOG_T_RANGE, method="bounded",
+                           options={"xatol": 1e-6, "maxiter": iterations})
+    temperature = math.exp(float(best.x))
     before = article_probs(logits, 1.0, groups, weights, len(labels))
     after = article_probs(logits, temperature, groups, weights, len(labels))
     nll_before, nll_after = log_loss(before, labels), log_loss(after, labels)

@@ -1,35 +1,51 @@
-"""Classification metrics in numpy (no scikit-learn at run time): accuracy, macro-F1, per-class
-precision/recall/F1, confusion matrix, log loss, expected calibration error, outlet-level agreement;
-and Student-t critical values for the per-outlet intervals (no SciPy at run time)."""
+"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and
+log loss (scikit-learn), expected calibration error, outlet-level agreement (Spearman, SciPy); and
+Student-t critical values for the per-outlet intervals (SciPy).
+
+scikit-learn and SciPy are imported inside the functions that use them: they take seconds to import,
+and modules that need only part of this one (aggregate: t_critical) should not pay for the rest."""
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import LABELS
 
+_CLASSES = list(range(len(LABELS)))
+
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(LABELS)) -> np.ndarray:
-    """(n, n) counts; rows = true label, columns = predicted."""
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return cm
+    """(n, n) int64 counts; rows = true label, columns = predicted."""
+    from sklearn.metrics import confusion_matrix
+
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if len(y_true) == 0:  # scikit-learn refuses empty input
+        return np.zeros((n, n), dtype=np.int64)
+    return confusion_matrix(y_true, y_pred, labels=list(range(n))).astype(np.int64)
+
+
+def _per_class(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 (0 where undefined) and support for each of LABELS."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    if len(y_true) == 0:
+        zeros = np.zeros(len(LABELS))
+        precision, recall, f1, support = zeros, zeros, zeros, zeros.astype(np.int64)
+    else:
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, y_pred, labels=_CLASSES, average=None, zero_division=0)
+    return {lab: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                  "support": int(support[i])} for i, lab in enumerate(LABELS)}
 
 
 def per_class(cm: np.ndarray) -> dict[str, dict[str, float]]:
-    tp = np.diag(cm).astype(float)
-    pred = cm.sum(axis=0).astype(float)
-    true = cm.sum(axis=1).astype(float)
-    precision = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
-    recall = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {lab: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                  "support": int(true[i])} for i, lab in enumerate(LABELS)}
+    """Per-class precision/recall/F1/support from a (3, 3) confusion matrix (rows true, columns predicted)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    true_idx, pred_idx = np.indices(cm.shape)
+    counts = cm.ravel()
+    return _per_class(np.repeat(true_idx.ravel(), counts), np.repeat(pred_idx.ravel(), counts))
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
@@ -48,30 +64,29 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: in
 
 
 def log_loss(probs: np.ndarray, y_true: np.ndarray) -> float:
-    p = np.clip(np.asarray(probs, dtype=np.float64)[np.arange(len(y_true)), np.asarray(y_true)], 1e-12, 1.0)
-    return float(-np.log(p).mean())
+    """Mean negative log-probability of the true label (natural log); NaN for no rows.
 
+    Probabilities are floored at 1e-12 (one confidently wrong row costs at most -log 1e-12 = 27.6)
+    and each row is renormalised to sum to 1 (probabilities read back from float32 columns miss by
+    ~1e-7, which scikit-learn would warn about)."""
+    from sklearn.metrics import log_loss as sk_log_loss
 
-def _rank(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean rank), as Spearman's rho needs."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
+    y_true = np.asarray(y_true, dtype=np.int64)
+    if len(y_true) == 0:
+        return float("nan")
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    return float(sk_log_loss(y_true, probs, labels=_CLASSES))
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    x, y = _rank(np.asarray(x, dtype=float)), _rank(np.asarray(y, dtype=float))
-    if len(x) < 2 or x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+    """Spearman's rho (ties share their mean rank); NaN for fewer than 2 points or a constant input."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")  # undefined; SciPy would also warn
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
 
 
 def outlet_agreement(sources: Sequence[str], y_true: np.ndarray, probs: np.ndarray, min_articles: int = 1) -> dict:
@@ -103,51 +118,23 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray) -> dict:
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     y_pred = probs.argmax(axis=1)
-    cm = confusion(y_true, y_pred)
-    classes = per_class(cm)
+    classes = _per_class(y_true, y_pred)
     return {
         "n": int(len(y_true)),
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        # macro-F1 as scikit-learn defines it: the unweighted mean over all three labels, absent ones included
         "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
         "per_class": classes,
-        "confusion": cm.tolist(),
+        "confusion": confusion(y_true, y_pred).tolist(),
         "log_loss": log_loss(probs, y_true),
         "ece": expected_calibration_error(probs, y_true),
     }
 
 
-def _t_cdf_two_sided(t: float, df: int) -> float:
-    """P(|T| < t) for Student's t with integer df, in closed form (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2 == 1:
-        term, total = 1.0, 1.0 if df > 1 else 0.0
-        for k in range(1, (df - 1) // 2):
-            term *= c2 * (2 * k) / (2 * k + 1)
-            total += term
-        return (2 / math.pi) * (theta + (s * math.cos(theta) * total if df > 1 else 0.0))
-    term, total = 1.0, 1.0
-    for k in range(1, df // 2):
-        term *= c2 * (2 * k - 1) / (2 * k)
-        total += term
-    return s * total
-
-
 def t_critical(df: int, level: float = 0.95) -> float:
-    """Two-sided critical value t with P(|T| < t) = level, for integer df >= 1 (bisection on the exact CDF)."""
+    """Two-sided critical value t with P(|T| < t) = level for Student's t with df >= 1."""
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df > 1000:
-        # Cornish-Fisher expansion in 1/df (A&S 26.7.5): exact to ~1e-12 here; the series would be long
-        z = statistics.NormalDist().inv_cdf((1 + level) / 2)
-        g1 = (z ** 3 + z) / 4
-        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-        g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-        return z + g1 / df + g2 / df ** 2 + g3 / df ** 3
-    lo, hi = 0.0, 1.0
-    while _t_cdf_two_sided(hi, df) < level:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf_two_sided(mid, df) < level else (lo, mid)
-    return (lo + hi) / 2
+    from scipy.stats import t
+
+    return float(t.ppf((1 + level) / 2, df))

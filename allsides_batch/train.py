@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+import transformers
 from tqdm.auto import tqdm
 
 from . import LABELS
@@ -101,12 +102,8 @@ class Fitted:
 
 
 def set_seed(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
+    """Seed Python's, NumPy's and torch's generators (CPU and every accelerator)."""
+    transformers.set_seed(seed)
 
 
 def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,14 +214,12 @@ def _subsample(idx: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
 
 
-def _lr_lambda(cfg: TrainConfig, total_steps: int):
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1) if cfg.warmup_steps else 1.0
-        if cfg.lr_scheduler == "constant":
-            return 1.0
-        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
-    return factor
+def _lr_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """Hugging Face's schedules, stepped once per optimizer step: lr rises linearly from 0 over
+    cfg.warmup_steps, then decays linearly to 0 at total_steps ("linear") or stays ("constant")."""
+    name = "linear" if cfg.lr_scheduler == "linear" else "constant_with_warmup"
+    return transformers.get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps,
+                                      num_training_steps=total_steps)
 
 
 def train_model(cfg: TrainConfig) -> TrainResult:
@@ -328,7 +323,7 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
+    scheduler = _lr_scheduler(cfg, optimizer, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     generator = torch.Generator().manual_seed(cfg.seed)
 

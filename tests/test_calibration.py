@@ -39,11 +39,19 @@ def test_underconfident_gets_t_below_one(overconfident):
     assert fit_temperature(logits / 9.0, labels).temperature < 0.5
 
 
-def test_never_worse_than_no_scaling():
-    logits = np.zeros((30, 3))
-    labels = np.arange(30) % 3
+def test_fitted_temperature_is_the_analytic_optimum():
+    """Every row has logits (s, 0, 0); a fraction q is labelled 0, the rest split evenly over 1 and 2.
+    NLL is minimal where softmax gives class 0 exactly q: e^(s/T) / (e^(s/T) + 2) = q, so
+    T* = s / log(2q / (1 - q)) = 4 / log 8 for s = 4, q = 0.8."""
+    logits = np.tile([4.0, 0.0, 0.0], (100, 1))
+    labels = np.array([0] * 80 + [1] * 10 + [2] * 10)
     cal = fit_temperature(logits, labels)
-    assert cal.nll_after <= cal.nll_before + 1e-12
+    assert cal.temperature == pytest.approx(4.0 / np.log(8.0), rel=1e-4)
+    assert softmax(logits, cal.temperature)[0, 0] == pytest.approx(0.8, rel=1e-4)
+    # a minimum: temperatures 10% either side do worse, and so does T = 1 (no scaling)
+    for t in (0.9 * cal.temperature, 1.1 * cal.temperature, 1.0):
+        assert log_loss(softmax(logits, t), labels) > cal.nll_after
+    assert cal.nll_after < cal.nll_before
 
 
 def test_window_probabilities_are_token_weighted_means():
