@@ -10,9 +10,9 @@ import re
 import torch
 
 from . import LABELS
-from .errors import UserError
 from .calibration import CALIBRATION_FILE
-from .text import TEXT_PREP_FILE
+from .errors import UserError
+from .text.prep import TEXT_PREP_FILE
 
 # {"kind": "transformer" | "linear" | "ensemble", ...}: what a model directory holds. A directory
 # without it is a transformers checkpoint (ours from before model kinds, or any hub classifier).

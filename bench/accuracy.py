@@ -92,9 +92,9 @@ def main() -> None:
     import torch
 
     from allsides_batch.config import TrainConfig
-    from allsides_batch.cv import cross_validate
-    from allsides_batch.data import load_labelled
-    from allsides_batch.train import text_prep
+    from allsides_batch.training.cv import cross_validate
+    from allsides_batch.training.data import load_labelled
+    from allsides_batch.training.train import text_prep
 
     encoder = Path(args.base_model).name if args.base_model else "pretrained MiniLM-L6"
     if args.base_model is None:
@@ -167,7 +167,7 @@ def write(out: str, store_path: Path, rows: dict, loaded: dict) -> None:
         "# Outlet-grouped cross-validation on the whole shared data", "",
         f"Protocol (`bench/accuracy.py`): K-fold cross-validation over all {len(data)} shared articles "
         f"({len(set(data.sources))} outlets), folds grouped by outlet (source name) or web domain and stratified "
-        "by label (`allsides_batch.cv`, seed 12345), every row on the same folds. Each fold trains on the other "
+        "by label (`allsides_batch.training.cv`, seed 12345), every row on the same folds. Each fold trains on the other "
         "folds minus an inner outlet-grouped validation split (10%), which fits temperatures and ensemble "
         "weights and picks transformer epochs; the held-out fold is tested whole. Mean ± sd over folds. "
         "Spearman: outlet level, mean p_right − p_left of each held-out outlet with at least 20 articles in the "

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from allsides_batch.masking import MASK_VERSION
-from allsides_batch.text import TextPrep, prepare_text
+from allsides_batch.text.masking import MASK_VERSION
+from allsides_batch.text.prep import TextPrep, prepare_text
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "allsides" / "articles.parquet"
 

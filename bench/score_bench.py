@@ -54,7 +54,7 @@ def run_ours(model: str, inp: Path, out: Path, max_length: int, **kw) -> tuple[f
     import pyarrow.dataset as ds
 
     from allsides_batch.config import ScoreConfig
-    from allsides_batch.score import score_corpus
+    from allsides_batch.scoring import score_corpus
 
     cfg = ScoreConfig(model=model, input=[str(inp)], output=str(out), max_length=max_length, progress=False, **kw)
     start = time.perf_counter()
@@ -70,8 +70,8 @@ def run_pipeline(model: str, inp: Path, out: Path, max_length: int, device: int)
     import pyarrow.parquet as pq
     from transformers import pipeline
 
-    from allsides_batch.score_engine import prepare_rows
-    from allsides_batch.text import TextPrep
+    from allsides_batch.scoring.engine import prepare_rows
+    from allsides_batch.text.prep import TextPrep
 
     start = time.perf_counter()
     clf = pipeline("text-classification", model=model, batch_size=32, device=device)

@@ -90,7 +90,6 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
     from allsides_batch.errors import UserError
-
     from flows.artifacts import console_summary
 
     try:

@@ -16,7 +16,7 @@ MAX_INLINE_IMAGE = 2 * 1024 * 1024
 
 def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
     """The scorer's runs/<run_id>.json of each shard (every shard writes one, even with no work)."""
-    from allsides_batch.io import exists, join, read_json
+    from allsides_batch.storage import exists, join, read_json
 
     paths = [join(output, "runs", f"{run_id}.json") for run_id in run_ids]
     missing = [p for p in paths if not exists(p)]
@@ -27,7 +27,7 @@ def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
 
 def aggregate_rows(path: str) -> list[dict]:
     """The per-outlet table, most-covered outlets first (the aggregates are one small file)."""
-    from allsides_batch.io import read_table
+    from allsides_batch.storage import read_table
 
     rows = read_table(path, TABLE_COLUMNS).to_pylist()
     rows.sort(key=lambda r: (-r["n_articles"], r["outlet"]))

@@ -80,7 +80,7 @@ def resolve_model_task(model: str, models_root: str) -> str:
 def find_unscored(model_dir: str, corpus: list[str], output: str, options: dict) -> dict:
     """Files the scorer's manifest has no entry for (this model, these settings), and the model id
     the scores will carry."""
-    from allsides_batch.score import plan
+    from allsides_batch.scoring import plan
 
     p = plan(score_config(model_dir, corpus, output, None, options))
     return {"files": p.files, "score_id": p.score_id, "skipped": p.skipped}
@@ -90,8 +90,8 @@ def find_unscored(model_dir: str, corpus: list[str], output: str, options: dict)
 def reconcile_task(model_dir: str, corpus: list[str], output: str, options: dict) -> dict:
     """After every shard: retire the scores of inputs deleted or rewritten since they were scored, and
     remove parts left by killed shard runs, so the output equals the corpus as it is now."""
-    from allsides_batch.score import plan
-    from allsides_batch.score_io import reconcile
+    from allsides_batch.corpus import reconcile
+    from allsides_batch.scoring import plan
 
     p = plan(score_config(model_dir, corpus, output, None, options))
     return reconcile(output, p.corpus, prune_orphans=True).to_dict()
@@ -100,7 +100,7 @@ def reconcile_task(model_dir: str, corpus: list[str], output: str, options: dict
 @task(name="score-shard", persist_result=False, retries=SHARD_RETRIES, retry_delay_seconds=SHARD_RETRY_DELAYS_S,
       retry_jitter_factor=0.2, retry_condition_fn=_retryable_shard, timeout_seconds=SHARD_TIMEOUT_S)
 def score_shard_task(model_dir: str, files: list[str], output: str, run_id: str, options: dict) -> dict:
-    from allsides_batch.score import score_corpus
+    from allsides_batch.scoring import score_corpus
 
     return score_corpus(score_config(model_dir, files, output, run_id, options), files=files).to_dict()
 
@@ -108,7 +108,7 @@ def score_shard_task(model_dir: str, files: list[str], output: str, run_id: str,
 @task(name="aggregate", **storage_task)
 def aggregate_task(scores: str, output: str, window: str, model_id: str, until: str | None,
                    min_articles: int) -> dict:
-    from allsides_batch.aggregate import outlet_aggregates
+    from allsides_batch.analysis.aggregate import outlet_aggregates
     from allsides_batch.config import AggregateConfig
 
     cfg = AggregateConfig(scores=scores, output=output, window=window, model_id=model_id, until=until,
@@ -118,7 +118,7 @@ def aggregate_task(scores: str, output: str, window: str, model_id: str, until: 
 
 @task(name="report", **storage_task)
 def report_task(aggregates: str, output: str) -> dict:
-    from allsides_batch.report import write_report
+    from allsides_batch.analysis.report import write_report
 
     return write_report(aggregates, output).to_dict()
 

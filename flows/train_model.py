@@ -25,7 +25,7 @@ def validate_data(cfg_dict: dict) -> dict:
 
     from allsides_batch import LABELS
     from allsides_batch.config import TrainConfig
-    from allsides_batch.data import load_labelled
+    from allsides_batch.training.data import load_labelled
 
     cfg = TrainConfig(**cfg_dict)
     data = load_labelled(cfg.data, cfg.columns, fingerprint=False)
@@ -39,7 +39,7 @@ def validate_data(cfg_dict: dict) -> dict:
 @task(name="train", persist_result=False)
 def train_task(cfg_dict: dict) -> str:
     from allsides_batch.config import TrainConfig
-    from allsides_batch.train import train_model
+    from allsides_batch.training.train import train_model
 
     return train_model(TrainConfig(**cfg_dict)).output_dir
 
@@ -47,11 +47,16 @@ def train_task(cfg_dict: dict) -> str:
 @task(name="evaluate", persist_result=False)
 def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: float | None) -> dict:
     """Held-out quality as artifacts; refuses a model below `min_macro_f1`. With test data the model
-    is evaluated through the scorer (the production path) by allsides_batch.evaluate; without, the
+    is evaluated through the scorer (the production path) by allsides_batch.analysis.evaluate; without, the
     outlet-disjoint validation metrics training kept for its best epoch are used."""
+    from allsides_batch.analysis.evaluate import (
+        EvaluateConfig,
+        evaluate_model,
+        markdown_report,
+        write_evaluation,
+    )
     from allsides_batch.config import ScoreConfig
-    from allsides_batch.evaluate import EvaluateConfig, evaluate_model, markdown_report, write_evaluation
-    from allsides_batch.io import read_json
+    from allsides_batch.storage import read_json
 
     metrics = read_json(os.path.join(model_dir, "metrics.json"))
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "per_class_f1"}

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from allsides_batch.aggregate import outlet_aggregates
+from allsides_batch.analysis.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig
 from allsides_batch.errors import ConfigError, UserError
 from allsides_batch.metrics import t_critical

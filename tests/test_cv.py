@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from allsides_batch.cv import markdown_table, random_folds, summarise
-from allsides_batch.data import load_labelled, outlet_folds
+from allsides_batch.training.cv import markdown_table, random_folds, summarise
+from allsides_batch.training.data import load_labelled, outlet_folds
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_cv_refuses_bad_input(articles_sample):
 def test_cv_of_the_linear_model_in_parallel_folds_equals_sequential(articles_sample, tmp_path):
     """`cv --kind linear --jobs 2`: folds in worker processes give exactly the sequential numbers."""
     from allsides_batch.config import TrainConfig
-    from allsides_batch.cv import cross_validate
+    from allsides_batch.training.cv import cross_validate
 
     cfg = TrainConfig(kind="linear", data=[str(articles_sample)], linear_min_df=1, val_fraction=0.2)
     one = cross_validate(cfg, folds=3)

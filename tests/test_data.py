@@ -10,10 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from allsides_batch.config import Columns
-from allsides_batch.data import (load_labelled, make_split, normalise_labels, outlet_folds, split_by_column,
-                                 split_outlet, split_random)
 from allsides_batch.errors import UserError
-from allsides_batch.io import expand_inputs
+from allsides_batch.storage import expand_inputs
+from allsides_batch.training.data import (
+    load_labelled,
+    make_split,
+    normalise_labels,
+    outlet_folds,
+    split_by_column,
+    split_outlet,
+    split_random,
+)
 
 
 @pytest.fixture(scope="module")

@@ -368,9 +368,9 @@ def corpus4(articles_sample, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def single_process(corpus4, tiny_model_dir, tmp_path_factory) -> dict:
     """The reference: the library called directly, in this process."""
-    from allsides_batch.aggregate import outlet_aggregates
+    from allsides_batch.analysis.aggregate import outlet_aggregates
     from allsides_batch.config import AggregateConfig, ScoreConfig
-    from allsides_batch.score import score_corpus
+    from allsides_batch.scoring import score_corpus
 
     out = tmp_path_factory.mktemp("single")
     s = score_corpus(ScoreConfig(model=tiny_model_dir, input=[corpus4], output=str(out), progress=False, **SCORE_OPTS))
@@ -424,7 +424,7 @@ def test_nightly_deployment_fans_out_over_two_workers(server, workers, corpus4, 
 @pytest.mark.slow
 def test_worker_killed_mid_shard_rerun_completes_without_duplicates(server, workers, corpus4, tiny_model_dir,
                                                                     single_process, tmp_path):
-    from allsides_batch.score import STALL_ENV
+    from allsides_batch.scoring import STALL_ENV
 
     marker = tmp_path / "stalled"
     # the scorer stops (as if the machine froze) after the second file's part is committed and before
@@ -503,7 +503,7 @@ def test_night_past_its_deadline_cancels_its_shards_and_notifies(server, workers
     """Two shards, one GPU worker whose scorer stalls inside the first: the second cannot start. At the
     deadline the night cancels both (the running one through its worker, the scheduled one at once),
     fails, and the failure automation posts to the webhook."""
-    from allsides_batch.score import STALL_ENV
+    from allsides_batch.scoring import STALL_ENV
 
     marker = tmp_path / "stalled"
     workers.start("control", "worker-control")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from allsides_batch.config import ScoreConfig, TrainConfig
-from allsides_batch.ensemble import combine, fit_weights
-from allsides_batch.train import train_model
+from allsides_batch.training.ensemble import combine, fit_weights
+from allsides_batch.training.train import train_model
 
 
 def test_fit_weights_drops_a_member_that_carries_no_signal():
@@ -56,10 +56,10 @@ def test_ensemble_trains_saves_and_scores_as_its_members_combined(articles_sampl
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from allsides_batch.calibration import softmax
-    from allsides_batch.linear import LinearModel
+    from allsides_batch.linear_model import LinearModel
     from allsides_batch.model import model_id
-    from allsides_batch.score import score_corpus
-    from allsides_batch.text import TextPrep, prepare_text
+    from allsides_batch.scoring import score_corpus
+    from allsides_batch.text.prep import TextPrep, prepare_text
 
     out = tmp_path / "ens"
     train_model(TrainConfig(kind="ensemble", data=[str(articles_sample)], base_model=tiny_model_dir,

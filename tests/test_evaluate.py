@@ -20,16 +20,16 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from allsides_batch.config import ScoreConfig
-from allsides_batch.data import load_labelled, make_split
-from allsides_batch.errors import ConfigError, UserError
-from allsides_batch.evaluate import (
+from allsides_batch.analysis.evaluate import (
     EvaluateConfig,
     evaluate_scores,
     markdown_report,
     select_labelled,
     write_evaluation,
 )
+from allsides_batch.config import ScoreConfig
+from allsides_batch.errors import ConfigError, UserError
+from allsides_batch.training.data import load_labelled, make_split
 
 LABELS = ["left", "center", "right"]
 
@@ -149,8 +149,8 @@ def test_split_selects_trains_validation_rows(sample, articles_sample):
 @pytest.mark.slow
 def test_evaluate_model_scores_through_the_production_scorer(tmp_path, sample, tiny_model_dir):
     """evaluate --model == score, then evaluate --scores: the same probabilities, the same metrics."""
-    from allsides_batch.evaluate import evaluate_model
-    from allsides_batch.score import score_corpus
+    from allsides_batch.analysis.evaluate import evaluate_model
+    from allsides_batch.scoring import score_corpus
 
     cfg = EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.1, min_articles=5)
     score_cfg = ScoreConfig(model=tiny_model_dir, max_length=64, device="cpu", progress=False)

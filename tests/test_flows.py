@@ -77,9 +77,9 @@ def _artifacts(flow_run_id, key: str) -> list:
 
 
 def test_score_corpus_flow_equals_library(prefect_server, corpus_dir, tiny_model_dir, tmp_path):
-    from allsides_batch.aggregate import outlet_aggregates
+    from allsides_batch.analysis.aggregate import outlet_aggregates
     from allsides_batch.config import AggregateConfig, ScoreConfig
-    from allsides_batch.score import score_corpus
+    from allsides_batch.scoring import score_corpus
     from flows.score_corpus import score_corpus_flow
 
     opts = dict(max_length=64, device="cpu", workers=1)
@@ -207,8 +207,8 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
     assert scores.num_rows == 300 and set(scores["label"].to_pylist()) <= {"left", "center", "right"}
     # the probabilities are the linear model's own
     from allsides_batch.calibration import softmax
-    from allsides_batch.linear import LinearModel
-    from allsides_batch.text import TextPrep, prepare_text
+    from allsides_batch.linear_model import LinearModel
+    from allsides_batch.text.prep import TextPrep, prepare_text
 
     model_dir = str(tmp_path / "models" / "latest")
     corpus = pa.concat_tables(pq.read_table(p) for p in sorted(__import__("pathlib").Path(corpus_dir).glob("*.parquet")))

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from allsides_batch.__main__ import app
 from allsides_batch.config import ScoreConfig
 from allsides_batch.errors import UserError
-from allsides_batch.score import STALL_ENV, score_corpus
+from allsides_batch.scoring import STALL_ENV, score_corpus
 
 MAXLEN = 64
 
@@ -163,15 +163,15 @@ def test_train_refuses_pickle_only_base_weights(minilm_path, small, tmp_path):
 # ---- 3. chunk mode: at most max_windows windows, and only a head of a huge text tokenized ---------------
 def _encoder(model_dir, max_windows, stride=16):
     from allsides_batch.model import load_tokenizer
-    from allsides_batch.score_engine import EncodeSpec
-    from allsides_batch.text import TextPrep
+    from allsides_batch.scoring.engine import EncodeSpec
+    from allsides_batch.text.prep import TextPrep
 
     spec = EncodeSpec(model_dir, TextPrep(), MAXLEN, "chunk", stride, None, max_windows)
     return load_tokenizer(model_dir), spec
 
 
 def test_capped_windows_are_the_first_windows_of_an_uncapped_run(tiny_model_dir, articles_sample):
-    from allsides_batch.score_engine import encode_texts
+    from allsides_batch.scoring.engine import encode_texts
 
     texts = pq.read_table(articles_sample, columns=["text"])["text"].to_pylist()
     long_text = " ".join(texts[:8])  # several thousand tokens
@@ -196,7 +196,7 @@ def test_head_tokens_are_a_prefix_of_the_whole_texts_tokens(tiny_model_dir):
     """Words of 300 characters are one [UNK] token each, far below the characters-per-token guess:
     the head is cut again, longer, until it yields the tokens asked for."""
     from allsides_batch.model import load_tokenizer
-    from allsides_batch.score_engine import head_tokens
+    from allsides_batch.scoring.engine import head_tokens
 
     tok = load_tokenizer(tiny_model_dir)
     odd = " ".join(("x" * 300 if i % 2 else "word") for i in range(600))
@@ -209,7 +209,7 @@ def test_head_tokens_are_a_prefix_of_the_whole_texts_tokens(tiny_model_dir):
 
 
 def test_a_5mb_article_scores_quickly_in_chunk_mode(tiny_model_dir, articles_sample, tmp_path):
-    from allsides_batch.score_engine import Scorer
+    from allsides_batch.scoring.engine import Scorer
 
     rows = pq.read_table(articles_sample).slice(0, 2).to_pylist()
     body = rows[0]["text"]
@@ -242,7 +242,7 @@ def test_a_5mb_article_scores_quickly_in_chunk_mode(tiny_model_dir, articles_sam
 
 
 def test_max_windows_is_part_of_the_chunk_score_id():
-    from allsides_batch.score import score_id
+    from allsides_batch.scoring import score_id
 
     chunk = [score_id("m", _cfg("m", ["i"], "o", long_text="chunk", stride=16, max_windows=n), MAXLEN)
              for n in (8, 64)]
@@ -288,7 +288,7 @@ def test_dictionary_and_large_string_text_columns_are_scored(tiny_model_dir, sma
 
 def test_split_batch_reads_every_string_encoding():
     from allsides_batch.config import Columns
-    from allsides_batch.score_io import input_columns, split_batch
+    from allsides_batch.scoring.parts import input_columns, split_batch
 
     texts = ["a vote", "the bill", None, " "]
     columns = {

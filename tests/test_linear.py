@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from allsides_batch.config import TrainConfig
-from allsides_batch.linear import LinearModel, fit_linear, outlet_sample_weights
-from allsides_batch.train import train_model
+from allsides_batch.training.linear import LinearModel, fit_linear, outlet_sample_weights
+from allsides_batch.training.train import train_model
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_reloaded_model_gives_scikit_learns_probabilities(real_slice):
     from sklearn.linear_model import LogisticRegression
 
     from allsides_batch.calibration import softmax
-    from allsides_batch.data import load_labelled
+    from allsides_batch.training.data import load_labelled
 
     data = load_labelled([str(real_slice)])
     train, held = data.subset(range(0, 2000)), data.subset(range(2000, len(data)))
@@ -82,7 +82,7 @@ def test_reloaded_model_gives_scikit_learns_probabilities(real_slice):
 def test_score_cli_gives_the_models_probabilities(linear_dir, real_slice, tmp_path):
     """The production path (spawned worker processes, Parquet out) against the model applied directly."""
     from allsides_batch.calibration import softmax
-    from allsides_batch.text import TextPrep, prepare_text
+    from allsides_batch.text.prep import TextPrep, prepare_text
 
     inp = tmp_path / "in.parquet"
     table = pq.read_table(real_slice).slice(0, 400)
@@ -113,7 +113,7 @@ def test_score_cli_gives_the_models_probabilities(linear_dir, real_slice, tmp_pa
 def test_linear_refuses_int8_and_incomplete_directories(linear_dir, tmp_path):
     from allsides_batch.config import ScoreConfig
     from allsides_batch.errors import UserError
-    from allsides_batch.score_engine import Scorer
+    from allsides_batch.scoring.engine import Scorer
 
     with pytest.raises(UserError, match="int8 applies to transformer"):
         Scorer.from_config(ScoreConfig(model=str(linear_dir), quantize="int8"))
@@ -135,7 +135,7 @@ def test_outlet_weights_give_every_outlet_the_same_total():
 
 def _toy(n_per_outlet: int = 6):
     """Articles of 6 outlets (2 per label) with label words, plus one word only outlet 'o0' uses."""
-    from allsides_batch.data import LabelledData
+    from allsides_batch.training.data import LabelledData
 
     words = {0: "alpha beta", 1: "gamma delta", 2: "epsilon zeta"}
     texts, labels, sources = [], [], []
@@ -158,7 +158,7 @@ def test_min_outlets_drops_terms_one_outlet_owns():
 
 
 def test_refit_learns_from_the_validation_outlets_too():
-    from allsides_batch.linear import fit_linear_model
+    from allsides_batch.training.linear import fit_linear_model
 
     data = _toy()
     val_rows = [i for i, s in enumerate(data.sources) if s == "o0"]
@@ -178,7 +178,7 @@ def test_counts_equal_scikit_learns_count_vectorizer(real_slice, ngram_max):
     """The scorer's own n-gram lookup (word ids, bigram pairs as integers) against CountVectorizer."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from allsides_batch.data import load_labelled
+    from allsides_batch.training.data import load_labelled
 
     texts = load_labelled([str(real_slice)]).texts[:300] + ["", "a", "Ünïcode wörds ünïcode wörds", "x y z " * 3]
     fitted = CountVectorizer(ngram_range=(1, ngram_max), min_df=2).fit(texts[:200])

@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from allsides_batch.masking import PLACEHOLDER, mask_outlet_identity, outlet_aliases
-from allsides_batch.text import TEXT_PREP_FILE, TextPrep, normalise_whitespace, prepare_text
+from allsides_batch.text.masking import PLACEHOLDER, mask_outlet_identity, outlet_aliases
+from allsides_batch.text.prep import TEXT_PREP_FILE, TextPrep, normalise_whitespace, prepare_text
 
 # Real articles chosen for the outlet traces they carry (ids of the shared articles.parquet).
 EXAMPLES = {

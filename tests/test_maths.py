@@ -12,7 +12,7 @@ import torch
 from allsides_batch.calibration import fit_temperature, softmax
 from allsides_batch.config import TrainConfig
 from allsides_batch.metrics import spearman, t_critical
-from allsides_batch.train import _lr_scheduler
+from allsides_batch.training.transformer import _lr_scheduler
 
 
 @pytest.mark.parametrize("df, level, table", [

@@ -24,18 +24,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from allsides_batch.aggregate import outlet_aggregates
+from allsides_batch.analysis.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig, ScoreConfig, TrainConfig
+from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
-from allsides_batch.score import score_corpus
-from allsides_batch.score_io import read_manifest
+from allsides_batch.scoring import score_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def model(articles_sample, tmp_path_factory) -> str:
-    from allsides_batch.train import train_model
+    from allsides_batch.training.train import train_model
 
     out = tmp_path_factory.mktemp("linear") / "model"
     train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out)))
@@ -183,7 +183,7 @@ def test_duplicate_ids_across_files_follow_one_rule(model, articles, tmp_path):
 def test_non_finite_scores_never_reach_an_outlet(tmp_path):
     """Table row 9: NaN confidence or ±inf bias_score rows are counted and left out; the outlet's mean,
     interval and label come from its valid rows."""
-    from allsides_batch.score_io import SCORES_SCHEMA
+    from allsides_batch.scoring.parts import SCORES_SCHEMA
 
     n = 6
     bias = [0.5, 0.5, 0.5, 0.5, float("inf"), float("-inf")]

@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from allsides_batch.aggregate import outlet_aggregates
+from allsides_batch.analysis.aggregate import outlet_aggregates
+from allsides_batch.analysis.report import outlet_chart, summary_table, trend_chart, write_report
 from allsides_batch.config import AggregateConfig
 from allsides_batch.errors import UserError
-from allsides_batch.report import outlet_chart, summary_table, trend_chart, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -132,7 +132,7 @@ def test_write_report_from_aggregate_output(tmp_path):
 def test_score_aggregate_report_end_to_end(tmp_path, articles_sample, tiny_model_dir):
     """The real chain on real articles: score (tiny model) → aggregate by domain, all and month → report."""
     from allsides_batch.config import ScoreConfig
-    from allsides_batch.score import score_corpus
+    from allsides_batch.scoring import score_corpus
 
     scored = score_corpus(ScoreConfig(model=tiny_model_dir, input=[str(articles_sample)], output=str(tmp_path / "s"),
                                       max_length=32, device="cpu", progress=False))

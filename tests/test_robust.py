@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from allsides_batch.robust import (OutletAdversary, balanced_order, class_weights, outlet_index, reverse_gradient,
-                                   sentence_features)
+from allsides_batch.training.robust import (
+    OutletAdversary,
+    balanced_order,
+    class_weights,
+    outlet_index,
+    reverse_gradient,
+    sentence_features,
+)
 
 
 def test_gradient_reversal_flips_and_scales_the_gradient():
@@ -68,7 +74,7 @@ def test_sentence_features_is_the_cls_position(tiny_model_dir):
 def test_training_with_adversary_sampler_and_windows(tiny_model_dir, articles_sample, tmp_path):
     """The recipe options run together end to end and are recorded; the adversary's loss is logged."""
     from allsides_batch.config import TrainConfig
-    from allsides_batch.train import train_model
+    from allsides_batch.training.train import train_model
 
     cfg = TrainConfig(kind="transformer", data=[str(articles_sample)], output=str(tmp_path / "m"), base_model=tiny_model_dir,
                       epochs=2, max_length=32, window_stride=8, train_windows=2, adversary_weight=0.5,

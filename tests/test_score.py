@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from allsides_batch.config import ScoreConfig
+from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
-from allsides_batch.score import STALL_ENV, pending_files, score_corpus
-from allsides_batch.score_io import read_manifest
+from allsides_batch.scoring import STALL_ENV, pending_files, score_corpus
 
 MAXLEN = 64
 RUN_COLUMNS = ["run_id", "scored_at"]
@@ -59,7 +59,7 @@ def _scores(out) -> pa.Table:
 def _reference(model_dir, table: pa.Table) -> dict[str, np.ndarray]:
     """One article at a time, plain tokenizer truncation, no batching: the probabilities to match."""
     from allsides_batch.model import load_classifier, load_tokenizer
-    from allsides_batch.text import TextPrep, prepare_text
+    from allsides_batch.text.prep import TextPrep, prepare_text
 
     model, tok = load_classifier(model_dir).eval(), load_tokenizer(model_dir)
     prep = TextPrep.load(model_dir)
@@ -230,8 +230,8 @@ def test_label_map_refusal_and_acceptance(tiny_model_dir, tmp_path, articles_sam
 
 @pytest.mark.slow
 def test_chunk_mode_end_to_end_scores_whole_articles(tiny_model_dir, corpus, tmp_path):
-    from allsides_batch.score_engine import Scorer, prepare_rows
-    from allsides_batch.text import TextPrep
+    from allsides_batch.scoring.engine import Scorer, prepare_rows
+    from allsides_batch.text.prep import TextPrep
 
     src = corpus / "day=2" / "part.parquet"
     summary = score_corpus(_cfg(tiny_model_dir, [src], tmp_path / "out", long_text="chunk", stride=16))

@@ -13,7 +13,7 @@ import torch
 
 from allsides_batch.config import ScoreConfig
 from allsides_batch.errors import UserError
-from allsides_batch.score_engine import Scorer, chunk_windows, forward_with_halving, token_batches
+from allsides_batch.scoring.engine import Scorer, chunk_windows, forward_with_halving, token_batches
 
 
 def _scorer(model_dir, **kw) -> Scorer:
@@ -25,7 +25,7 @@ def _scorer(model_dir, **kw) -> Scorer:
 
 @pytest.fixture(scope="module")
 def texts(articles_sample) -> list[str]:
-    from allsides_batch.text import prepare_text
+    from allsides_batch.text.prep import prepare_text
 
     rows = pq.read_table(articles_sample).slice(0, 6).to_pylist()
     return [prepare_text(r["title"], r["text"]) for r in rows]
@@ -134,8 +134,8 @@ def test_default_max_length_comes_from_the_training_recipe(tiny_model_dir, tmp_p
 
 
 def test_prepare_rows_hands_the_outlet_to_masking():
-    from allsides_batch.score_engine import prepare_rows
-    from allsides_batch.text import TextPrep, prepare_text
+    from allsides_batch.scoring.engine import prepare_rows
+    from allsides_batch.text.prep import TextPrep, prepare_text
 
     prep = TextPrep(mask_outlet=True)
     title, text, source = "Fox News poll", "WASHINGTON (Fox News) - Fox News reports the vote.", "Fox Online News"

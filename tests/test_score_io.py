@@ -12,16 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from allsides_batch.config import Columns
+from allsides_batch.corpus import content_key, file_key, read_manifest
 from allsides_batch.errors import UserError
-from allsides_batch.score_io import (
+from allsides_batch.layout import Layout
+from allsides_batch.scoring.parts import (
     QUARANTINE_SCHEMA,
     SCORES_SCHEMA,
-    Layout,
     PartWriter,
-    content_key,
-    file_key,
     input_columns,
-    read_manifest,
     split_batch,
 )
 
@@ -90,7 +88,7 @@ def test_part_writer_commits_by_rename_or_leaves_nothing(tmp_path):
 
 
 def test_read_manifest_lists_every_model(tmp_path):
-    from allsides_batch.io import write_json
+    from allsides_batch.storage import write_json
 
     assert read_manifest(str(tmp_path)) == []
     for model, key in [("m2", "k1"), ("m1", "k2"), ("m1", "k1")]:

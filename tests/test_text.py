@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from allsides_batch.text import TextPrep, encode, prepare_text, special_token_layout
+from allsides_batch.text.prep import TextPrep, encode, prepare_text, special_token_layout
 
 
 @pytest.fixture(scope="module")

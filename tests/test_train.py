@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from allsides_batch.config import TrainConfig
-from allsides_batch.data import load_labelled, make_split
 from allsides_batch.metrics import classification_report
-from allsides_batch.text import TextPrep, encode
-from allsides_batch.train import pad_batch, predict_logits, train_model
+from allsides_batch.text.prep import TextPrep, encode
+from allsides_batch.training.data import load_labelled, make_split
+from allsides_batch.training.train import pad_batch, predict_logits, train_model
 
 
 def test_pad_batch_pads_to_longest_row_not_max_length():

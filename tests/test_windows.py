@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from allsides_batch.model import load_tokenizer
-from allsides_batch.text import encode
-from allsides_batch.windows import encode_windows, window_spans
+from allsides_batch.text.prep import encode
+from allsides_batch.text.windows import encode_windows, window_spans
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_spans_cover_the_text_with_exact_overlap(n, window, stride):
 
 
 def test_spans_match_the_scorer_chunk_mode():
-    score_engine = pytest.importorskip("allsides_batch.score_engine")
+    score_engine = pytest.importorskip("allsides_batch.scoring.engine")
     for n in (0, 3, 62, 63, 200, 1000):
         assert window_spans(n, 62, 16) == score_engine.chunk_windows(n, 62, 16)
 

@@ -18,7 +18,7 @@ def command(**values) -> None:
 
 
 def _aggregate(values: dict) -> None:
-    from ..aggregate import outlet_aggregates
+    from ..analysis.aggregate import outlet_aggregates
 
     summary = outlet_aggregates(build_config(AggregateConfig, values))
     for note in summary.notes:

@@ -25,8 +25,8 @@ def command(folds: int, grouping: str, max_articles: int | None, output: str | N
 
 
 def _cv(folds: int, grouping: str, max_articles: int | None, values: dict, jobs: int = 1) -> None:
-    from ..cv import cross_validate, markdown_table
     from ..errors import UserError
+    from ..training.cv import cross_validate, markdown_table
 
     if max_articles is not None and max_articles < folds:
         raise UserError(f"--max-articles {max_articles} is fewer than --folds {folds}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..analysis.evaluate import EvaluateConfig
 from ..cli import build_config, dataclass_options, run_command
 from ..config import ScoreConfig
-from ..evaluate import EvaluateConfig
 
 # The scorer's options (model, columns, max length, batch tokens, device, precision, ...) come from
 # ScoreConfig itself, so `evaluate --model` scores exactly as `score` would with the same flags.
@@ -23,8 +23,8 @@ def command(**values) -> None:
 
 
 def _evaluate(values: dict) -> None:
+    from ..analysis.evaluate import evaluate_model, evaluate_scores, markdown_report, write_evaluation
     from ..errors import UserError
-    from ..evaluate import evaluate_model, evaluate_scores, markdown_report, write_evaluation
 
     cfg = build_config(EvaluateConfig, values)
     score_cfg = build_config(ScoreConfig, {k: v for k, v in values.items() if k not in ("data",)})

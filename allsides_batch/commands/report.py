@@ -10,7 +10,7 @@ from ..cli import dataclass_options, run_command
 
 
 def _options(func):
-    from ..report import ReportConfig
+    from ..analysis.report import ReportConfig
 
     return dataclass_options(ReportConfig, required=("aggregates", "output"),
                              flags={"outlets": ("--outlet",)})(func)
@@ -24,8 +24,8 @@ def command(**values) -> None:
 
 
 def _report(values: dict) -> None:
+    from ..analysis.report import ReportConfig, write_report
     from ..cli import build_config
-    from ..report import ReportConfig, write_report
 
     cfg = build_config(ReportConfig, values)
     paths = write_report(cfg.aggregates, cfg.output, cfg.outlets or None, max_outlets=cfg.max_outlets, dpi=cfg.dpi,

@@ -18,7 +18,7 @@ def command(**values) -> None:
 
 
 def _score(values: dict) -> None:
-    from ..score import score_corpus
+    from ..scoring import score_corpus
 
     cfg = build_config(ScoreConfig, values)
     s = score_corpus(cfg)

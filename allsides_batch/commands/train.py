@@ -22,7 +22,7 @@ def command(**values) -> None:
 
 def _train(values: dict, given: set[str] = frozenset()) -> None:
     from ..errors import UserError
-    from ..train import train_model
+    from ..training.train import train_model
 
     cfg = build_config(TrainConfig, values)
     if cfg.kind == "linear" and "base_model" in given:

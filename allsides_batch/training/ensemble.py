@@ -17,26 +17,12 @@ import time
 
 import numpy as np
 
-from .model import ENSEMBLE_MEMBERS
+from ..ensemble_model import _log, combine, combined_logits
+from ..model import ENSEMBLE_MEMBERS
+
+__all__ = ["combine", "combined_logits", "fit_ensemble", "fit_weights"]
 
 _MAX_WEIGHT = 20.0
-
-
-def _log(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
-
-
-def combined_logits(member_probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """(N, C) logits of the ensemble: the weighted sum of the members' log-probabilities."""
-    return sum(weights[m] * _log(member_probs[m]) for m in ENSEMBLE_MEMBERS)
-
-
-def combine(member_probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """(N, C) ensemble probabilities from each member's (N, C) probabilities."""
-    z = combined_logits(member_probs, weights)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_weights(member_probs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
@@ -65,8 +51,9 @@ def fit_weights(member_probs: dict[str, np.ndarray], labels: np.ndarray) -> dict
 def fit_ensemble(cfg, train_data, val_data, test_data=None):
     """train.fit for kind ensemble: both members on the same training split (no temperature of their
     own), the weights on the validation split, reports on validation and test. Returns a train.Fitted."""
+    from .fitted import Fitted, limit_rows, metrics_from_article_logits
     from .linear import fit_linear_model
-    from .train import Fitted, fit_transformer, limit_rows, metrics_from_article_logits
+    from .transformer import fit_transformer
 
     started = time.perf_counter()
     member_cfg = dataclasses.replace(cfg, calibrate=False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .text import CHARS_PER_TOKEN, cut_text, encode, special_token_layout, window_spans
+from .prep import CHARS_PER_TOKEN, cut_text, encode, special_token_layout, window_spans
 
 
 @dataclass

@@ -6,8 +6,8 @@ import os
 import platform
 import subprocess
 
-from . import LABELS, __version__
-from .config import TrainConfig
+from .. import LABELS, __version__
+from ..config import TrainConfig
 
 
 def git_commit() -> str | None:

@@ -12,9 +12,9 @@ import os
 import queue
 import traceback
 
-from .config import ScoreConfig
-from .errors import UserError
-from .io import _fs
+from ..config import ScoreConfig
+from ..errors import UserError
+from ..storage import _fs
 
 
 def parse_devices(cfg: ScoreConfig) -> list[str]:
@@ -63,12 +63,13 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
     """Entry point of one device process. It dies with the parent that started it (`parent_pid`): a parent
     killed with SIGKILL leaves no device process scoring on, nor its tokenizer processes (see
     score_engine.die_with_parent)."""
-    from .score_engine import die_with_parent
+    from .engine import die_with_parent
 
     if parent_pid is not None:
         # The parent's thread that starts these processes waits for them, so the kernel signal is safe here.
         die_with_parent(parent_pid, kernel_signal=True)
-    from .score import ScoreSummary, score_files
+    from .device import score_files
+    from .plan import ScoreSummary
 
     if device == "cpu":
         import torch

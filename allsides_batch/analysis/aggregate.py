@@ -26,11 +26,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from .config import AggregateConfig
-from .domains import HOST_PATTERN, MULTI_PART_SUFFIXES
-from .errors import UserError
-from .io import atomic_write_parquet, exists, expand_inputs, join, write_json
-from .metrics import t_critical
+from ..config import AggregateConfig
+from ..domains import HOST_PATTERN, MULTI_PART_SUFFIXES
+from ..errors import UserError
+from ..metrics import t_critical
+from ..storage import atomic_write_parquet, exists, expand_inputs, join, write_json
 
 if TYPE_CHECKING:
     import polars as pl
@@ -106,7 +106,8 @@ def _output_root(scores: str) -> str | None:
 def score_parts(scores: str) -> ScoreParts:
     if not scores:
         raise UserError("--scores is required: the output directory of `score`")
-    from .score_io import Layout, live_inputs, read_manifest
+    from ..corpus import live_inputs, read_manifest
+    from ..layout import Layout
 
     root = _output_root(scores)
     if root is not None:

@@ -15,8 +15,8 @@ from typing import Literal
 import polars as pl
 from matplotlib.figure import Figure
 
-from .errors import UserError
-from .io import atomic_write_text, join
+from ..errors import UserError
+from ..storage import atomic_write_text, join
 
 COLOURS = {"left": "#2166ac", "center": "#8c6bb1", "right": "#b2182b"}
 WINDOW_ORDER = ("all", "month", "week", "day")  # outlet chart prefers the coarsest window
@@ -36,7 +36,7 @@ class ReportConfig:
         "help": "score axis: full = [-1, 1]; data = zoomed to the intervals shown (weak or calibrated models score near 0)"})
 
     def __post_init__(self) -> None:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         if isinstance(self.outlets, str):
             self.outlets = [self.outlets]

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .calibration import load_temperature, softmax
-from .config import ScoreConfig
-from .errors import UserError
-from .model import (
+from ..calibration import load_temperature, softmax
+from ..config import ScoreConfig
+from ..errors import UserError
+from ..model import (
     label_order,
     load_classifier,
     load_tokenizer,
@@ -34,7 +34,7 @@ from .model import (
     resolve_device,
     resolve_precision,
 )
-from .text import (
+from ..text.prep import (
     CHARS_PER_TOKEN,
     TextPrep,
     cut_text,
@@ -43,7 +43,6 @@ from .text import (
     special_token_layout,
     window_spans,
 )
-
 
 
 @dataclass
@@ -81,7 +80,7 @@ class TextEncoder:
     """Prepared texts → Encoded, with the spec's tokenizer and/or linear model loaded once."""
 
     def __init__(self, spec: EncodeSpec):
-        from .linear import LinearModel
+        from ..linear_model import LinearModel
 
         self.spec = spec
         self.tokenizer = load_tokenizer(spec.model_dir) if spec.model_dir else None
@@ -418,7 +417,7 @@ class Scorer:
             return softmax(enc.linear_logits, self.linear_temperature).astype(np.float32)
         probs = self.transformer_row_probs(enc)
         if self.kind == "ensemble":
-            from .ensemble import combine
+            from ..ensemble_model import combine
 
             linear = softmax(enc.linear_logits, self.linear_temperature)
             return combine({"transformer": probs, "linear": linear}, self.weights).astype(np.float32)

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import LABELS
-from .config import Columns, ScoreConfig
-from .errors import ConfigError, UserError
-from .io import atomic_write_text, exists, expand_inputs, join, read_table, schema_names, write_json
-from .metrics import classification_report, outlet_agreement
+from .. import LABELS
+from ..config import Columns, ScoreConfig
+from ..errors import ConfigError, UserError
+from ..metrics import classification_report, outlet_agreement
+from ..storage import atomic_write_text, exists, expand_inputs, join, read_table, schema_names, write_json
 
 PROB_COLUMNS = ("p_left", "p_center", "p_right")
 
@@ -72,7 +72,7 @@ class Labelled:
 
 def select_labelled(cfg: EvaluateConfig, columns: Columns | None = None) -> Labelled:
     """Read the labelled data (train's reader) and keep the rows --split names."""
-    from .data import load_labelled, make_split
+    from ..training.data import load_labelled, make_split
 
     if not cfg.data:
         raise UserError("--data is required: labelled Parquet to evaluate on")
@@ -185,7 +185,7 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
 def evaluate_model(score_cfg: ScoreConfig, cfg: EvaluateConfig) -> dict:
     """Score the labelled rows --split selects with `score_corpus` into a temporary directory, then
     evaluate those scores. Returns the same dict as evaluate_scores, plus the scoring summary."""
-    from .score import score_corpus
+    from ..scoring import score_corpus
 
     if not score_cfg.model:
         raise UserError("give --model (a model directory to score with) or --scores (scores already written)")

@@ -1,20 +1,13 @@
-"""Fine-tuning, staged top to bottom: data → split → model → tokens → loop (evaluate every epoch,
-keep the best, stop early) → calibrate → save model, recipe, metrics and model card.
-
-train_model reads and splits the data, then `fit` does the rest on given train/validation/test
-sets (cross-validation calls `fit` once per fold). The outlet-robust options (masking, adversary,
-class balancing, several windows per article, temperature scaling) live in masking.py, robust.py,
-windows.py and calibration.py; here they are only wired in.
-
-Plain PyTorch rather than the Hugging Face Trainer: dynamic padding, one pre-tokenization pass with
-character cuts, length-sorted evaluation. bench/train_bench.py compares the two on the same recipe.
-"""
+"""Fine-tuning a transformer: tokens → loop (evaluate every epoch, keep the best, stop early) →
+calibrate. Plain PyTorch rather than the Hugging Face Trainer: dynamic padding, one pre-tokenization
+pass with character cuts, length-sorted evaluation. bench/train_bench.py compares the two on the same
+recipe. The outlet-robust options (masking, adversary, class balancing, several windows per article,
+temperature scaling) live in text/masking.py, robust.py, text/windows.py and calibration.py; here they
+are only wired in."""
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -25,33 +18,19 @@ import torch.nn.functional as F
 import transformers
 from tqdm.auto import tqdm
 
-from . import LABELS
-from .calibration import Calibration, article_probs, fit_temperature
-from .config import TrainConfig
-from .data import LabelledData, load_labelled, make_split
-from .errors import UserError
-from .io import write_json
-from .masking import MASK_VERSION
-from .metrics import classification_report, outlet_agreement
-from .model import (
-    ENSEMBLE_MEMBERS,
-    MODEL_KIND_FILE,
+from .. import LABELS
+from ..calibration import article_probs, fit_temperature
+from ..config import TrainConfig
+from ..model import (
     load_base_model,
     load_tokenizer,
     resolve_device,
     resolve_precision,
-    save_model,
-    write_model_kind,
 )
-from .model_card import git_commit, model_card, package_versions
+from ..text.windows import encode_windows
+from .data import LabelledData
+from .fitted import Fitted, report_from_probs
 from .robust import OutletAdversary, balanced_order, class_weights, outlet_index, sentence_features
-from .text import TextPrep
-from .windows import encode_windows
-
-MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
-# Outlet-level Spearman counts outlets with at least this many articles (as evaluate's --min-articles):
-# the mean of fewer articles is mostly noise.
-OUTLET_MIN_ARTICLES = 20
 
 
 @dataclass
@@ -75,30 +54,6 @@ class Encoded:
     def __len__(self) -> int:
         """Training examples (windows)."""
         return len(self.ids)
-
-
-@dataclass
-class TrainResult:
-    output_dir: str
-    metrics: dict
-
-
-@dataclass
-class Fitted:
-    """A trained model in memory with its metrics, as `fit` returns it."""
-
-    model: object                 # a transformers classifier, a LinearModel, or {"transformer": Fitted, "linear": Fitted}
-    tokenizer: object             # None for the linear kind
-    metrics: dict
-    calibration: Calibration | None
-    max_length: int               # 0 for the linear kind (it reads the whole text)
-    steps: int
-    device: torch.device
-    dtype: torch.dtype
-    val_probs: np.ndarray | None = None   # (N_val, 3) article probabilities as the scorer would give them
-    test_probs: np.ndarray | None = None  # (N_test, 3)
-    kind: str = "transformer"
-    ensemble_weights: dict | None = None  # ensemble: {"transformer": w, "linear": w}
 
 
 def set_seed(seed: int) -> None:
@@ -144,74 +99,15 @@ def report_from_logits(enc: Encoded, logits: np.ndarray, temperature: float = 1.
     return report_from_probs(enc.labels, enc.sources, probs, temperature)
 
 
-def report_from_probs(labels: np.ndarray, sources: list[str], probs: np.ndarray, temperature: float = 1.0) -> dict:
-    """Article-level metrics and outlet-level agreement (outlets with at least OUTLET_MIN_ARTICLES)."""
-    report = classification_report(labels, probs)
-    report["val_loss"] = report["log_loss"]
-    report["outlets"] = outlet_agreement(sources, labels, probs, min_articles=OUTLET_MIN_ARTICLES)
-    report["temperature"] = temperature
-    return report
-
-
-def metrics_from_article_logits(cfg: TrainConfig, val_data: LabelledData, val_logits: np.ndarray,
-                                test_data: LabelledData | None, test_logits: np.ndarray | None,
-                                train_loss: float, seconds: float) -> tuple[dict, Calibration | None, np.ndarray,
-                                                                           np.ndarray | None]:
-    """metrics.json for a model fitted in one pass (linear, ensemble): one "epoch" row, the temperature
-    (with --calibrate) fitted on validation, validation and test reports. Logits are per article (N, C).
-    Returns (metrics, calibration, validation probabilities, test probabilities)."""
-    calibration = fit_temperature(val_logits, val_data.labels) if cfg.calibrate else None
-    temperature = calibration.temperature if calibration else 1.0
-    val_probs = article_probs(val_logits, temperature)
-    report = report_from_probs(val_data.labels, val_data.sources, val_probs, temperature)
-    row = {"epoch": 1, "step": 0, "train_loss": float(train_loss), "val_loss": report["val_loss"],
-           "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-           "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()}, "ece": report["ece"],
-           "outlet_spearman": report["outlets"]["spearman"]}
-    metrics = {"metric_for_best": cfg.metric_for_best, "best_epoch": 1, "best_value": report[cfg.metric_for_best],
-               "epochs": [row], "train_seconds": seconds, "validation": report,
-               "calibration": asdict(calibration) if calibration else None, "test": None, "test_uncalibrated": None}
-    test_probs = None
-    if test_data is not None:
-        test_probs = article_probs(test_logits, temperature)
-        metrics["test"] = report_from_probs(test_data.labels, test_data.sources, test_probs, temperature)
-        metrics["test_uncalibrated"] = report_from_probs(test_data.labels, test_data.sources,
-                                                         article_probs(test_logits), 1.0)
-    return metrics, calibration, val_probs, test_probs
-
-
 def _is_better(metric: str, new: float, best: float | None) -> bool:
     if best is None:
         return True
     return new < best if metric == "val_loss" else new > best
 
 
-def _check_output(cfg: TrainConfig) -> None:
-    if not cfg.output:
-        raise UserError("--output is required: the directory to write the trained model to")
-    if os.path.exists(cfg.output):
-        if not os.path.isdir(cfg.output):
-            raise UserError(f"--output {cfg.output!r} exists and is not a directory")
-        holds_model = any(os.path.exists(os.path.join(cfg.output, f)) for f in MODEL_FILES)
-        if holds_model and not cfg.overwrite:
-            raise UserError(f"--output {cfg.output!r} already holds a model; pass --overwrite to replace it "
-                            "or choose another directory")
-
-
 def _encode(tokenizer, data: LabelledData, max_length: int, stride: int = 64, windows: int = 1) -> Encoded:
     w = encode_windows(tokenizer, data.texts, max_length, stride, windows)
     return Encoded(ids=w.ids, labels=data.labels, sources=data.sources, owner=w.owner, weight=w.weight)
-
-
-def text_prep(cfg: TrainConfig) -> TextPrep:
-    """The text preparation a recipe trains (and its model will score) with."""
-    return TextPrep(mask_outlet=cfg.mask_outlet, mask_version=MASK_VERSION if cfg.mask_outlet else 0)
-
-
-def _subsample(idx: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    if limit is None or len(idx) <= limit:
-        return idx
-    return np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
 
 
 def _lr_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
@@ -220,68 +116,6 @@ def _lr_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_step
     name = "linear" if cfg.lr_scheduler == "linear" else "constant_with_warmup"
     return transformers.get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps,
                                       num_training_steps=total_steps)
-
-
-def train_model(cfg: TrainConfig) -> TrainResult:
-    """Fine-tune cfg.base_model on cfg.data and write a complete model directory to cfg.output."""
-    # ---- 1. inputs
-    _check_output(cfg)
-    if not cfg.data:
-        raise UserError("--data is required: labelled Parquet file(s), a directory, a glob or hf:NAME")
-    prep = text_prep(cfg)
-    split_column = cfg.split.split(":", 1)[1] if cfg.split.startswith("column:") else None
-    data = load_labelled(cfg.data, cfg.columns, split_column=split_column, prep=prep)
-    train_idx, val_idx = make_split(data, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
-    train_data, val_data = data.subset(train_idx), data.subset(val_idx)
-    test_data = load_labelled(cfg.test, cfg.columns, prep=prep) if cfg.test else None
-    fitted = fit(cfg, train_data, val_data, test_data)
-    if cfg.kind != "ensemble":  # an ensemble's limit applies to its transformer half only
-        train_data = limit_rows(train_data, cfg.max_train_samples, cfg.seed)
-    val_data = limit_rows(val_data, cfg.max_eval_samples, cfg.seed)
-    overlap = set(train_data.sources) & set(val_data.sources)
-    recipe = {
-        "config": cfg.to_dict(), "max_length_used": fitted.max_length, "text_preparation": prep.__dict__,
-        "data_files": data.files, "test_files": test_data.files if test_data else [],
-        "split_sizes": {"train": len(train_data), "validation": len(val_data),
-                        "test": len(test_data) if test_data else 0,
-                        "train_outlets": len(set(train_data.sources)), "validation_outlets": len(set(val_data.sources)),
-                        "outlets_in_both": len(overlap)},
-        "rows_skipped": data.dropped, "device": str(fitted.device),
-        "precision": str(fitted.dtype).replace("torch.", ""), "steps": fitted.steps,
-        "package_versions": package_versions(), "git_commit": git_commit(),
-    }
-    _write_output(cfg, fitted, prep, recipe)
-    return TrainResult(output_dir=cfg.output, metrics=fitted.metrics)
-
-
-def limit_rows(data: LabelledData, limit: int | None, seed: int) -> LabelledData:
-    """A seeded random subset of at most `limit` rows (all rows when limit is None)."""
-    if limit is None or len(data) <= limit:
-        return data
-    return data.subset(_subsample(np.arange(len(data)), limit, seed))
-
-
-def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
-        test_data: LabelledData | None = None) -> Fitted:
-    """Train a model of cfg.kind on train_data, select and calibrate it on val_data and report test_data
-    (if given). Texts must already be prepared with text_prep(cfg). max_train_samples limits an
-    ensemble's transformer half only: the linear half reads every training article in seconds."""
-    val_data = limit_rows(val_data, cfg.max_eval_samples, cfg.seed)
-    if cfg.kind != "ensemble":
-        train_data = limit_rows(train_data, cfg.max_train_samples, cfg.seed)
-    overlap = set(train_data.sources) & set(val_data.sources)
-    print(f"data: train {len(train_data)} articles / {len(set(train_data.sources))} outlets, validation "
-          f"{len(val_data)} / {len(set(val_data.sources))} ({cfg.split} split by {cfg.group_by}; {len(overlap)} "
-          "outlet(s) in both)", file=sys.stderr)
-    if cfg.kind == "linear":
-        from .linear import fit_linear_model
-
-        return fit_linear_model(cfg, train_data, val_data, test_data)
-    if cfg.kind == "ensemble":
-        from .ensemble import fit_ensemble
-
-        return fit_ensemble(cfg, train_data, val_data, test_data)
-    return fit_transformer(cfg, train_data, val_data, test_data)
 
 
 def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
@@ -427,42 +261,3 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
                   max_length=max_length, steps=step, device=device, dtype=dtype, val_probs=val_probs,
                   test_probs=test_probs)
 
-
-def save_fitted(fitted: Fitted, out_dir: str, prep: TextPrep) -> None:
-    """The files `score` loads: weights (safetensors only) and config or vectorizer, the model kind, the
-    text preparation and the temperature. An ensemble holds one complete model per member subdirectory."""
-    if fitted.kind == "ensemble":
-        for member in ENSEMBLE_MEMBERS:
-            part = fitted.model[member]
-            sub = os.path.join(out_dir, member)
-            os.makedirs(sub)
-            save_fitted(part, sub, prep)
-            write_json(os.path.join(sub, "training_recipe.json"), {"max_length_used": part.max_length,
-                                                                   "member_of": "ensemble"})
-        write_model_kind(out_dir, "ensemble", weights=fitted.ensemble_weights, members=list(ENSEMBLE_MEMBERS))
-    elif fitted.kind == "linear":
-        fitted.model.save(out_dir)
-        write_model_kind(out_dir, "linear")
-    else:
-        save_model(fitted.model, fitted.tokenizer, out_dir)
-        write_model_kind(out_dir, "transformer")
-    prep.save(out_dir)
-    if fitted.calibration is not None:
-        fitted.calibration.save(out_dir)
-
-
-def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict) -> None:
-    """Write everything to a sibling temporary directory, then move it into place: an interrupted run
-    never leaves a half-written model where a good one was."""
-    final = os.path.abspath(cfg.output)
-    tmp = f"{final}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_fitted(fitted, tmp, prep)
-    write_json(os.path.join(tmp, "training_recipe.json"), recipe)
-    write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
-    with open(os.path.join(tmp, "README.md"), "w") as fh:
-        fh.write(model_card(cfg, recipe, fitted.metrics))
-    if os.path.isdir(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from . import LABELS
-from .config import Columns
-from .errors import UserError
-from .io import expand_inputs, file_fingerprint, read_table, schema_names
-from .domains import outlet_groups
-from .text import TextPrep, prepare_text
+from .. import LABELS
+from ..config import Columns
+from ..domains import outlet_groups
+from ..errors import UserError
+from ..storage import expand_inputs, file_fingerprint, read_table, schema_names
+from ..text.prep import TextPrep, prepare_text
 
 _LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
 _LABEL_INDEX.update({str(i): i for i in range(len(LABELS))})

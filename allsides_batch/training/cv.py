@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import TrainConfig
+from ..config import TrainConfig
+from ..errors import UserError
+from ..storage import write_json
 from .data import LabelledData, load_labelled, make_split, outlet_folds, split_random
-from .errors import UserError
-from .io import write_json
 
 METRICS = ("macro_f1", "accuracy", "ece", "ece_uncalibrated", "spearman", "outlet_accuracy")
 

@@ -1,0 +1,200 @@
+"""The corpus as it is now: input files known by their content, the manifest of what is done, and
+`reconcile`, which retires the scores of inputs deleted or rewritten since (docs/scoring.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from .errors import UserError
+from .layout import FINGERPRINTS, Layout
+from .storage import _fs, join, read_json, write_json
+
+
+def _where(url: str) -> str:
+    """A file's canonical name: URLs as given, local paths absolute with symlinks resolved."""
+    return url if "://" in url else os.path.realpath(url)
+
+
+def _signature(fs, path: str, url: str) -> tuple[dict, dict | None] | None:
+    """(stat signature, content fingerprint the store already knows or None); None if the file is gone.
+
+    Local files: size, mtime_ns, ctime_ns, inode and device. ctime cannot be set by a user, so a
+    rewrite that keeps size and mtime (`cp -p`) still changes the signature. Object stores: size and
+    the ETag / MD5 the store computes from the content, which is then the fingerprint itself."""
+    if "://" not in url:
+        try:
+            st = os.stat(url)
+        except FileNotFoundError:
+            return None
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
+                "dev": st.st_dev}, None
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    stamp = next((info[k] for k in ("mtime", "LastModified", "last_modified", "updated") if info.get(k) is not None),
+                 None)
+    sig = {"size": info.get("size"), "stamp": str(stamp)}
+    content = next((str(info[k]).strip('"') for k in ("ETag", "etag", "md5Hash") if info.get(k)), None)
+    return sig, ({"size": info.get("size"), "etag": content} if content else None)
+
+
+def _sha256(fs, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_key(url: str, cache_root: str | None = None, pending: list | None = None) -> tuple[str, dict] | None:
+    """(key, fingerprint) naming the *content* of an input file, or None if it does not exist.
+
+    The fingerprint is the sha256 of the bytes (local files, and stores without a content hash) or the
+    store's ETag/MD5; the key is a short hash of it, so the same bytes reached by another path, a
+    symlink or after `touch` get the same key, and any change of content gets a new one. Hashing reads
+    the file once; with `cache_root` (the output directory) the result is cached under
+    `<cache_root>/_fingerprints/` by path and stat signature, so later runs only stat the file. With
+    `pending` (a list), new cache entries are appended to it for `write_cache` instead of written now."""
+    fs, path = _fs(url)
+    found = _signature(fs, path, url)
+    if found is None:
+        return None
+    sig, known = found
+    where = _where(url)
+    cache = None
+    if cache_root:
+        cache = join(cache_root, FINGERPRINTS, hashlib.sha256(where.encode()).hexdigest()[:24] + ".json")
+        cached = _read_cache(cache)
+        if cached and cached.get("path") == where and cached.get("signature") == sig:
+            return cached["key"], cached["fingerprint"]
+    fingerprint = known or {"size": sig["size"], "sha256": _sha256(fs, path)}
+    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:20]
+    if cache:
+        entry = (cache, {"path": where, "signature": sig, "fingerprint": fingerprint, "key": key})
+        if pending is not None:
+            pending.append(entry)
+        else:
+            write_cache([entry])
+    return key, fingerprint
+
+
+def write_cache(entries: list) -> None:
+    for url, entry in entries:
+        try:
+            write_json(url, entry)
+        except OSError:
+            pass  # a read-only output fails later with a clear error; a lost cache entry only costs a rehash
+
+
+def _read_cache(url: str) -> dict | None:
+    try:
+        return read_json(url)
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+
+
+def file_key(url: str, cache_root: str | None = None, pending: list | None = None) -> tuple[str, dict]:
+    """content_key of a file that must exist (a UserError if it does not)."""
+    found = content_key(url, cache_root, pending)
+    if found is None:
+        raise UserError(f"input not found: {url!r}")
+    return found
+
+
+def read_manifest(output: str) -> list[dict]:
+    """Every committed manifest entry under `output` (all models), sorted by model id and input URL."""
+    fs, path = _fs(join(output, "_manifest"))
+    if not fs.exists(path):
+        return []
+    entries = []
+    for p in sorted(fs.glob(path.rstrip("/") + "/model_id=*/*.json")):
+        with fs.open(p, "r") as fh:
+            entries.append(json.load(fh))
+    return sorted(entries, key=lambda e: (e["model_id"], e["input"]))
+
+
+def entry_inputs(entry: dict) -> list[str]:
+    """The input paths a manifest entry stands for (entries of older versions name one `input`)."""
+    return list(entry.get("inputs") or [entry["input"]])
+
+
+def live_inputs(entry: dict, cache_root: str | None, extra: list[str] = ()) -> list[str]:
+    """The paths among the entry's inputs (and `extra`) that still hold the content it scored."""
+    return sorted(p for p in dict.fromkeys([*entry_inputs(entry), *extra])
+                  if (found := content_key(p, cache_root)) is not None and found[0] == entry["key"])
+
+
+@dataclass
+class Reconciled:
+    """What `reconcile` changed: entries whose input left the corpus, and leftovers of killed runs."""
+
+    retired_files: int = 0
+    retired_rows: int = 0
+    retired_inputs: list[str] = field(default_factory=list)
+    relinked_files: int = 0
+    orphan_parts_removed: int = 0
+
+    def to_dict(self) -> dict:
+        return {"retired_files": self.retired_files, "retired_rows": self.retired_rows,
+                "retired_inputs": self.retired_inputs[:20], "relinked_files": self.relinked_files,
+                "orphan_parts_removed": self.orphan_parts_removed}
+
+
+def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orphans: bool = False) -> Reconciled:
+    """Make the output match the corpus as it is now, for every model scored into it.
+
+    An entry whose inputs no longer hold its content (deleted, or rewritten with other bytes) is retired:
+    its manifest entry goes first (from then on no reader counts it), then its parts. `corpus` (content
+    key -> paths seen this run) adds paths that now hold an entry's content, so a file moved or reached
+    through a new name keeps its scores. With `prune_orphans` (only when no other writer is at work on
+    this output: the end of a whole-corpus run), parts without a manifest entry whose content is not in
+    `corpus`, and temporary files of killed runs older than an hour, are removed too."""
+    import time
+
+    out = Reconciled()
+    corpus = corpus or {}
+    fs, _ = _fs(output)
+    for entry in read_manifest(output):
+        layout = Layout(output, entry["model_id"])
+        live = live_inputs(entry, output, corpus.get(entry["key"], []))
+        if not live:
+            _rm(fs, layout.manifest_entry(entry["key"]))
+            for part in (layout.score_part(entry["key"]), layout.quarantine_part(entry["key"])):
+                _rm(fs, part)
+            out.retired_files += 1
+            out.retired_rows += int(entry.get("rows_in", 0))
+            out.retired_inputs.extend(entry_inputs(entry))
+        elif live != entry_inputs(entry):
+            write_json(layout.manifest_entry(entry["key"]), {**entry, "input": live[0], "inputs": live})
+            out.relinked_files += 1
+    if prune_orphans:
+        done = {(e["model_id"], e["key"]) for e in read_manifest(output)}
+        now = time.time()
+        for table in ("scores", "quarantine"):
+            _, root = _fs(join(output, table))
+            for path in fs.glob(root.rstrip("/") + "/model_id=*/*"):
+                name, model = os.path.basename(path), os.path.basename(os.path.dirname(path))[len("model_id="):]
+                if name.startswith("part-") and name.endswith(".parquet"):
+                    key = name[len("part-"):-len(".parquet")]
+                    if (model, key) not in done and key not in corpus:
+                        _rm(fs, path)
+                        out.orphan_parts_removed += 1
+                elif name.startswith(".") and name.endswith(".tmp"):
+                    modified = fs.info(path).get("mtime") or now
+                    if now - float(modified) > 3600:
+                        _rm(fs, path)
+    return out
+
+
+def _rm(fs, url: str) -> None:
+    _, path = _fs(url)
+    try:
+        fs.rm(path)
+    except FileNotFoundError:
+        pass
+
+

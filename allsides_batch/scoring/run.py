@@ -1,0 +1,53 @@
+"""The streaming scorer: Parquet files in, one score row per article out, exactly once.
+
+`score_corpus` plans the run (plan.py), scores the files on one device (device.py) or on several, one
+process each (devices.py), then reconciles the output with the corpus as it is now (corpus.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from ..config import ScoreConfig
+from ..corpus import reconcile
+from ..storage import write_json
+from .device import score_files
+from .devices import parse_devices, score_on_devices
+from .plan import ScoreSummary, pending_files, plan, score_id
+
+__all__ = ["score_corpus", "plan", "pending_files", "score_id", "ScoreSummary"]
+
+
+def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSummary:
+    """Score cfg.input (or exactly `files`) into cfg.output; files already done are skipped."""
+    started = time.perf_counter()
+    p = plan(cfg, files)
+    run_id = cfg.run_id or uuid.uuid4().hex[:12]
+    summary = ScoreSummary(run_id=run_id, model_id=p.score_id, output=cfg.output, files_skipped=p.skipped,
+                           files_same_content=p.same_content, max_length=p.max_length)
+    progress = _progress_bar(cfg, p.total_rows)
+    try:
+        if p.files:
+            devices = parse_devices(cfg)
+            if len(devices) == 1:
+                score_files(cfg, p, p.files, devices[0], run_id, summary, progress.update)
+            else:
+                score_on_devices(cfg, p, devices, run_id, summary, progress.update)
+    finally:
+        progress.close()
+    # Entries whose input left the corpus or was rewritten are retired; a whole-corpus run (no explicit
+    # shard of files, so no other writer of this night is at work) also removes leftovers of killed runs.
+    summary.reconciled = reconcile(p.layout.output, p.corpus, prune_orphans=files is None).to_dict()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.articles_per_s = round(summary.input_rows / summary.seconds, 2) if summary.seconds else 0.0
+    write_json(p.layout.run_summary(run_id), {**summary.to_dict(), "config": cfg.to_dict()})
+    return summary
+
+
+def _progress_bar(cfg: ScoreConfig, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="art", desc="score", disable=not cfg.progress, dynamic_ncols=True)
+
+

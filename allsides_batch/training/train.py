@@ -1,0 +1,152 @@
+"""Training, staged top to bottom: data → split → fit (linear.py, transformer.py or ensemble.py, by
+`kind`) → save model, recipe, metrics and model card.
+
+train_model reads and splits the data, then `fit` does the rest on given train/validation/test sets
+(cross-validation calls `fit` once per fold).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+from ..config import TrainConfig
+from ..errors import UserError
+from ..model import (
+    ENSEMBLE_MEMBERS,
+    MODEL_KIND_FILE,
+    save_model,
+    write_model_kind,
+)
+from ..storage import write_json
+from ..text.masking import MASK_VERSION
+from ..text.prep import TextPrep
+from .data import LabelledData, load_labelled, make_split
+from .fitted import OUTLET_MIN_ARTICLES, Fitted, limit_rows, metrics_from_article_logits, report_from_probs
+from .model_card import git_commit, model_card, package_versions
+from .transformer import Encoded, fit_transformer, pad_batch, predict_logits, set_seed
+
+__all__ = ["MODEL_FILES", "OUTLET_MIN_ARTICLES", "Encoded", "Fitted", "TrainResult", "fit", "fit_transformer",
+           "limit_rows", "metrics_from_article_logits", "pad_batch", "predict_logits", "report_from_probs",
+           "save_fitted", "set_seed", "text_prep", "train_model"]
+
+MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    metrics: dict
+
+
+def _check_output(cfg: TrainConfig) -> None:
+    if not cfg.output:
+        raise UserError("--output is required: the directory to write the trained model to")
+    if os.path.exists(cfg.output):
+        if not os.path.isdir(cfg.output):
+            raise UserError(f"--output {cfg.output!r} exists and is not a directory")
+        holds_model = any(os.path.exists(os.path.join(cfg.output, f)) for f in MODEL_FILES)
+        if holds_model and not cfg.overwrite:
+            raise UserError(f"--output {cfg.output!r} already holds a model; pass --overwrite to replace it "
+                            "or choose another directory")
+
+
+def text_prep(cfg: TrainConfig) -> TextPrep:
+    """The text preparation a recipe trains (and its model will score) with."""
+    return TextPrep(mask_outlet=cfg.mask_outlet, mask_version=MASK_VERSION if cfg.mask_outlet else 0)
+
+
+def train_model(cfg: TrainConfig) -> TrainResult:
+    """Fine-tune cfg.base_model on cfg.data and write a complete model directory to cfg.output."""
+    # ---- 1. inputs
+    _check_output(cfg)
+    if not cfg.data:
+        raise UserError("--data is required: labelled Parquet file(s), a directory, a glob or hf:NAME")
+    prep = text_prep(cfg)
+    split_column = cfg.split.split(":", 1)[1] if cfg.split.startswith("column:") else None
+    data = load_labelled(cfg.data, cfg.columns, split_column=split_column, prep=prep)
+    train_idx, val_idx = make_split(data, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
+    train_data, val_data = data.subset(train_idx), data.subset(val_idx)
+    test_data = load_labelled(cfg.test, cfg.columns, prep=prep) if cfg.test else None
+    fitted = fit(cfg, train_data, val_data, test_data)
+    if cfg.kind != "ensemble":  # an ensemble's limit applies to its transformer half only
+        train_data = limit_rows(train_data, cfg.max_train_samples, cfg.seed)
+    val_data = limit_rows(val_data, cfg.max_eval_samples, cfg.seed)
+    overlap = set(train_data.sources) & set(val_data.sources)
+    recipe = {
+        "config": cfg.to_dict(), "max_length_used": fitted.max_length, "text_preparation": prep.__dict__,
+        "data_files": data.files, "test_files": test_data.files if test_data else [],
+        "split_sizes": {"train": len(train_data), "validation": len(val_data),
+                        "test": len(test_data) if test_data else 0,
+                        "train_outlets": len(set(train_data.sources)), "validation_outlets": len(set(val_data.sources)),
+                        "outlets_in_both": len(overlap)},
+        "rows_skipped": data.dropped, "device": str(fitted.device),
+        "precision": str(fitted.dtype).replace("torch.", ""), "steps": fitted.steps,
+        "package_versions": package_versions(), "git_commit": git_commit(),
+    }
+    _write_output(cfg, fitted, prep, recipe)
+    return TrainResult(output_dir=cfg.output, metrics=fitted.metrics)
+
+
+def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
+        test_data: LabelledData | None = None) -> Fitted:
+    """Train a model of cfg.kind on train_data, select and calibrate it on val_data and report test_data
+    (if given). Texts must already be prepared with text_prep(cfg). max_train_samples limits an
+    ensemble's transformer half only: the linear half reads every training article in seconds."""
+    val_data = limit_rows(val_data, cfg.max_eval_samples, cfg.seed)
+    if cfg.kind != "ensemble":
+        train_data = limit_rows(train_data, cfg.max_train_samples, cfg.seed)
+    overlap = set(train_data.sources) & set(val_data.sources)
+    print(f"data: train {len(train_data)} articles / {len(set(train_data.sources))} outlets, validation "
+          f"{len(val_data)} / {len(set(val_data.sources))} ({cfg.split} split by {cfg.group_by}; {len(overlap)} "
+          "outlet(s) in both)", file=sys.stderr)
+    if cfg.kind == "linear":
+        from .linear import fit_linear_model
+
+        return fit_linear_model(cfg, train_data, val_data, test_data)
+    if cfg.kind == "ensemble":
+        from .ensemble import fit_ensemble
+
+        return fit_ensemble(cfg, train_data, val_data, test_data)
+    return fit_transformer(cfg, train_data, val_data, test_data)
+
+
+def save_fitted(fitted: Fitted, out_dir: str, prep: TextPrep) -> None:
+    """The files `score` loads: weights (safetensors only) and config or vectorizer, the model kind, the
+    text preparation and the temperature. An ensemble holds one complete model per member subdirectory."""
+    if fitted.kind == "ensemble":
+        for member in ENSEMBLE_MEMBERS:
+            part = fitted.model[member]
+            sub = os.path.join(out_dir, member)
+            os.makedirs(sub)
+            save_fitted(part, sub, prep)
+            write_json(os.path.join(sub, "training_recipe.json"), {"max_length_used": part.max_length,
+                                                                   "member_of": "ensemble"})
+        write_model_kind(out_dir, "ensemble", weights=fitted.ensemble_weights, members=list(ENSEMBLE_MEMBERS))
+    elif fitted.kind == "linear":
+        fitted.model.save(out_dir)
+        write_model_kind(out_dir, "linear")
+    else:
+        save_model(fitted.model, fitted.tokenizer, out_dir)
+        write_model_kind(out_dir, "transformer")
+    prep.save(out_dir)
+    if fitted.calibration is not None:
+        fitted.calibration.save(out_dir)
+
+
+def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict) -> None:
+    """Write everything to a sibling temporary directory, then move it into place: an interrupted run
+    never leaves a half-written model where a good one was."""
+    final = os.path.abspath(cfg.output)
+    tmp = f"{final}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_fitted(fitted, tmp, prep)
+    write_json(os.path.join(tmp, "training_recipe.json"), recipe)
+    write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
+    with open(os.path.join(tmp, "README.md"), "w") as fh:
+        fh.write(model_card(cfg, recipe, fitted.metrics))
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)

@@ -1,0 +1,141 @@
+"""The package's shape: data flows down the tree (no import cycle, no subpackage importing one above or
+beside it that it should not), the scoring package stays free of polars and prefect, and scores of fixed
+models on fixed data are those the code gave before the package was reorganised."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "allsides_batch"
+GOLDEN = Path(__file__).parent / "data" / "scores_before_restructure.json"
+
+# What each subpackage may import from the package (beyond the top-level foundations: config, errors,
+# storage, layout, corpus, model, linear_model, ensemble_model, calibration, metrics, domains, registry).
+ALLOWED = {
+    "text": {"text"},
+    "training": {"text", "training"},
+    "scoring": {"text", "scoring"},
+    "analysis": {"text", "training", "scoring", "analysis"},
+    "commands": {"text", "training", "scoring", "analysis", "commands"},
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> package modules it imports (at module level or inside functions)."""
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_pkg = path.name == "__init__.py"
+        base = name.split(".") if is_pkg else name.split(".")[:-1]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    anchor = base[: len(base) - (node.level - 1)]
+                    target = ".".join(anchor + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                candidates = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            else:
+                continue
+            found |= {c for c in candidates if c in modules and c != name}
+        graph[name] = found
+    return graph
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    # the package's __init__ files re-export their own modules: an edge package -> its module is not a cycle
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt.startswith(node + "."):
+                continue
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_data_flows_down_the_tree():
+    graph = import_graph()
+    wrong = []
+    for module, targets in graph.items():
+        parts = module.split(".")
+        layer = parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ALLOWED) else None
+        for target in targets:
+            tparts = target.split(".")
+            tlayer = tparts[1] if len(tparts) > 1 and tparts[1] in ALLOWED else None
+            if tlayer is None:
+                if layer is None and target in ("allsides_batch.cli", "allsides_batch.__main__"):
+                    continue
+                if target in ("allsides_batch.cli", "allsides_batch.__main__") and layer != "commands":
+                    wrong.append((module, target))
+                continue
+            if layer is None and tlayer != "text" and module not in ("allsides_batch.__main__",):
+                wrong.append((module, target))       # a foundation module reaching up into a stage
+            elif layer is not None and tlayer not in ALLOWED[layer]:
+                wrong.append((module, target))
+    assert wrong == [], wrong
+
+
+def test_scoring_package_imports_neither_polars_nor_prefect():
+    code = ("import sys, allsides_batch.scoring, allsides_batch.scoring.engine, allsides_batch.corpus; "
+            "print(sorted(m for m in ('polars', 'prefect') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_scores_are_those_of_the_code_before_the_reorganisation(tiny_model_dir, articles_sample, tmp_path):
+    """Two fixed models (the seeded tiny DistilBERT, truncating and in chunk mode, and a linear model
+    trained on the fixed sample) score the fixed sample exactly as the flat-package code did
+    (tests/data/scores_before_restructure.json, written by that code)."""
+    from allsides_batch.config import ScoreConfig, TrainConfig
+    from allsides_batch.scoring import score_corpus
+    from allsides_batch.training.train import train_model
+
+    golden = json.loads(GOLDEN.read_text())
+    linear = tmp_path / "linear"
+    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(linear)))
+    runs = {"tiny-transformer-64": (tiny_model_dir, dict(max_length=64)),
+            "tiny-transformer-chunk": (tiny_model_dir, dict(max_length=64, long_text="chunk", stride=16)),
+            "linear": (str(linear), {})}
+    for name, (model, extra) in runs.items():
+        s = score_corpus(ScoreConfig(model=model, input=[str(articles_sample)], output=str(tmp_path / name),
+                                     progress=False, device="cpu", workers=0, **extra))
+        t = pq.read_table(s.parts[0]).sort_by("id")
+        probs = np.stack([t[c].to_numpy() for c in ("p_left", "p_center", "p_right")], 1)
+        assert t["id"].to_pylist() == golden[name]["ids"], name
+        assert t["n_tokens"].to_pylist() == golden[name]["n_tokens"], name
+        assert t["truncated"].to_pylist() == golden[name]["truncated"], name
+        np.testing.assert_allclose(probs, np.asarray(golden[name]["probs"]), atol=2e-6, err_msg=name)
