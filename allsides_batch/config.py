@@ -17,6 +17,19 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Metric = Literal["macro_f1", "accuracy", "val_loss"]
 ModelKind = Literal["linear", "transformer", "ensemble"]
 GroupBy = Literal["source", "domain"]
+LRScheduler = Literal["linear", "constant"]
+
+# Outlet-level rules shared by aggregate, evaluate, report and training's validation metrics.
+OUTLET_LABEL_THRESHOLD = 1 / 3  # outlet_label: mean score below -T left, above +T right (the range in thirds)
+OUTLET_MIN_ARTICLES = 20  # outlets with fewer articles are flagged low_n and left out of outlet-level metrics
+# Long articles as several windows (score --long-text chunk, train --train-windows).
+WINDOW_STRIDE = 64  # tokens shared by consecutive windows
+
+
+def stride_limit(max_length: int) -> int:
+    """The smallest stride too large for windows of max_length tokens: a window holds max_length - 2 tokens
+    of the text (the tokenizer adds two special tokens), and consecutive windows must move on."""
+    return max_length - 2
 
 
 @dataclass
@@ -68,23 +81,27 @@ class TrainConfig:
     adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "Adam epsilon"})
     weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay (0 = plain Adam)"})
-    lr_scheduler: Literal["linear", "constant"] = field(default="linear", metadata={"help": "LR schedule after warmup"})
+    lr_scheduler: LRScheduler = field(default="linear", metadata={"help": "LR schedule after warmup"})
     warmup_steps: int = field(default=16, metadata={"help": "linear warmup steps"})
     epochs: int = field(default=20, metadata={"help": "maximum epochs"})
     early_stopping: int = field(
         default=3, metadata={"help": "stop after N epochs without improvement (0 = never)"}
     )
-    metric_for_best: Metric = field(default="macro_f1", metadata={"help": "validation metric that picks the best epoch"})
+    metric_for_best: Metric = field(
+        default="macro_f1", metadata={"help": "validation metric that picks the best epoch"}
+    )
     precision: Precision = field(
         default="auto", metadata={"help": "auto = bf16 on GPUs that support it, else fp16; fp32 on CPU"}
     )
     max_length: int = field(default=512, metadata={"help": "maximum tokens per article"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (smoke runs)"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows (ensemble: its transformer half only)"})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "use at most this many training rows (ensemble: its transformer half only)"}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "use at most this many validation rows"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     overwrite: bool = field(default=False, metadata={"help": "replace a model already in --output"})
-    # ---- outlet-robust recipe options (issue 6; docs/results.md has the measurements behind the defaults)
+    # ---- outlet-robust recipe options (docs/results.md has the measurements behind the defaults)
     mask_outlet: bool = field(
         default=False,
         metadata={"help": "remove outlet identity (own name, datelines, bylines, URLs, boilerplate) from the text"},
@@ -97,15 +114,20 @@ class TrainConfig:
         default="none", metadata={"help": "class balancing: inverse-frequency loss weights or a balanced sampler"}
     )
     train_windows: int = field(
-        default=1, metadata={"help": "windows of max_length tokens per article in training and evaluation (1 = head only)"}
+        default=1,
+        metadata={"help": "windows of max_length tokens per article in training and evaluation (1 = head only)"},
     )
-    window_stride: int = field(default=64, metadata={"help": "tokens shared by consecutive windows (as score --stride)"})
+    window_stride: int = field(
+        default=WINDOW_STRIDE, metadata={"help": "tokens shared by consecutive windows (as score --stride)"}
+    )
     calibrate: bool = field(
         default=False, metadata={"help": "fit a temperature on the validation split; the scorer applies it"}
     )
     # ---- the linear model (kind linear, and the linear half of an ensemble)
     linear_ngram_max: int = field(default=2, metadata={"help": "linear: longest word n-gram"})
-    linear_max_features: int = field(default=200_000, metadata={"help": "linear: vocabulary size (most frequent terms)"})
+    linear_max_features: int = field(
+        default=200_000, metadata={"help": "linear: vocabulary size (most frequent terms)"}
+    )
     linear_min_df: int = field(default=2, metadata={"help": "linear: a term must occur in this many training articles"})
     linear_min_outlets: int = field(
         default=1, metadata={"help": "linear: a term must occur in articles of this many training outlets"}
@@ -114,11 +136,16 @@ class TrainConfig:
     linear_refit: bool = field(
         default=True,
         metadata={"help": "linear: once validated (and calibrated), refit on training + validation articles, so the "
-                          "saved model learns from every outlet; metrics.json's validation figures are the first fit's"},
+                          "saved model learns from every outlet; metrics.json's validation figures are the first "
+                          "fit's"},
     )
     linear_outlet_weight: float = field(
         default=0.0,
         metadata={"help": "linear: article weight 1/n_outlet^W (0 = every article alike, 1 = every outlet alike)"},
+    )
+    linear_class_weight: Literal["balanced", "none"] = field(
+        default="balanced",
+        metadata={"help": "linear: 'balanced' weighs each label inversely to its share of the training articles"},
     )
 
     def __post_init__(self) -> None:
@@ -136,9 +163,8 @@ class TrainConfig:
                   "linear_min_outlets", "linear_c")
         if not 0.0 <= self.linear_outlet_weight <= 1.0:
             raise ConfigError("linear_outlet_weight", f"must be in [0, 1], got {self.linear_outlet_weight}")
-        if self.train_windows > 1 and self.window_stride >= self.max_length - 2:
-            raise ConfigError("window_stride", f"must be smaller than max_length - 2 ({self.max_length - 2}), "
-                                               f"got {self.window_stride}")
+        if self.train_windows > 1:
+            _check_stride(self, "window_stride", self.max_length)
         _optional_positive(self, "max_steps", "max_train_samples", "max_eval_samples")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -187,13 +213,22 @@ def _optional_positive(obj, *names: str) -> None:
             raise ConfigError(name, f"must be > 0 when given, got {value}")
 
 
+def _check_stride(obj, name: str, max_length: int) -> None:
+    limit = stride_limit(max_length)
+    if getattr(obj, name) >= limit:
+        raise ConfigError(name, f"must be smaller than max_length - 2 ({limit}), got {getattr(obj, name)}")
+
+
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
 @dataclass
 class ScoreConfig:
-    """Everything `score` needs. Output layout and exactly-once rules: see allsides_batch/score.py."""
+    """Everything `score` needs.
+
+    Output layout and exactly-once rules: see allsides_batch/layout.py and docs/scoring.md.
+    """
 
     model: str = field(default="", metadata={"help": "model directory or hub name"})
     input: list[str] = field(default_factory=list, metadata={"help": "Parquet file(s), directories or globs"})
@@ -205,7 +240,9 @@ class ScoreConfig:
     batch_tokens: int | None = field(
         default=None, metadata={"help": "token budget per batch (default: 131072 on GPU, 16384 on CPU)"}
     )
-    workers: int | None = field(default=None, metadata={"help": "tokenizer processes per device (default: GPU cores - 1, CPU 0 = a thread)"})
+    workers: int | None = field(
+        default=None, metadata={"help": "tokenizer processes per device (default: GPU cores - 1, CPU 0 = a thread)"}
+    )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     devices: str | None = field(
         default=None, metadata={"help": "several devices, one process each: 'all', 'cuda:0,cuda:1' or 'cpu:N'"}
@@ -221,7 +258,7 @@ class ScoreConfig:
     long_text: Literal["truncate", "chunk"] = field(
         default="truncate", metadata={"help": "truncate: first max_length tokens; chunk: average all windows"}
     )
-    stride: int = field(default=64, metadata={"help": "chunk mode: tokens shared by consecutive windows"})
+    stride: int = field(default=WINDOW_STRIDE, metadata={"help": "chunk mode: tokens shared by consecutive windows"})
     run_id: str | None = field(default=None, metadata={"help": "run identifier (default: a new UUID)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     max_windows: int = field(
@@ -246,8 +283,8 @@ class ScoreConfig:
         if not DEVICE.fullmatch(self.device):
             raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         # The stride only matters in chunk mode; truncating runs keep the default whatever the length.
-        if self.long_text == "chunk" and self.max_length is not None and self.stride >= self.max_length:
-            raise ConfigError("stride", f"must be smaller than max_length ({self.max_length}), got {self.stride}")
+        if self.long_text == "chunk" and self.max_length is not None:
+            _check_stride(self, "stride", self.max_length)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -266,10 +303,13 @@ class AggregateConfig:
         default="source", metadata={"help": "group by outlet name or by the registered domain of the URL"}
     )
     outlet_map: str | None = field(default=None, metadata={"help": "CSV mapping outlet names to canonical ones"})
-    min_articles: int = field(default=20, metadata={"help": "outlets with fewer articles are flagged low_n"})
+    min_articles: int = field(
+        default=OUTLET_MIN_ARTICLES, metadata={"help": "outlets with fewer articles are flagged low_n"}
+    )
     model_id: str | None = field(default=None, metadata={"help": "aggregate only this model's scores"})
     label_threshold: float = field(
-        default=1 / 3, metadata={"help": "outlet_label: mean score below -T is left, above +T right, else center"}
+        default=OUTLET_LABEL_THRESHOLD,
+        metadata={"help": "outlet_label: mean score below -T is left, above +T right, else center"},
     )
 
     def __post_init__(self) -> None:
@@ -286,3 +326,69 @@ class AggregateConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class EvaluateConfig:
+    """What `evaluate` evaluates on and how; the model side comes from ScoreConfig (the scorer's own options).
+    --split outlet/random choose train's validation rows, so seed, val_fraction and group_by default to train's."""
+
+    data: list[str] = field(default_factory=list, metadata={"help": "labelled Parquet file(s), directory or glob"})
+    scores: str | None = field(default=None, metadata={"help": "evaluate these `score` outputs instead of --model"})
+    split: str = field(default="all", metadata={
+        "help": "rows to evaluate: all | outlet | random (train's validation rows for the same --seed and "
+                "--val-fraction) | column:NAME (its valid rows) | column:NAME=VALUE"})
+    val_fraction: float = field(default=TrainConfig.val_fraction,
+                                metadata={"help": "validation share for --split outlet/random"})
+    seed: int = field(default=TrainConfig.seed, metadata={"help": "seed of --split outlet/random (train's --seed)"})
+    group_by: str = field(default=TrainConfig.group_by,
+                          metadata={"help": "--split outlet groups by source or domain (train's --group-by)"})
+    min_articles: int = field(default=OUTLET_MIN_ARTICLES,
+                              metadata={"help": "outlet-level metrics use outlets with at least N articles"})
+    label_threshold: float = field(default=OUTLET_LABEL_THRESHOLD,
+                                   metadata={"help": "outlet label from mean score: < -T left, > T right"})
+    model_id: str | None = field(default=None, metadata={"help": "with --scores: the model_id to evaluate"})
+    output: str | None = field(default=None, metadata={"help": "directory for evaluation.json and evaluation.md"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if not re.fullmatch(r"all|outlet|random|column:[^=]+(=.+)?", self.split):
+            raise ConfigError(
+                "split", f"must be all, outlet, random, column:NAME or column:NAME=VALUE; got {self.split!r}"
+            )
+        if self.group_by not in get_args(GroupBy):
+            raise ConfigError("group_by", f"must be source or domain, got {self.group_by!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", f"must be between 0 and 1, got {self.val_fraction}")
+        if self.min_articles < 1:
+            raise ConfigError("min_articles", f"must be >= 1, got {self.min_articles}")
+        if not 0.0 <= self.label_threshold < 1.0:
+            raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
+
+
+@dataclass
+class ReportConfig:
+    """Everything `report` needs."""
+
+    aggregates: str = field(default="", metadata={"help": "directory written by `aggregate`"})
+    output: str = field(default="", metadata={"help": "directory for the charts and the table"})
+    outlets: list[str] = field(
+        default_factory=list, metadata={"help": "outlets for the trend chart (default: the 6 largest)"}
+    )
+    max_outlets: int = field(
+        default=100, metadata={"help": "outlet chart: at most this many outlets, the largest by n"}
+    )
+    dpi: int = field(default=110, metadata={"help": "PNG resolution"})
+    axis: Literal["full", "data"] = field(default="full", metadata={
+        "help": "score axis: full = [-1, 1]; data = zoomed to the intervals shown "
+                "(weak or calibrated models score near 0)"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.outlets, str):
+            self.outlets = [self.outlets]
+        if self.axis not in ("full", "data"):
+            raise ConfigError("axis", f"must be full or data, got {self.axis!r}")
+        for name in ("max_outlets", "dpi"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")

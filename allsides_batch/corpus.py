@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import UserError
-from .layout import FINGERPRINTS, Layout
+from .layout import FINGERPRINTS, MODEL_PARTITION, Layout, manifest_root, part_key, quarantine_root, scores_root
 from .storage import _fs, join, read_json, write_json
 
 
@@ -107,11 +107,11 @@ def file_key(url: str, cache_root: str | None = None, pending: list | None = Non
 
 def read_manifest(output: str) -> list[dict]:
     """Every committed manifest entry under `output` (all models), sorted by model id and input URL."""
-    fs, path = _fs(join(output, "_manifest"))
+    fs, path = _fs(manifest_root(output))
     if not fs.exists(path):
         return []
     entries = []
-    for p in sorted(fs.glob(path.rstrip("/") + "/model_id=*/*.json")):
+    for p in sorted(fs.glob(path.rstrip("/") + f"/{MODEL_PARTITION}*/*.json")):
         with fs.open(p, "r") as fh:
             entries.append(json.load(fh))
     return sorted(entries, key=lambda e: (e["model_id"], e["input"]))
@@ -174,12 +174,13 @@ def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orp
     if prune_orphans:
         done = {(e["model_id"], e["key"]) for e in read_manifest(output)}
         now = time.time()
-        for table in ("scores", "quarantine"):
-            _, root = _fs(join(output, table))
-            for path in fs.glob(root.rstrip("/") + "/model_id=*/*"):
-                name, model = os.path.basename(path), os.path.basename(os.path.dirname(path))[len("model_id="):]
-                if name.startswith("part-") and name.endswith(".parquet"):
-                    key = name[len("part-"):-len(".parquet")]
+        for table in (scores_root(output), quarantine_root(output)):
+            _, root = _fs(table)
+            for path in fs.glob(root.rstrip("/") + f"/{MODEL_PARTITION}*/*"):
+                name = os.path.basename(path)
+                model = os.path.basename(os.path.dirname(path))[len(MODEL_PARTITION):]
+                key = part_key(name)
+                if key is not None:
                     if (model, key) not in done and key not in corpus:
                         _rm(fs, path)
                         out.orphan_parts_removed += 1

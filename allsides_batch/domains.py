@@ -2,7 +2,7 @@
 
 One domain hosts many source names (nytimes.com: 24, foxnews.com: 22, cnn.com: 19, most of them
 columnists), so grouping by source name lets a held-out outlet's house style into training.
-`aggregate --outlet-key domain` applies the same rule with polars expressions (aggregate.py).
+`aggregate --outlet-key domain` applies the same rule with polars expressions (analysis/aggregate.py).
 """
 
 from __future__ import annotations

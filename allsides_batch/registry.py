@@ -19,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from .errors import UserError
-from .model import missing_model_files, model_id
+from .model import is_local_path, missing_model_files, model_id
 
 LATEST = "latest"
 
@@ -87,8 +87,9 @@ def resolve_model(model: str, models_root: str = "models") -> str:
             raise UserError(f"no model at {path!r}: publish one first (python -m flows train, or "
                             "prefect deployment run train-model/manual), or pass a model directory")
         return os.path.realpath(path)
-    if os.path.isdir(model):
-        return os.path.abspath(model)
-    if "://" in model or model.count("/") == 1 and not model.startswith((".", "/")):
+    if is_local_path(model):
+        if os.path.isdir(os.path.expanduser(model)):
+            return os.path.abspath(os.path.expanduser(model))
+    elif "://" in model or model.count("/") == 1:
         return model  # a remote URL or a hub name such as org/model: the scorer loads it
     raise UserError(f"model {model!r} is neither 'latest', a published model id, nor a directory")

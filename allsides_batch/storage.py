@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import fsspec
 import pyarrow as pa
@@ -83,11 +83,6 @@ def read_table(url: str, columns: Sequence[str] | None = None) -> pa.Table:
         return pf.read(columns=list(columns) if columns is not None else None)
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
         raise UserError(f"{url!r} could not be read as Parquet ({exc})") from exc
-
-
-def iter_batches(url: str, columns: Sequence[str], batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
-    """Stream record batches of one Parquet file; memory stays bounded by batch_rows."""
-    yield from parquet_file(url).iter_batches(batch_size=batch_rows, columns=list(columns))
 
 
 def exists(url: str) -> bool:

@@ -36,11 +36,11 @@ DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
 METRICS = ("macro_f1", "accuracy", "ece", "spearman")
 
 # The plain TF-IDF baseline: word 1-2-grams, sublinear tf, 200k features, C = 1, every article weighted
-# alike, no masking, no temperature, trained on all of the fold's training articles (the inner validation
-# split included: refit). Every other linear row changes one thing from it.
+# alike (no class weights), no masking, no temperature, trained on all of the fold's training articles (the inner
+# validation split included: refit). Every other linear row changes one thing from it.
 BASELINE = dict(kind="linear", linear_ngram_max=2, linear_max_features=200_000, linear_min_df=2, linear_c=1.0,
-                linear_outlet_weight=0.0, linear_min_outlets=1, linear_refit=True, mask_outlet=False,
-                calibrate=False)
+                linear_outlet_weight=0.0, linear_min_outlets=1, linear_refit=True, linear_class_weight="none",
+                mask_outlet=False, calibrate=False)
 ROWS = {
     "tfidf": ("TF-IDF + logistic regression (the plain baseline)", BASELINE),
     "robust-vocab": ("linear + outlet weights 1/√n + terms of ≥ 10 outlets",
@@ -167,8 +167,8 @@ def write(out: str, store_path: Path, rows: dict, loaded: dict) -> None:
         "# Outlet-grouped cross-validation on the whole shared data", "",
         f"Protocol (`bench/accuracy.py`): K-fold cross-validation over all {len(data)} shared articles "
         f"({len(set(data.sources))} outlets), folds grouped by outlet (source name) or web domain and stratified "
-        "by label (`allsides_batch.training.cv`, seed 12345), every row on the same folds. Each fold trains on the other "
-        "folds minus an inner outlet-grouped validation split (10%), which fits temperatures and ensemble "
+        "by label (`allsides_batch.training.cv`, seed 12345), every row on the same folds. Each fold trains on the "
+        "other folds minus an inner outlet-grouped validation split (10%), which fits temperatures and ensemble "
         "weights and picks transformer epochs; the held-out fold is tested whole. Mean ± sd over folds. "
         "Spearman: outlet level, mean p_right − p_left of each held-out outlet with at least 20 articles in the "
         "fold, against its label. ECE: top-label, 15 bins.", "",
@@ -180,7 +180,7 @@ def write(out: str, store_path: Path, rows: dict, loaded: dict) -> None:
         lines += [f"## Folds grouped by {grouping}", "",
                   "| row | macro-F1 | accuracy | ECE | outlet Spearman | seconds | machine, date |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
-        for key, r in keyed.items():
+        for _key, r in keyed.items():
             s = r["summary"]
             lines.append(f"| {r['title']} | {fmt(s['macro_f1'])} | {fmt(s['accuracy'])} | {fmt(s['ece'])} "
                          f"| {fmt(s['spearman'])} | {r['seconds']} | {r['machine']}, {r['date']} |")
@@ -192,7 +192,8 @@ def write(out: str, store_path: Path, rows: dict, loaded: dict) -> None:
                     continue
                 diffs = {m: summarise([a[m] - b[m] for a, b in zip(r["per_fold"], base["per_fold"])])
                          for m in ("macro_f1", "spearman", "ece")}
-                lines.append(f"- {r['title']}: macro-F1 {diffs['macro_f1']['mean']:+.3f} ± {diffs['macro_f1']['sd']:.3f}, "
+                lines.append(f"- {r['title']}: macro-F1 {diffs['macro_f1']['mean']:+.3f} "
+                             f"± {diffs['macro_f1']['sd']:.3f}, "
                              f"Spearman {diffs['spearman']['mean']:+.3f} ± {diffs['spearman']['sd']:.3f}, "
                              f"ECE {diffs['ece']['mean']:+.3f} ± {diffs['ece']['sd']:.3f}")
         lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in keyed.values()})), ""]

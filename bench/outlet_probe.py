@@ -1,6 +1,6 @@
 """How well can a bag-of-words model name an article's outlet, with and without outlet masking?
 
-A diagnostic for allsides_batch/masking.py: TF-IDF (case-sensitive) + logistic regression over the
+A diagnostic for allsides_batch/text/masking.py: TF-IDF (case-sensitive) + logistic regression over the
 20 largest outlets of the shared data, 150 articles each, 70/30 split. Masking should lower the
 accuracy; what remains is house style, which masking does not touch.
 

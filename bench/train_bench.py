@@ -4,7 +4,8 @@
 
 Both train the same base model on the same articles (the outlet split's training part) with the
 published recipe (lr 3e-5, batch 32, seed 12345, Adam, linear schedule, 16 warmup steps; bf16/fp16
-autocast on a GPU, fp32 on CPU; our outlet adversary, masking and calibration off, as the Trainer has none) for the same number of optimizer steps, and both pad each batch
+autocast on a GPU, fp32 on CPU; our outlet adversary, masking and calibration off, as the Trainer has
+none) for the same number of optimizer steps, and both pad each batch
 dynamically. Printed: training samples/s of each (timed around the training steps only) and the
 ratio. Prints numbers; asserts nothing.
 """
@@ -94,7 +95,10 @@ def main() -> None:
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU")
     summary = {
-        "machine": machine, "base_model": base if not os.path.isdir(base) else os.path.relpath(base, os.path.dirname(os.path.dirname(base))), "steps": args.steps, "batch": 32,
+        "machine": machine,
+        "base_model": (base if not os.path.isdir(base)
+                       else os.path.relpath(base, os.path.dirname(os.path.dirname(base)))),
+        "steps": args.steps, "batch": 32,
         "max_length": args.max_length, "precision": str(resolve_precision("auto", device)).replace("torch.", ""),
         **{f"{k}_train_samples_per_s": round(v["train_samples_per_s"], 2) for k, v in results.items()},
         "ratio_ours_over_trainer": round(results["ours"]["train_samples_per_s"]

@@ -168,8 +168,10 @@ def block_ids(refs: set[tuple[str, str]], notify_url: str | None) -> tuple[dict,
             try:
                 ids[ref] = client.read_block_document_by_name(ref[1], block_type_slug=ref[0]).id
             except ObjectNotFound:
-                raise SetupError(f"block {ref[0]}/{ref[1]} (used in the automations) does not exist on the "
-                                 "server: create it first (UI: Blocks, or Python: <BlockClass>(...).save(name))")
+                raise SetupError(
+                    f"block {ref[0]}/{ref[1]} (used in the automations) does not exist on the "
+                    "server: create it first (UI: Blocks, or Python: <BlockClass>(...).save(name))"
+                ) from None
     return ids, notes
 
 

@@ -15,10 +15,11 @@ MAX_INLINE_IMAGE = 2 * 1024 * 1024
 
 
 def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
-    """The scorer's runs/<run_id>.json of each shard (every shard writes one, even with no work)."""
-    from allsides_batch.storage import exists, join, read_json
+    """The scorer's run summary of each shard (every shard writes one, even with no work)."""
+    from allsides_batch.layout import run_summary
+    from allsides_batch.storage import exists, read_json
 
-    paths = [join(output, "runs", f"{run_id}.json") for run_id in run_ids]
+    paths = [run_summary(output, run_id) for run_id in run_ids]
     missing = [p for p in paths if not exists(p)]
     if missing:
         raise RuntimeError(f"{len(missing)} shard summary file(s) missing, e.g. {missing[0]}: a shard did not finish")
@@ -36,6 +37,9 @@ def aggregate_rows(path: str) -> list[dict]:
 
 def night_summary(run_date: str, score_id: str, model_dir: str, output: str, shards: list[dict], agg: dict,
                   report: dict, seconds: float, fan_out: str, n_files: int) -> dict:
+    from allsides_batch.layout import Layout
+
+    layout = Layout(output, score_id)
     scoring_s = sum(s["seconds"] for s in shards)
     n_in = sum(s["input_rows"] for s in shards)
     return {
@@ -46,8 +50,7 @@ def night_summary(run_date: str, score_id: str, model_dir: str, output: str, sha
         # per shard-second: with N workers in parallel the night's rate is up to N times this
         "articles_per_s": round(n_in / scoring_s, 2) if scoring_s else 0.0,
         "seconds": round(seconds, 1),
-        "scores": os.path.join(output, "scores", f"model_id={score_id}"),
-        "quarantine": os.path.join(output, "quarantine", f"model_id={score_id}"),
+        "scores": layout.scores_dir(), "quarantine": layout.quarantine_dir(),
         "aggregates": agg["output_path"], "aggregated_articles": agg["aggregated_articles"],
         "outlets": agg["outlets"], "report": report,
     }

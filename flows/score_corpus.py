@@ -26,7 +26,9 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import Cancelling
 from prefect.tasks import exponential_backoff
 
+from allsides_batch.config import OUTLET_MIN_ARTICLES
 from allsides_batch.errors import UserError
+from allsides_batch.layout import night_aggregates, night_report, scores_root
 from flows import artifacts
 
 DEFAULT_CORPUS = "../shared/data/allsides/articles.parquet"
@@ -167,17 +169,18 @@ def score_corpus_flow(
     device: str = "auto",
     batch_tokens: int | None = None,
     workers: int | None = None,
-    min_articles: int = 20,
+    min_articles: int = OUTLET_MIN_ARTICLES,
     shard_deployment: str = SHARD_DEPLOYMENT,
-    shard_timeout_s: int = 6 * 3600,
+    shard_timeout_s: int = SHARD_TIMEOUT_S,
     progress_bar: bool = False,
 ) -> dict:
     """One night: score every corpus file this model has not scored yet, aggregate per outlet, chart.
 
     `corpus` entries are files, directories or globs; `{run_date}` in them is replaced by the run's
     date, so a date-partitioned corpus needs no new parameters each night. Outputs land under
-    `output`: scores/, quarantine/, _manifest/ and runs/ (shared by all nights, exactly-once per
-    file), and nights/<run_date>/aggregates and nights/<run_date>/report. `progress_bar` shows the
+    `output` as allsides_batch/layout.py lays them out: the scores, quarantine, manifest and run summaries
+    (shared by all nights, exactly-once per file), and nights/<run_date>/aggregates and
+    nights/<run_date>/report. `progress_bar` shows the
     scorer's progress bar on stderr (for a terminal; worker logs are better without)."""
     log = get_run_logger()
     if shard_size < 1:
@@ -225,12 +228,12 @@ def score_corpus_flow(
         log.info("retired the scores of %d input file(s) deleted or rewritten since; removed %d leftover part(s)",
                  reconciled["retired_files"], reconciled["orphan_parts_removed"])
 
-    night = os.path.join(output, "nights", run_date)
+    aggregates = night_aggregates(output, run_date)
     # windows end at the night's date, so rerunning an old night does not pull in later articles;
     # `all` has no range (a range would drop the articles whose dates cannot be parsed)
-    agg = aggregate_task(os.path.join(output, "scores"), os.path.join(night, "aggregates"), window, score_id,
+    agg = aggregate_task(scores_root(output), aggregates, window, score_id,
                          None if window == "all" else run_date, min_articles)
-    report = report_task(os.path.join(night, "aggregates"), os.path.join(night, "report"))
+    report = report_task(aggregates, night_report(output, run_date))
     shard_summaries = artifacts.read_run_summaries(output, run_ids)
     summary = artifacts.night_summary(run_date, score_id, model_dir, output, shard_summaries, agg, report,
                                       time.perf_counter() - started, fan_out, len(files))

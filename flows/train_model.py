@@ -2,18 +2,20 @@
 
 Publishing copies the trained directory into the models root under its model id and only then moves
 the `latest` pointer, so a failed or rejected training run never changes what the nightly job scores
-with. Parameters mirror TrainConfig (allsides_batch/config.py), with the same defaults.
+with. The training parameters are TrainConfig fields (allsides_batch/config.py): one left unset (None)
+keeps TrainConfig's default, so the recipe's defaults are set there only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
-from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from allsides_batch.config import LRScheduler, Metric, ModelKind, Precision
 from allsides_batch.errors import UserError
 from flows.score_corpus import DEFAULT_CORPUS, storage_task
 
@@ -49,13 +51,8 @@ def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: floa
     """Held-out quality as artifacts; refuses a model below `min_macro_f1`. With test data the model
     is evaluated through the scorer (the production path) by allsides_batch.analysis.evaluate; without, the
     outlet-disjoint validation metrics training kept for its best epoch are used."""
-    from allsides_batch.analysis.evaluate import (
-        EvaluateConfig,
-        evaluate_model,
-        markdown_report,
-        write_evaluation,
-    )
-    from allsides_batch.config import ScoreConfig
+    from allsides_batch.analysis.evaluate import evaluate_model, markdown_report, write_evaluation
+    from allsides_batch.config import EvaluateConfig, ScoreConfig
     from allsides_batch.storage import read_json
 
     metrics = read_json(os.path.join(model_dir, "metrics.json"))
@@ -89,60 +86,68 @@ def publish_task(model_dir: str, models_root: str, set_latest: bool) -> dict:
     return publish_model(model_dir, models_root, set_latest=set_latest).to_dict()
 
 
+def train_config(params: dict, default_output: str):
+    """The TrainConfig of one train-model run: the flow parameters that are TrainConfig fields and were
+    set (not None), then `recipe`'s fields; every other field keeps TrainConfig's default. Without an
+    `output` the run writes (and may overwrite) `default_output`."""
+    from allsides_batch.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    output = params.get("output")
+    kwargs = {k: v for k, v in params.items() if k in fields and k != "output" and v is not None}
+    kwargs.update(output=os.path.abspath(output or default_output), overwrite=output is None)
+    recipe = dict(params.get("recipe") or {})
+    both = sorted(set(kwargs) & set(recipe))
+    if both:
+        raise UserError(f"recipe sets {', '.join(both)}, which the flow's own parameters set: give each once")
+    return TrainConfig(**kwargs, **recipe)
+
+
 @flow(name="train-model", log_prints=True, persist_result=False)
 def train_model_flow(
     data: list[str] = [DEFAULT_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
-    kind: Literal["linear", "transformer", "ensemble"] = "linear",
-    base_model: str = "distilbert-base-uncased",
+    kind: ModelKind | None = None,
+    base_model: str | None = None,
     models_root: str = "models",
     output: str | None = None,
     columns: dict | None = None,
-    split: str = "outlet",
-    val_fraction: float = 0.1,
+    split: str | None = None,
+    val_fraction: float | None = None,
     test: list[str] | None = None,
-    learning_rate: float = 3e-5,
-    train_batch_size: int = 32,
-    eval_batch_size: int = 32,
-    seed: int = 12345,
-    weight_decay: float = 0.0,
-    lr_scheduler: Literal["linear", "constant"] = "linear",
-    warmup_steps: int = 16,
-    epochs: int = 20,
-    early_stopping: int = 3,
-    metric_for_best: Literal["macro_f1", "accuracy", "val_loss"] = "macro_f1",
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto",
-    max_length: int = 512,
+    learning_rate: float | None = None,
+    train_batch_size: int | None = None,
+    eval_batch_size: int | None = None,
+    seed: int | None = None,
+    weight_decay: float | None = None,
+    lr_scheduler: LRScheduler | None = None,
+    warmup_steps: int | None = None,
+    epochs: int | None = None,
+    early_stopping: int | None = None,
+    metric_for_best: Metric | None = None,
+    precision: Precision | None = None,
+    max_length: int | None = None,
     max_steps: int | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
-    device: str = "auto",
+    device: str | None = None,
     min_macro_f1: float | None = None,
     set_latest: bool = True,
     recipe: dict | None = None,
 ) -> dict:
     """Fine-tune, evaluate and publish a model. `output` (default runs/train/<time>) keeps this run's
     own copy; `<models_root>/<model_id>` is the published one and `<models_root>/latest` points at
-    it once evaluation passed (`min_macro_f1`, on test data when given, else validation). `recipe`
-    sets any other TrainConfig field by name (e.g. {"adversary_weight": 0.0, "calibrate": false})."""
-    from allsides_batch.config import TrainConfig
-
+    it once evaluation passed (`min_macro_f1`, on test data when given, else validation). The other
+    parameters but `recipe` are TrainConfig fields, None keeping TrainConfig's default; `recipe` sets
+    any other TrainConfig field by name (e.g. {"adversary_weight": 0.0, "calibrate": false})."""
+    given = dict(locals())  # first statement: the parameters as passed
     log = get_run_logger()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    cfg = TrainConfig(
-        data=data, kind=kind, output=os.path.abspath(output or os.path.join("runs", "train", stamp)),
-        base_model=base_model,
-        split=split, val_fraction=val_fraction, test=test or [], learning_rate=learning_rate,
-        train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, seed=seed, weight_decay=weight_decay,
-        lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, epochs=epochs, early_stopping=early_stopping,
-        metric_for_best=metric_for_best, precision=precision, max_length=max_length, max_steps=max_steps,
-        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, device=device,
-        overwrite=output is None, **({"columns": columns} if columns else {}), **(recipe or {}),
-    )
+    cfg = train_config(given, default_output=os.path.join("runs", "train", stamp))
     cfg_dict = cfg.to_dict()
     shape = validate_data(cfg_dict)
     log.info("data: %(articles)d articles from %(outlets)d outlets", shape)
     model_dir = train_task(cfg_dict)
-    quality = evaluate_task(model_dir, cfg.test, seed, min_macro_f1)
+    quality = evaluate_task(model_dir, cfg.test, cfg.seed, min_macro_f1)
     published = publish_task(model_dir, os.path.abspath(models_root), set_latest)
     log.info("published %s (%s macro-F1 %.4f)%s", published["path"], quality["split"], quality["macro_f1"],
              f"; {published['latest']} points at it" if published["latest"] else "")

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real AllSides data, the real pretrained MiniLM, and a tiny DistilBERT built
-from a config with the real uncased WordPiece vocabulary (the same as distilbert-base-uncased's)."""
+"""Shared fixtures: the real AllSides data, the real pretrained MiniLM, a tiny DistilBERT built
+from a config with the real uncased WordPiece vocabulary (the same as distilbert-base-uncased's), and
+one temporary Prefect server for the session."""
 
 from __future__ import annotations
 
@@ -12,9 +13,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The package's loggers carry Prefect's run-log handler once flows/ is imported; records logged by tests
+# outside a flow run are then dropped there without a warning each.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One temporary Prefect server (SQLite) for the session, with its own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "DO_NOT_TRACK", "PREFECT_API_URL")}
+    os.environ.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1")
+    os.environ.pop("PREFECT_API_URL", None)
+    from prefect.testing.utilities import prefect_test_harness
+
+    try:
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -155,7 +155,8 @@ def test_domain_keying_merges_aliases(tmp_path):
 def test_outlet_map_merges_names(tmp_path):
     mapping = tmp_path / "map.csv"
     mapping.write_text("name,canonical\nFox Online News,Fox News\nCNN - Editorial,CNN\nCNN (Web News),CNN\n")
-    rows = [score_row("1", "Fox News", "2020-01-01", 0.1, 0.8), score_row("2", "Fox Online News", "2020-01-01", 0.1, 0.8),
+    rows = [score_row("1", "Fox News", "2020-01-01", 0.1, 0.8),
+            score_row("2", "Fox Online News", "2020-01-01", 0.1, 0.8),
             score_row("3", "CNN - Editorial", "2020-01-01", 0.8, 0.1), score_row("4", "CNN (Web News)", "", 0.8, 0.1),
             score_row("5", "Reuters", "2020-01-01", 0.3, 0.3)]
     summary, out = run(tmp_path, write_scores(tmp_path / "s", rows), outlet_map=str(mapping))

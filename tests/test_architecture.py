@@ -126,7 +126,8 @@ def test_scores_are_those_of_the_code_before_the_reorganisation(tiny_model_dir, 
 
     golden = json.loads(GOLDEN.read_text())
     linear = tmp_path / "linear"
-    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(linear)))
+    # the linear model as the flat package trained it (class weights came later)
+    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(linear), linear_class_weight="none"))
     runs = {"tiny-transformer-64": (tiny_model_dir, dict(max_length=64)),
             "tiny-transformer-chunk": (tiny_model_dir, dict(max_length=64, long_text="chunk", stride=16)),
             "linear": (str(linear), {})}
@@ -139,3 +140,60 @@ def test_scores_are_those_of_the_code_before_the_reorganisation(tiny_model_dir, 
         assert t["n_tokens"].to_pylist() == golden[name]["n_tokens"], name
         assert t["truncated"].to_pylist() == golden[name]["truncated"], name
         np.testing.assert_allclose(probs, np.asarray(golden[name]["probs"]), atol=2e-6, err_msg=name)
+
+
+LAYOUT_NAMES = ("_manifest", "part-0.parquet", "_summary.json")
+
+
+def _string_literals(path: Path) -> list[tuple[int, str]]:
+    return [(node.lineno, node.value) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_output_names_are_spelled_only_in_layout():
+    """The output layout's file and directory names are layout.py's: no other module of the package or
+    of the flows spells them in a string (they use layout's constants and path functions)."""
+    layout = PKG / "layout.py"
+    assert all(any(name in s for _, s in _string_literals(layout)) for name in LAYOUT_NAMES)
+    found = []
+    for path in sorted([*PKG.rglob("*.py"), *(PKG.parent / "flows").rglob("*.py")]):
+        if path != layout:
+            found += [f"{path.relative_to(PKG.parent)}:{line}: {name}"
+                      for line, s in _string_literals(path) for name in LAYOUT_NAMES if name in s]
+    assert found == [], found
+
+
+def _flow_function(entrypoint: str) -> ast.FunctionDef:
+    path, name = entrypoint.split(":")
+    tree = ast.parse((PKG.parent / path).read_text())
+    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def test_deployment_parameters_are_flow_parameters():
+    """deploy/prefect.yaml sets only parameters its flows take: a renamed or dropped one fails here, not
+    when the deployment runs."""
+    import yaml
+
+    spec = yaml.safe_load((PKG.parent / "deploy" / "prefect.yaml").read_text())
+    wrong = []
+    for d in spec["deployments"]:
+        fn = _flow_function(d["entrypoint"])
+        taken = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+        wrong += [f"{d['name']}: {p}" for p in d.get("parameters") or {} if p not in taken]
+    assert wrong == [], wrong
+
+
+def test_train_flow_restates_no_train_config_default():
+    """train-model's parameters that are TrainConfig fields default to None (TrainConfig's own default);
+    `data` is the flow's corpus, not a recipe default."""
+    import dataclasses
+
+    from allsides_batch.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
+    fn = _flow_function("flows/train_model.py:train_model_flow")
+    args = fn.args.args
+    defaults = dict(zip([a.arg for a in args[len(args) - len(fn.args.defaults):]], fn.args.defaults))
+    restated = [name for name, d in defaults.items()
+                if name in fields and not (isinstance(d, ast.Constant) and d.value is None)]
+    assert restated == [], restated

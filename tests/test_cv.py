@@ -51,7 +51,8 @@ def test_cv_command_end_to_end(tiny_model_dir, articles_sample, tmp_path):
 
     out = tmp_path / "cv"
     result = CliRunner().invoke(app, [
-        "cv", "--data", str(articles_sample), "--folds", "3", "--kind", "transformer", "--base-model", tiny_model_dir, "--epochs", "1",
+        "cv", "--data", str(articles_sample), "--folds", "3", "--kind", "transformer", "--base-model", tiny_model_dir,
+        "--epochs", "1",
         "--max-length", "32", "--val-fraction", "0.2", "--device", "cpu", "--output", str(out),
         "--max-train-samples", "150", "--adversary-weight", "0.3"])
     assert result.exit_code == 0, result.output
@@ -90,7 +91,8 @@ def test_cv_of_the_linear_model_in_parallel_folds_equals_sequential(articles_sam
     from allsides_batch.__main__ import app
 
     result = CliRunner().invoke(app, ["cv", "--data", str(articles_sample), "--folds", "3", "--linear-min-df", "1",
-                                      "--val-fraction", "0.2", "--group-by", "domain", "--output", str(tmp_path / "cv")])
+                                      "--val-fraction", "0.2", "--group-by", "domain",
+                                      "--output", str(tmp_path / "cv")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert report["config"]["kind"] == "linear" and report["config"]["group_by"] == "domain"

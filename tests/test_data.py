@@ -87,7 +87,7 @@ def _write(path, **cols):
     return str(path)
 
 
-def test_load_labelled_maps_columns_and_skips_empty_text(tmp_path, capsys):
+def test_load_labelled_maps_columns_and_skips_empty_text(tmp_path, caplog):
     path = _write(tmp_path / "a.parquet", body=["One text.", "", "Two"], head=["T1", "T2", None],
                   rating=["LEFT", "right", "Center"], outlet=["A", "B", "C"])
     data = load_labelled([path], Columns(text="body", title="head", label="rating", source="outlet", id="none"))
@@ -95,7 +95,7 @@ def test_load_labelled_maps_columns_and_skips_empty_text(tmp_path, capsys):
     assert data.labels.tolist() == [0, 1]
     assert data.sources == ["A", "C"]
     assert data.dropped == {"empty or null text": 1}
-    assert "skipped 1 row(s)" in capsys.readouterr().err
+    assert "skipped 1 row(s) with empty or null text" in caplog.text
     assert data.files[0]["sha256"] and data.files[0]["bytes"] > 0
 
 

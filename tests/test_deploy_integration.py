@@ -270,7 +270,8 @@ def server(tmp_path_factory, receiver):
         assert _api(env, "/work_pools/gpu")["concurrency_limit"] == 3
         auto_env = {**env, "ALLSIDES_NOTIFY_URL": receiver.url, "ALLSIDES_ZOMBIE_AFTER_S": str(ZOMBIE_AFTER_S)}
         first = _cli([sys.executable, str(DEPLOY / "automations.py")], auto_env)
-        again = _cli([sys.executable, str(DEPLOY / "automations.py")], {**env, "ALLSIDES_ZOMBIE_AFTER_S": str(ZOMBIE_AFTER_S)})
+        again = _cli([sys.executable, str(DEPLOY / "automations.py")],
+                     {**env, "ALLSIDES_ZOMBIE_AFTER_S": str(ZOMBIE_AFTER_S)})
         assert first.count("created automation") == 2 and again.count("updated automation") == 2, (first, again)
         assert "kept" in again  # rerun without a URL: the block keeps the one it has
         automations = {a["name"]: a for a in _api(env, "/automations/filter", {})}
@@ -292,7 +293,8 @@ def _api(env: dict, path: str, body: dict | None = None):
 
 def _cli(args: list[str], env: dict, timeout: float = 300) -> str:
     out = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert out.returncode == 0, (f"{' '.join(args)} failed ({out.returncode}):\n"
+                                 f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out.stdout
 
 
@@ -429,7 +431,8 @@ def test_worker_killed_mid_shard_rerun_completes_without_duplicates(server, work
     marker = tmp_path / "stalled"
     # the scorer stops (as if the machine froze) after the second file's part is committed and before
     # its manifest entry: the worst moment, rows on disk that the manifest does not know about
-    doomed = workers.start("gpu", "worker-doomed", **{STALL_ENV: "part-committed:2", f"{STALL_ENV}_MARKER": str(marker)})
+    doomed = workers.start("gpu", "worker-doomed",
+                           **{STALL_ENV: "part-committed:2", f"{STALL_ENV}_MARKER": str(marker)})
     out = tmp_path / "shard"
     files = sorted(str(p) for p in Path(corpus4).glob("*.parquet"))
     params = dict(files=files, model=tiny_model_dir, output=str(out), run_id="shard-under-test", options=SCORE_OPTS)
@@ -485,7 +488,8 @@ def test_shard_failing_once_completes_on_its_retry(server, workers, corpus4, tin
     assert task["run_count"] == 2 and task["state"]["type"] == "COMPLETED"
     states = [st["name"] for st in _api(server, f"/task_run_states/?task_run_id={task['id']}")]
     assert states.count("AwaitingRetry") == 1 and states[-1] == "Completed", states
-    logs = " ".join(log["message"] for log in _api(server, "/logs/filter", {"logs": {"task_run_id": {"any_": [task["id"]]}}}))
+    logs = " ".join(log["message"]
+                    for log in _api(server, "/logs/filter", {"logs": {"task_run_id": {"any_": [task["id"]]}}}))
     assert re.search(r"(NotADirectoryError|FileExistsError).* - Retry 1/2 will start", logs), logs
     assert len(list((out / "_manifest").rglob("*.json"))) == 2 and len(list((out / "scores").rglob("*.parquet"))) == 2
 

@@ -20,14 +20,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from allsides_batch.analysis.evaluate import (
-    EvaluateConfig,
-    evaluate_scores,
-    markdown_report,
-    select_labelled,
-    write_evaluation,
-)
-from allsides_batch.config import ScoreConfig
+from allsides_batch.analysis.evaluate import evaluate_scores, markdown_report, select_labelled, write_evaluation
+from allsides_batch.config import EvaluateConfig, ScoreConfig
 from allsides_batch.errors import ConfigError, UserError
 from allsides_batch.training.data import load_labelled, make_split
 
@@ -113,7 +107,8 @@ def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, sample):
     q.mkdir(parents=True)
     pq.write_table(pa.table({"id": data.ids[500:520], "reason": ["empty text"] * 20}), q / "part-0.parquet")
     result = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(sample)], min_articles=5))
-    assert result["evaluated"] == 500 and result["unscored"] == len(data.ids) - 500 and result["scores_without_label"] == 2
+    assert (result["evaluated"] == 500 and result["unscored"] == len(data.ids) - 500
+            and result["scores_without_label"] == 2)
     assert result["unscored_reasons"] == {"empty text": 20} and result["notes"]
     only_new = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(sample)], split="all"),
                                labelled=_first(select_labelled(EvaluateConfig(data=[str(sample)])), 100))
@@ -179,5 +174,6 @@ def test_cli_scores_and_errors(tmp_path, sample):
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "| macro-F1 |" in ok.stdout and (tmp_path / "e" / "evaluation.json").is_file()
-    both = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--model", "x"], capture_output=True, text=True, check=False)
+    both = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--model", "x"],
+                          capture_output=True, text=True, check=False)
     assert both.returncode == 2 and "exactly one of --model" in both.stderr and both.stderr.count("\n") == 1

@@ -17,26 +17,6 @@ RUN_DATE = "2026-11-28"
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """One temporary Prefect server (SQLite) for the session, with its own PREFECT_HOME."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "DO_NOT_TRACK", "PREFECT_API_URL")}
-    os.environ.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1")
-    os.environ.pop("PREFECT_API_URL", None)
-    from prefect.testing.utilities import prefect_test_harness
-
-    try:
-        with prefect_test_harness(server_startup_timeout=180):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture(scope="session")
 def corpus_dir(articles_sample, tmp_path_factory) -> str:
     """Three corpus files of 100 real articles each (every other outlet, so files mix outlets)."""
     table = pq.read_table(articles_sample)
@@ -136,8 +116,8 @@ def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sam
     from flows.train_model import train_model_flow
 
     root = tmp_path / "models"
-    kwargs = dict(kind="transformer", data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root), max_steps=2,
-                  max_length=32, train_batch_size=8, max_eval_samples=64, device="cpu")
+    kwargs = dict(kind="transformer", data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root),
+                  max_steps=2, max_length=32, train_batch_size=8, max_eval_samples=64, device="cpu")
     result = train_model_flow(output=str(tmp_path / "run1"), recipe={"adversary_weight": 0.2}, **kwargs)
     assert result["data"]["articles"] == 600 and 55 <= result["data"]["outlets"] <= 60
     assert os.path.realpath(root / "latest") == os.path.realpath(result["path"])
@@ -165,7 +145,8 @@ def test_main_job_trains_then_scores_and_prints_the_table(prefect_server, corpus
     from flows.__main__ import main
 
     args = ["--corpus", corpus_dir, "--output", str(tmp_path / "out"), "--models-root", str(tmp_path / "models"),
-            "--kind", "transformer", "--base-model", tiny_model_dir, "--train-steps", "1", "--max-length", "32", "--run-date", RUN_DATE]
+            "--kind", "transformer", "--base-model", tiny_model_dir, "--train-steps", "1", "--max-length", "32",
+            "--run-date", RUN_DATE]
     out = io.StringIO()
     assert main(args, out=out) == 0
     out = out.getvalue()
@@ -211,7 +192,9 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
     from allsides_batch.text.prep import TextPrep, prepare_text
 
     model_dir = str(tmp_path / "models" / "latest")
-    corpus = pa.concat_tables(pq.read_table(p) for p in sorted(__import__("pathlib").Path(corpus_dir).glob("*.parquet")))
+    corpus = pa.concat_tables(
+        pq.read_table(p) for p in sorted(__import__("pathlib").Path(corpus_dir).glob("*.parquet"))
+    )
     corpus = corpus.sort_by("id").to_pydict()
     prep = TextPrep.load(model_dir)
     texts = [prepare_text(t, x, prep, source=s) for t, x, s in zip(corpus["title"], corpus["text"], corpus["source"])]

@@ -146,7 +146,8 @@ def _toy(n_per_outlet: int = 6):
             texts.append(f"{words[label]} common text number{k}{extra}")
             labels.append(label)
             sources.append(f"o{o}")
-    return LabelledData(texts=texts, labels=np.asarray(labels), sources=sources, ids=[str(i) for i in range(len(texts))])
+    return LabelledData(texts=texts, labels=np.asarray(labels), sources=sources,
+                        ids=[str(i) for i in range(len(texts))])
 
 
 def test_min_outlets_drops_terms_one_outlet_owns():
@@ -187,6 +188,7 @@ def test_counts_equal_scikit_learns_count_vectorizer(real_slice, ngram_max):
                         coef=np.zeros((3, len(vocab)), np.float32), intercept=np.zeros(3, np.float32),
                         ngram_max=ngram_max)
     ours, words = model._count(texts)
-    theirs = CountVectorizer(vocabulary={t: i for i, t in enumerate(vocab)}, ngram_range=(1, ngram_max)).transform(texts)
+    theirs = CountVectorizer(vocabulary={t: i for i, t in enumerate(vocab)},
+                             ngram_range=(1, ngram_max)).transform(texts)
     assert (ours != theirs).nnz == 0 and ours.nnz > 1000
     assert words[-4:].tolist() == [0, 0, 4, 0]  # "a", "x", "y", "z" are too short for the token pattern

@@ -190,7 +190,8 @@ def test_non_finite_scores_never_reach_an_outlet(tmp_path):
     conf = [0.9, 0.9, float("nan"), 0.9, 0.9, 0.9]
     cols = {f.name: pa.nulls(n, f.type) for f in SCORES_SCHEMA}
     cols.update(id=pa.array([f"a{i}" for i in range(n)]), source=pa.array(["Outlet"] * n),
-                date=pa.array(["2026-11-01"] * n), label=pa.array(["right"] * n), bias_score=pa.array(bias, pa.float32()),
+                date=pa.array(["2026-11-01"] * n), label=pa.array(["right"] * n),
+                bias_score=pa.array(bias, pa.float32()),
                 confidence=pa.array(conf, pa.float32()), model_id=pa.array(["m"] * n),
                 scored_at=pa.array([0] * n, pa.timestamp("us", tz="UTC")))
     (tmp_path / "scores").mkdir()

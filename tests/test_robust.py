@@ -76,10 +76,10 @@ def test_training_with_adversary_sampler_and_windows(tiny_model_dir, articles_sa
     from allsides_batch.config import TrainConfig
     from allsides_batch.training.train import train_model
 
-    cfg = TrainConfig(kind="transformer", data=[str(articles_sample)], output=str(tmp_path / "m"), base_model=tiny_model_dir,
-                      epochs=2, max_length=32, window_stride=8, train_windows=2, adversary_weight=0.5,
-                      class_balance="sampler", max_train_samples=120, max_eval_samples=60, train_batch_size=16,
-                      val_fraction=0.2, device="cpu", calibrate=True)
+    cfg = TrainConfig(kind="transformer", data=[str(articles_sample)], output=str(tmp_path / "m"),
+                      base_model=tiny_model_dir, epochs=2, max_length=32, window_stride=8, train_windows=2,
+                      adversary_weight=0.5, class_balance="sampler", max_train_samples=120, max_eval_samples=60,
+                      train_batch_size=16, val_fraction=0.2, device="cpu", calibrate=True)
     result = train_model(cfg)
     epochs = result.metrics["epochs"]
     assert len(epochs) == 2 and all(np.isfinite(e["adversary_loss"]) for e in epochs)

@@ -13,7 +13,8 @@ import torch
 
 from allsides_batch.config import ScoreConfig
 from allsides_batch.errors import UserError
-from allsides_batch.scoring.engine import Scorer, chunk_windows, forward_with_halving, token_batches
+from allsides_batch.scoring.engine import Scorer, forward_with_halving, token_batches
+from allsides_batch.text.windows import window_spans
 
 
 def _scorer(model_dir, **kw) -> Scorer:
@@ -33,7 +34,7 @@ def texts(articles_sample) -> list[str]:
 
 @pytest.mark.parametrize("n,window,stride", [(0, 10, 3), (10, 10, 3), (11, 10, 3), (57, 10, 3), (100, 62, 0)])
 def test_chunk_windows_cover_every_token_once_plus_overlap(n, window, stride):
-    spans = chunk_windows(n, window, stride)
+    spans = window_spans(n, window, stride)
     assert spans[0][0] == 0 and spans[-1][1] == n
     assert all(0 < e - s <= window or n == 0 for s, e in spans)
     for (_, e1), (s2, _) in itertools.pairwise(spans):
@@ -128,7 +129,8 @@ def test_default_max_length_comes_from_the_training_recipe(tiny_model_dir, tmp_p
     shutil.copytree(tiny_model_dir, trained)
     (trained / "training_recipe.json").write_text(json.dumps({"max_length_used": 96}))
     assert _scorer(trained, max_length=None, batch_tokens=4096).max_length == 96
-    assert _scorer(tiny_model_dir, max_length=None, batch_tokens=4096).max_length == 512  # tokenizer limit, capped at 512
+    # tokenizer limit, capped at 512
+    assert _scorer(tiny_model_dir, max_length=None, batch_tokens=4096).max_length == 512
     with pytest.raises(UserError, match="exceeds"):
         _scorer(tiny_model_dir, max_length=1024, batch_tokens=4096)
 

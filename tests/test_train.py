@@ -77,8 +77,8 @@ def test_early_stopping_stops(articles_sample, tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_fine_tunes_real_minilm_loss_falls_and_reload_predicts_identically(articles_path, minilm_path, tmp_path):
     out = tmp_path / "minilm"
-    cfg = TrainConfig(kind="transformer", data=[str(articles_path)], base_model=minilm_path, output=str(out), max_length=64,
-                      epochs=3, early_stopping=0, train_batch_size=16, learning_rate=1e-4,
+    cfg = TrainConfig(kind="transformer", data=[str(articles_path)], base_model=minilm_path, output=str(out),
+                      max_length=64, epochs=3, early_stopping=0, train_batch_size=16, learning_rate=1e-4,
                       max_train_samples=320, max_eval_samples=96, device="cpu")
     result = train_model(cfg)
     losses = [e["train_loss"] for e in result.metrics["epochs"]]

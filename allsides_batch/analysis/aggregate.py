@@ -29,8 +29,18 @@ from typing import TYPE_CHECKING
 from ..config import AggregateConfig
 from ..domains import HOST_PATTERN, MULTI_PART_SUFFIXES
 from ..errors import UserError
+from ..layout import (
+    AGGREGATE_PART,
+    Layout,
+    aggregate_part,
+    aggregate_summary,
+    aggregate_window_dir,
+    manifest_root,
+    quarantine_root,
+    scores_root,
+)
 from ..metrics import t_critical
-from ..storage import atomic_write_parquet, exists, expand_inputs, join, write_json
+from ..storage import atomic_write_parquet, exists, expand_inputs, write_json
 
 if TYPE_CHECKING:
     import polars as pl
@@ -39,8 +49,6 @@ REQUIRED = ("id", "source", "date", "label", "bias_score", "confidence", "model_
 URL_COLUMNS = ("url", "source_url")
 CI_METHOD = "student-t: mean ± t(0.975, n-1)·s/√n, clipped to [-1, 1]; null for n = 1"
 MIN_YEAR = 1900
-PART_NAME = "part-0.parquet"
-SUMMARY_NAME = "_summary.json"
 
 
 @dataclass
@@ -96,9 +104,9 @@ class ScoreParts:
 
 
 def _output_root(scores: str) -> str | None:
-    """The `score` output directory that `scores` is or is the scores/ folder of (it has a _manifest/)."""
+    """The `score` output directory that `scores` is or is the scores/ folder of (it has a manifest)."""
     for root in (scores.rstrip("/"), os.path.dirname(scores.rstrip("/"))):
-        if root and exists(join(root, "_manifest")):
+        if root and exists(manifest_root(root)):
             return root
     return None
 
@@ -107,7 +115,6 @@ def score_parts(scores: str) -> ScoreParts:
     if not scores:
         raise UserError("--scores is required: the output directory of `score`")
     from ..corpus import live_inputs, read_manifest
-    from ..layout import Layout
 
     root = _output_root(scores)
     if root is not None:
@@ -127,10 +134,10 @@ def score_parts(scores: str) -> ScoreParts:
                             f"({parts.left_corpus_files} scored input(s) were deleted or rewritten since); "
                             "run `score` first")
         return parts
-    sub = join(scores, "scores")
+    sub = scores_root(scores)
     if exists(sub):
         files = expand_inputs([sub])
-    elif exists(join(scores, "quarantine")):
+    elif exists(quarantine_root(scores)):
         raise UserError(f"{scores!r} has quarantine/ but no scores/: the score run wrote no scores yet")
     else:
         files = expand_inputs([scores])
@@ -284,7 +291,7 @@ def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
 
 def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     """Aggregate one model's article scores per outlet (and window) into
-    `cfg.output/window=<window>/part-0.parquet`, replacing that window's previous output.
+    `aggregate_part(cfg.output, window)` (layout.py), replacing that window's previous output.
 
     Interval: Student-t (see the module docstring). Labels: mean < −T left, > T right, else center."""
     import polars as pl
@@ -356,13 +363,12 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
                         .unique().sort("date").head(5))["date"].to_list()
 
     table = _aggregate_rows(rows.filter(keep), cfg, model)
-    out_dir = join(cfg.output, f"window={cfg.window}")
-    out_path = atomic_write_parquet(table.to_arrow(), join(out_dir, PART_NAME))
-    _remove_stale_parts(out_dir)
+    out_path = atomic_write_parquet(table.to_arrow(), aggregate_part(cfg.output, cfg.window))
+    _remove_stale_parts(aggregate_window_dir(cfg.output, cfg.window))
     if counts["kept"] == 0:
         notes.append("no articles left to aggregate after the date filters; wrote an empty table")
     summary = AggregateSummary(
-        output_path=out_path, summary_path=join(out_dir, SUMMARY_NAME), window=cfg.window,
+        output_path=out_path, summary_path=aggregate_summary(cfg.output, cfg.window), window=cfg.window,
         outlet_key=cfg.outlet_key, model_id=model, model_ids_found=found, input_files=len(files),
         input_rows=input_rows, duplicate_rows=input_rows - counts["n"] - int(conflicts["n"].sum()),
         rows_without_score=counts["no_score"], invalid_score_rows=counts["invalid"],
@@ -447,5 +453,5 @@ def _remove_stale_parts(out_dir: str) -> None:
 
     fs, path = fsspec.core.url_to_fs(out_dir)
     for name in fs.ls(path, detail=False):
-        if name.endswith(".parquet") and os.path.basename(name) != PART_NAME:
+        if name.endswith(".parquet") and os.path.basename(name) != AGGREGATE_PART:
             fs.rm(name)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -20,44 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import LABELS
-from ..config import Columns, ScoreConfig
-from ..errors import ConfigError, UserError
+from ..config import Columns, EvaluateConfig, ScoreConfig
+from ..errors import UserError
+from ..layout import Layout
 from ..metrics import classification_report, outlet_agreement
 from ..storage import atomic_write_text, exists, expand_inputs, join, read_table, schema_names, write_json
 
 PROB_COLUMNS = ("p_left", "p_center", "p_right")
-
-
-@dataclass
-class EvaluateConfig:
-    """What to evaluate on and how; the model side comes from ScoreConfig (the scorer's own options)."""
-
-    data: list[str] = field(default_factory=list, metadata={"help": "labelled Parquet file(s), directory or glob"})
-    scores: str | None = field(default=None, metadata={"help": "evaluate these `score` outputs instead of --model"})
-    split: str = field(default="all", metadata={
-        "help": "rows to evaluate: all | outlet | random (train's validation rows for the same --seed and "
-                "--val-fraction) | column:NAME (its valid rows) | column:NAME=VALUE"})
-    val_fraction: float = field(default=0.1, metadata={"help": "validation share for --split outlet/random"})
-    seed: int = field(default=12345, metadata={"help": "seed of --split outlet/random (train's --seed)"})
-    group_by: str = field(default="source", metadata={"help": "--split outlet groups by source or domain (train's --group-by)"})
-    min_articles: int = field(default=20, metadata={"help": "outlet-level metrics use outlets with at least N articles"})
-    label_threshold: float = field(default=1 / 3, metadata={"help": "outlet label from mean score: < -T left, > T right"})
-    model_id: str | None = field(default=None, metadata={"help": "with --scores: the model_id to evaluate"})
-    output: str | None = field(default=None, metadata={"help": "directory for evaluation.json and evaluation.md"})
-
-    def __post_init__(self) -> None:
-        if isinstance(self.data, str):
-            self.data = [self.data]
-        if not re.fullmatch(r"all|outlet|random|column:[^=]+(=.+)?", self.split):
-            raise ConfigError("split", f"must be all, outlet, random, column:NAME or column:NAME=VALUE; got {self.split!r}")
-        if self.group_by not in ("source", "domain"):
-            raise ConfigError("group_by", f"must be source or domain, got {self.group_by!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must be between 0 and 1, got {self.val_fraction}")
-        if self.min_articles < 1:
-            raise ConfigError("min_articles", f"must be >= 1, got {self.min_articles}")
-        if not 0.0 <= self.label_threshold < 1.0:
-            raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
 
 
 @dataclass
@@ -83,7 +51,9 @@ def select_labelled(cfg: EvaluateConfig, columns: Columns | None = None) -> Labe
     if cfg.split == "all":
         rows = np.arange(len(data))
     elif value:
-        rows = np.array([i for i, v in enumerate(data.split_values) if v is not None and str(v) == value], dtype=np.int64)
+        rows = np.array(
+            [i for i, v in enumerate(data.split_values) if v is not None and str(v) == value], dtype=np.int64
+        )
         if len(rows) == 0:
             raise UserError(f"--split {cfg.split}: no row has {name} == {value!r}")
     else:
@@ -120,7 +90,7 @@ def read_scores(scores_dir: str, model_id: str | None = None) -> tuple[pa.Table,
 
 def quarantine_reasons(scores_dir: str, model_id: str, ids: set[str]) -> dict[str, int]:
     """Why the scorer set aside any of `ids` (from its quarantine table), counted by reason."""
-    qdir = join(scores_dir, "quarantine", f"model_id={model_id}")
+    qdir = Layout(scores_dir, model_id).quarantine_dir()
     if not exists(qdir):
         return {}
     reasons: Counter = Counter()
@@ -222,7 +192,8 @@ def _write_subset(labelled: Labelled, columns: Columns, tmp: str) -> str:
 def markdown_report(result: dict) -> str:
     """Metric table, per-class table and confusion matrix in markdown."""
     a, o = result["articles"], result["outlets"]
-    lines = [f"### Evaluation of model {result['model_id']} on {result['evaluated']} articles (split: {result['split']})",
+    lines = [f"### Evaluation of model {result['model_id']} on {result['evaluated']} articles "
+             f"(split: {result['split']})",
              "", "| metric | value |", "| --- | ---: |",
              f"| accuracy | {a['accuracy']:.3f} |", f"| macro-F1 | {a['macro_f1']:.3f} |",
              f"| expected calibration error (15 bins) | {a['ece']:.3f} |", f"| log loss | {a['log_loss']:.3f} |",

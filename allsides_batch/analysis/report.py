@@ -10,41 +10,25 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import polars as pl
 from matplotlib.figure import Figure
 
+from ..config import OUTLET_LABEL_THRESHOLD, ReportConfig
 from ..errors import UserError
+from ..layout import (
+    AGGREGATE_PART,
+    REPORT_OUTLET_CHART,
+    REPORT_TABLE,
+    REPORT_TREND_CHART,
+    WINDOW_PARTITION,
+    aggregate_part,
+    aggregate_summary,
+)
 from ..storage import atomic_write_text, join
 
 COLOURS = {"left": "#2166ac", "center": "#8c6bb1", "right": "#b2182b"}
 WINDOW_ORDER = ("all", "month", "week", "day")  # outlet chart prefers the coarsest window
-DEFAULT_THRESHOLD = 1 / 3
-
-
-@dataclass
-class ReportConfig:
-    """Everything `report` needs."""
-
-    aggregates: str = field(default="", metadata={"help": "directory written by `aggregate`"})
-    output: str = field(default="", metadata={"help": "directory for the charts and the table"})
-    outlets: list[str] = field(default_factory=list, metadata={"help": "outlets for the trend chart (default: the 6 largest)"})
-    max_outlets: int = field(default=100, metadata={"help": "outlet chart: at most this many outlets, the largest by n"})
-    dpi: int = field(default=110, metadata={"help": "PNG resolution"})
-    axis: Literal["full", "data"] = field(default="full", metadata={
-        "help": "score axis: full = [-1, 1]; data = zoomed to the intervals shown (weak or calibrated models score near 0)"})
-
-    def __post_init__(self) -> None:
-        from ..errors import ConfigError
-
-        if isinstance(self.outlets, str):
-            self.outlets = [self.outlets]
-        if self.axis not in ("full", "data"):
-            raise ConfigError("axis", f"must be full or data, got {self.axis!r}")
-        for name in ("max_outlets", "dpi"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -66,26 +50,27 @@ class ReportPaths:
 # ----------------------------------------------------------------------------------------------- reading
 
 def available_windows(aggregates_dir: str) -> list[str]:
-    """Windows present under `aggregates_dir` (window=<name>/part-0.parquet), coarsest first."""
+    """Windows present under `aggregates_dir` (each with its aggregate_part), coarsest first."""
     if not os.path.isdir(aggregates_dir):
         raise UserError(f"--aggregates {aggregates_dir!r} not found; give the output directory of `aggregate`")
-    found = [w for w in WINDOW_ORDER if os.path.isfile(os.path.join(aggregates_dir, f"window={w}", "part-0.parquet"))]
+    found = [w for w in WINDOW_ORDER if os.path.isfile(aggregate_part(aggregates_dir, w))]
     if not found:
-        raise UserError(f"{aggregates_dir!r} holds no window=<day|week|month|all>/part-0.parquet; run `aggregate` first")
+        raise UserError(f"{aggregates_dir!r} holds no {WINDOW_PARTITION}<day|week|month|all>/{AGGREGATE_PART}; "
+                        "run `aggregate` first")
     return found
 
 
 def read_aggregates(aggregates_dir: str, window: str) -> pl.DataFrame:
-    return pl.read_parquet(os.path.join(aggregates_dir, f"window={window}", "part-0.parquet"))
+    return pl.read_parquet(aggregate_part(aggregates_dir, window))
 
 
 def label_threshold(aggregates_dir: str, window: str) -> float:
     """The --label-threshold the aggregates were made with (from their summary), for the chart's bands."""
-    path = os.path.join(aggregates_dir, f"window={window}", "_summary.json")
+    path = aggregate_summary(aggregates_dir, window)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
-            return float(json.load(fh).get("config", {}).get("label_threshold", DEFAULT_THRESHOLD))
-    return DEFAULT_THRESHOLD
+            return float(json.load(fh).get("config", {}).get("label_threshold", OUTLET_LABEL_THRESHOLD))
+    return OUTLET_LABEL_THRESHOLD
 
 
 def latest_per_outlet(frame: pl.DataFrame) -> pl.DataFrame:
@@ -95,7 +80,7 @@ def latest_per_outlet(frame: pl.DataFrame) -> pl.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ charts
 
-def outlet_chart(frame: pl.DataFrame, *, threshold: float = DEFAULT_THRESHOLD, max_outlets: int | None = None,
+def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHOLD, max_outlets: int | None = None,
                  title: str | None = None, axis: str = "full") -> Figure:
     """Outlets on a left-to-right axis at their mean bias score with 95% intervals; marker area by
     article count, colour by outlet label, hollow markers for low_n. One row per outlet, sorted by
@@ -227,9 +212,10 @@ def summary_table(frame: pl.DataFrame, max_rows: int | None = None) -> str:
 # ------------------------------------------------------------------------------------------------- write
 
 def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None = None, *,
-                 max_outlets: int | None = 100, dpi: int = 110, axis: str = "full") -> ReportPaths:
-    """outlets.png (latest window per outlet; `all` when present), trend.png (finest window
-    present besides `all`), summary.md. Returns the paths written."""
+                 max_outlets: int | None = ReportConfig.max_outlets, dpi: int = ReportConfig.dpi,
+                 axis: str = ReportConfig.axis) -> ReportPaths:
+    """The outlet chart (latest window per outlet; `all` when present), the trend chart (finest window
+    present besides `all`) and the table, under the names of layout.REPORT_FILES. Returns the paths written."""
     if not output_dir:
         raise UserError("--output is required: the directory for the charts and the table")
     windows = available_windows(aggregates_dir)
@@ -239,16 +225,16 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
     notes: list[str] = []
     fig = outlet_chart(frame, threshold=label_threshold(aggregates_dir, outlet_window), max_outlets=max_outlets,
                        axis=axis)
-    outlet_png = _save(fig, join(output_dir, "outlets.png"), dpi)
+    outlet_png = _save(fig, join(output_dir, REPORT_OUTLET_CHART), dpi)
     trend_window = next((w for w in reversed(windows) if w != "all"), None)
     trend_png = None
     if trend_window is None:
         notes.append("no day/week/month aggregates: run `aggregate --window month` for the trend chart")
     else:
         trend_png = _save(trend_chart(read_aggregates(aggregates_dir, trend_window), outlets, axis=axis),
-                          join(output_dir, "trend.png"), dpi)
+                          join(output_dir, REPORT_TREND_CHART), dpi)
     heading = f"# Outlet bias ({outlet_window if outlet_window == 'all' else 'latest ' + outlet_window})\n\n"
-    table = atomic_write_text(join(output_dir, "summary.md"), heading + summary_table(frame))
+    table = atomic_write_text(join(output_dir, REPORT_TABLE), heading + summary_table(frame))
     return ReportPaths(outlet_chart=outlet_png, trend_chart=trend_png, table=table, outlet_window=outlet_window,
                        trend_window=trend_window, outlets=frame.height, notes=notes)
 

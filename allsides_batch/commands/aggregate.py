@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
 from ..cli import build_config, dataclass_options, run_command
 from ..config import AggregateConfig
+
+log = logging.getLogger(__name__)
 
 
 @click.command("aggregate")
@@ -22,5 +25,5 @@ def _aggregate(values: dict) -> None:
 
     summary = outlet_aggregates(build_config(AggregateConfig, values))
     for note in summary.notes:
-        click.echo(f"note: {note}", err=True)
+        log.warning(note)
     click.echo(json.dumps({k: v for k, v in summary.to_dict().items() if k not in ("notes", "ci_method")}))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
-from ..analysis.evaluate import EvaluateConfig
 from ..cli import build_config, dataclass_options, run_command
-from ..config import ScoreConfig
+from ..config import EvaluateConfig, ScoreConfig
 
 # The scorer's options (model, columns, max length, batch tokens, device, precision, ...) come from
 # ScoreConfig itself, so `evaluate --model` scores exactly as `score` would with the same flags.
 _NOT_FROM_SCORE = ("input", "output", "run_id")
+
+log = logging.getLogger(__name__)
 
 
 @click.command("evaluate")
@@ -35,8 +38,8 @@ def _evaluate(values: dict) -> None:
     else:
         result = evaluate_model(score_cfg, cfg)
     for note in result["notes"]:
-        click.echo(f"note: {note}", err=True)
+        log.warning(note)
     if cfg.output:
         json_path, md_path = write_evaluation(result, cfg.output)
-        click.echo(f"wrote {json_path} and {md_path}", err=True)
+        log.info(f"wrote {json_path} and {md_path}")
     click.echo(markdown_report(result))

@@ -3,33 +3,30 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
 from ..cli import dataclass_options, run_command
+from ..config import ReportConfig
 
-
-def _options(func):
-    from ..analysis.report import ReportConfig
-
-    return dataclass_options(ReportConfig, required=("aggregates", "output"),
-                             flags={"outlets": ("--outlet",)})(func)
+log = logging.getLogger(__name__)
 
 
 @click.command("report")
-@_options
+@dataclass_options(ReportConfig, required=("aggregates", "output"), flags={"outlets": ("--outlet",)})
 def command(**values) -> None:
     """Write outlets.png (outlets left to right with 95% intervals), trend.png and summary.md."""
     run_command(_report, values)
 
 
 def _report(values: dict) -> None:
-    from ..analysis.report import ReportConfig, write_report
+    from ..analysis.report import write_report
     from ..cli import build_config
 
     cfg = build_config(ReportConfig, values)
     paths = write_report(cfg.aggregates, cfg.output, cfg.outlets or None, max_outlets=cfg.max_outlets, dpi=cfg.dpi,
                          axis=cfg.axis)
     for note in paths.notes:
-        click.echo(f"note: {note}", err=True)
+        log.warning(note)
     click.echo(json.dumps({k: v for k, v in paths.to_dict().items() if k != "notes"}))

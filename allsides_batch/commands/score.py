@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
 from ..cli import build_config, dataclass_options, run_command
 from ..config import ScoreConfig
+
+log = logging.getLogger(__name__)
 
 
 @click.command("score")
@@ -22,19 +25,17 @@ def _score(values: dict) -> None:
 
     cfg = build_config(ScoreConfig, values)
     s = score_corpus(cfg)
-    click.echo(f"scored {s.scored_rows} + quarantined {s.quarantined_rows} = {s.input_rows} input rows "
-               f"from {s.files_scored} file(s) ({s.files_skipped} already done) in {s.seconds:.1f} s, "
-               f"{s.articles_per_s:.1f} articles/s; model_id {s.model_id}; output {s.output}", err=True)
+    log.info(f"scored {s.scored_rows} + quarantined {s.quarantined_rows} = {s.input_rows} input rows "
+             f"from {s.files_scored} file(s) ({s.files_skipped} already done) in {s.seconds:.1f} s, "
+             f"{s.articles_per_s:.1f} articles/s; model_id {s.model_id}; output {s.output}")
     r = s.reconciled
     if r.get("retired_files") or r.get("orphan_parts_removed"):
-        click.echo(f"retired the scores of {r['retired_files']} file(s) ({r['retired_rows']} rows) whose input was "
-                   f"deleted or rewritten; removed {r['orphan_parts_removed']} part(s) left by killed runs", err=True)
+        log.info(f"retired the scores of {r['retired_files']} file(s) ({r['retired_rows']} rows) whose input was "
+                 f"deleted or rewritten; removed {r['orphan_parts_removed']} part(s) left by killed runs")
     if s.files_same_content:
-        click.echo(f"{s.files_same_content} input path(s) hold the same bytes as another input: scored once",
-                   err=True)
+        log.info(f"{s.files_same_content} input path(s) hold the same bytes as another input: scored once")
     for url in s.files_changed_during_run:
-        click.echo(f"warning: {url} changed while it was scored; not committed, the next run scores it", err=True)
+        log.warning(f"{url} changed while it was scored; not committed, the next run scores it")
     if s.int8_label_agreement is not None:
-        click.echo(f"int8 label agreement with fp32: {s.int8_label_agreement:.1%} "
-                   f"on {s.int8_rows_checked} articles", err=True)
+        log.info(f"int8 label agreement with fp32: {s.int8_label_agreement:.1%} on {s.int8_rows_checked} articles")
     click.echo(json.dumps(s.to_dict()))

@@ -134,7 +134,9 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
     scorer = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length or None), device)
     reference = None
     if cfg.quantize == "int8" and cfg.quantize_check:
-        reference = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length or None, quantize="none"), device)
+        reference = Scorer.from_config(
+            dataclasses.replace(cfg, max_length=p.max_length or None, quantize="none"), device
+        )
     workers = cfg.workers if cfg.workers is not None else default_workers(scorer.device.type, n_devices, p.kind)
     tokenizers = Tokenizers(scorer.spec, workers)
     unit_rows = 4096 if scorer.device.type == "cuda" else 256
@@ -235,7 +237,8 @@ def _commit_file(out: _FileOutput, run: dict, summary: ScoreSummary) -> None:
     if out.quarantine is not None:
         parts.append(out.quarantine.commit())
     _stall_point("part-committed")
-    entry = {"input": out.url, "inputs": sorted(out.inputs), "key": out.key, "fingerprint": out.fingerprint, "model_id": run["model_id"],
+    entry = {"input": out.url, "inputs": sorted(out.inputs), "key": out.key, "fingerprint": out.fingerprint,
+             "model_id": run["model_id"],
              "rows_in": out.rows_in, "rows_scored": scored, "rows_quarantined": quarantined,
              "scores_part": parts[0], "quarantine_part": parts[1] if len(parts) > 1 else None,
              "run_id": run["run_id"], "scored_at": run["scored_at"].isoformat()}

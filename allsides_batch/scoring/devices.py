@@ -105,7 +105,7 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
             except queue.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead and out.empty():
-                    raise RuntimeError(f"device process exited with code {dead[0].exitcode} before reporting")
+                    raise RuntimeError(f"device process exited with code {dead[0].exitcode} before reporting") from None
                 continue
             if kind == "progress":
                 progress(payload)

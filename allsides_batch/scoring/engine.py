@@ -21,44 +21,24 @@ import numpy as np
 import torch
 
 from ..calibration import load_temperature, softmax
-from ..config import ScoreConfig
+from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
 from ..model import (
     label_order,
     load_classifier,
     load_tokenizer,
     local_model_dir,
-    model_id,
     parse_label_map,
     read_model_kind,
     resolve_device,
     resolve_precision,
 )
-from ..text.prep import (
-    CHARS_PER_TOKEN,
-    TextPrep,
-    cut_text,
-    encode,
-    prepare_text,
-    special_token_layout,
-    window_spans,
-)
+from ..text.prep import TextPrep, prepare_text
+from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
 
-
-@dataclass
-class Encoded:
-    """Token ids of some rows. In chunk mode a row owns several sequences (windows)."""
-
-    seqs: list[np.ndarray]      # one int32 id array per sequence, special tokens included
-    owner: np.ndarray           # (S,) row index (0..rows-1) of each sequence
-    weight: np.ndarray          # (S,) content tokens per sequence: the chunk-mode averaging weight
-    n_tokens: np.ndarray        # (rows,) tokens of each row (chunk mode: of the whole text; linear: words)
-    truncated: np.ndarray       # (rows,) bool
-    linear_logits: np.ndarray | None = None  # (rows, 3) the linear model's logits (linear and ensemble kinds)
-
-    @property
-    def rows(self) -> int:
-        return len(self.n_tokens)
+__all__ = ["EncodeSpec", "Encoded", "Scorer", "TextEncoder", "Tokenizers", "default_max_length", "die_with_parent",
+           "encode_texts", "forward_with_halving", "head_tokens", "member_dirs", "merge_encoded", "prepare_rows",
+           "token_batches"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +51,9 @@ class EncodeSpec:
     prep: TextPrep
     max_length: int
     long_text: str = "truncate"
-    stride: int = 64
+    stride: int = WINDOW_STRIDE
     linear_dir: str | None = None
-    max_windows: int = 64       # chunk mode: windows kept per article (the first ones); see encode_texts
+    max_windows: int = ScoreConfig.max_windows  # chunk mode: windows kept per article; see encode_texts
 
 
 class TextEncoder:
@@ -105,59 +85,14 @@ def prepare_rows(prep: TextPrep, titles: Sequence[str | None], texts: Sequence[s
     return [prepare_text(t, x, prep, source=s) for t, x, s in zip(titles, texts, sources)]
 
 
-chunk_windows = window_spans  # the chunk-mode layout; one definition shared with windowed training
-
-
 def encode_texts(tokenizer, texts: list[str], spec: EncodeSpec) -> Encoded:
-    """Prepared texts → sequences. truncate: the first max_length tokens (text.encode, which cuts by
-    characters first); chunk: every window of max_length with `stride` overlap, at most `max_windows` of
-    them (the first ones) per text, `truncated` where more would have followed."""
-    if spec.long_text == "truncate":
-        ids, n_tok, cut = encode(tokenizer, texts, spec.max_length)
-        seqs = [np.asarray(r, dtype=np.int32) for r in ids]
-        return Encoded(seqs, np.arange(len(seqs)), np.asarray(n_tok, np.float32), np.asarray(n_tok, np.int32),
-                       np.asarray(cut, bool))
-    n_pre, n_suf = special_token_layout(tokenizer)
-    full = tokenizer("hello")["input_ids"]
-    prefix, suffix = full[:n_pre], full[len(full) - n_suf:] if n_suf else []
-    window = spec.max_length - n_pre - n_suf
-    cap = max(1, spec.max_windows)
-    covered = window + (cap - 1) * (window - spec.stride)  # content tokens the first `cap` windows span
-    # One token more than the kept windows cover tells a text needing more windows from one ending there.
-    content = head_tokens(tokenizer, texts, covered + 1)
-    seqs, owner, weight, n_tokens, truncated = [], [], [], [], []
-    for row, toks in enumerate(content):
-        spans = chunk_windows(len(toks), window, spec.stride)
-        dropped = len(spans) > cap
-        for start, end in spans[:cap]:
-            seqs.append(np.asarray(prefix + toks[start:end] + suffix, np.int32))
-            owner.append(row)
-            weight.append(max(end - start, 1))  # a text of no tokens still gets its one (special-only) window
-        n_tokens.append((covered if dropped else len(toks)) + n_pre + n_suf)
-        truncated.append(dropped)
-    return Encoded(seqs, np.asarray(owner), np.asarray(weight, np.float32), np.asarray(n_tokens, np.int32),
-                   np.asarray(truncated, bool))
-
-
-def head_tokens(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
-    """Content token ids (no special tokens) of each text: all of them when it has at most `limit`, else a
-    prefix of at least `limit`, identical to the first tokens of the whole text. Only a head of a long
-    text is tokenized: cut at whitespace (text.cut_text, so every kept word and its tokens are whole) to
-    limit x CHARS_PER_TOKEN characters, and cut again at twice the length while a head gives fewer than
-    `limit` tokens, up to the whole text. The tokenizer thus reads at most about 2 x limit x CHARS_PER_TOKEN
-    characters of ordinary prose, never the megabytes of a huge article that no kept window would use."""
-    budget = limit * CHARS_PER_TOKEN
-    heads = [cut_text(t, budget) for t in texts]
-    out = tokenizer(heads, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    short = [i for i, (t, h) in enumerate(zip(texts, heads)) if len(h) < len(t) and len(out[i]) < limit]
-    while short:
-        budget *= 2
-        heads = [cut_text(texts[i], budget) for i in short]
-        ids = tokenizer(heads, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        for i, toks in zip(short, ids):
-            out[i] = toks
-        short = [i for i, h, toks in zip(short, heads, ids) if len(h) < len(texts[i]) and len(toks) < limit]
-    return out
+    """Prepared texts → windows (text.windows.encode_windows): truncate, one per text, its first
+    max_length tokens; chunk, at most `max_windows` per text. Ids as int32 arrays, compact to send
+    back from a tokenizer process."""
+    cap = 1 if spec.long_text == "truncate" else spec.max_windows
+    enc = encode_windows(tokenizer, texts, spec.max_length, spec.stride, cap)
+    enc.seqs = [np.asarray(s, np.int32) for s in enc.seqs]
+    return enc
 
 
 # ---- child processes die with their parent ----------------------------------------------------------------
@@ -320,10 +255,7 @@ class Scorer:
     @classmethod
     def from_config(cls, cfg: ScoreConfig, device: str | None = None) -> Scorer:
         """Load model and tokenizer once; refuse unmappable labels and bad options before any work."""
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # the scorer draws its own progress bar
-        model_dir = local_model_dir(os.path.expanduser(cfg.model))
+        model_dir = local_model_dir(cfg.model)
         info = read_model_kind(model_dir)
         kind = info["kind"]
         transformer_dir, linear_dir = member_dirs(model_dir, kind)
@@ -344,7 +276,7 @@ class Scorer:
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions and max_length > positions:
             raise UserError(f"--max-length {max_length} exceeds the model's {positions} positions")
-        if cfg.long_text == "chunk" and cfg.stride >= max_length - 2:
+        if cfg.long_text == "chunk" and cfg.stride >= stride_limit(max_length):
             raise UserError(f"--stride {cfg.stride} must be smaller than --max-length {max_length} minus 2")
         if cfg.max_windows < 1:
             raise UserError(f"--max-windows {cfg.max_windows}: an article needs at least one window")
@@ -369,9 +301,6 @@ class Scorer:
                    load_temperature(transformer_dir), spec, cfg.quantize, kind=kind, linear_temperature=linear_t,
                    weights=info.get("weights"))
 
-    def base_model_id(self) -> str:
-        return model_id(self.model_dir)
-
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         use_autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
@@ -390,13 +319,7 @@ class Scorer:
         logits_out, index_out = [], []
         with torch.inference_mode():
             for idx in token_batches(lengths, self.batch_tokens, multiple=8 if cuda else 1):
-                width = int(lengths[idx].max())
-                ids = np.full((len(idx), width), self.pad_id, np.int64)
-                mask = np.zeros((len(idx), width), np.int64)
-                for r, i in enumerate(idx):  # (B, L) right-padded
-                    ids[r, :lengths[i]] = seqs[i]
-                    mask[r, :lengths[i]] = 1
-                t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+                t_ids, t_mask = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, L) right-padded
                 if cuda:  # pinned host memory lets the copy run while the GPU still works on the last batch
                     t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
                     t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)

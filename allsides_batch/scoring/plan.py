@@ -93,9 +93,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
 
     if not cfg.output:
         raise UserError("--output is required: the directory for scores, quarantine and manifest")
-    if cfg.model.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(cfg.model)):
-        raise UserError(f"model directory not found: {cfg.model!r} (give a trained model directory or a hub name)")
-    model_dir = local_model_dir(os.path.expanduser(cfg.model))
+    model_dir = local_model_dir(cfg.model)  # a local path that is not a directory: "model directory not found"
     kind = read_model_kind(model_dir)["kind"]
     check_complete(model_dir)  # weights, config and a tokenizer that fits, before any work
     transformer_dir, linear_dir = member_dirs(model_dir, kind)

@@ -95,7 +95,8 @@ _HILL_EXPANSION = re.compile(r"\b([A-Z][\w'’\-]+) (?:[A-Z(][\w.'’()\-]* ){1,
 _HILL_MORE = re.compile(r"\s+MORE\b")
 _PHOTO_CREDIT = re.compile(
     r"\(\s*(?:Photo|PHOTOS?|Image|Video)s?:[^)]{0,120}\)|^AP Photos?\b|"
-    r"\((?:[A-Z][\w.' ]*/)?(?:AP|REUTERS|Reuters|AFP|Getty Images|Getty|Pixabay|Bloomberg|EPA)(?: Photo)?(?:/[^)]{0,60})?\)"
+    r"\((?:[A-Z][\w.' ]*/)?(?:AP|REUTERS|Reuters|AFP|Getty Images|Getty|Pixabay|Bloomberg|EPA)"
+    r"(?: Photo)?(?:/[^)]{0,60})?\)"
     r"|\|?\s*[A-Z][\w.'\- ]{0,40}/(?:AP Photo|AP|Getty Images|AFP|Reuters|REUTERS|POLITICO|Bloomberg)\b"
 )
 # Whole lines (paragraphs) that are house boilerplate, bylines or credits. Only short lines are
@@ -156,7 +157,7 @@ def _aliases(source: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4096)
 def _alias_pattern(source: str) -> re.Pattern | None:
-    names = _aliases(source)
+    names = outlet_aliases(source)
     if not names:
         return None
     # Case-sensitive on purpose: 'Reason' the magazine, not 'reason' the word; ALL-CAPS forms added.

@@ -29,7 +29,7 @@ class TextPrep:
     version: int = 1
     prepend_title: bool = True
     separator: str = "\n\n"
-    # Outlet-identity masking (allsides_batch/masking.py). Off by default so model directories saved
+    # Outlet-identity masking (allsides_batch/text/masking.py). Off by default so model directories saved
     # before masking existed load with the preparation they were trained with.
     mask_outlet: bool = False
     mask_version: int = 0

@@ -9,9 +9,9 @@ macro-F1, accuracy, ECE (calibrated and not) and outlet-level Spearman. Written 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -21,6 +21,8 @@ from ..config import TrainConfig
 from ..errors import UserError
 from ..storage import write_json
 from .data import LabelledData, load_labelled, make_split, outlet_folds, split_random
+
+log = logging.getLogger(__name__)
 
 METRICS = ("macro_f1", "accuracy", "ece", "ece_uncalibrated", "spearman", "outlet_accuracy")
 
@@ -54,7 +56,8 @@ def fold_metrics(fold: int, metrics: dict, n_train: int, test: LabelledData, sec
     if before:  # the linear model before its refit on training + validation: the refit's effect, same fold
         members["before refit"] = {"macro_f1": before["macro_f1"], "accuracy": before["accuracy"],
                                    "ece": before["ece"], "spearman": before["outlets"]["spearman"]}
-    return {"members": members, "ensemble_weights": metrics.get("ensemble_weights"), "fold": fold, "n_train": n_train, "n_test": len(test), "test_outlets": len(set(test.sources)),
+    return {"members": members, "ensemble_weights": metrics.get("ensemble_weights"), "fold": fold,
+            "n_train": n_train, "n_test": len(test), "test_outlets": len(set(test.sources)),
             "macro_f1": t["macro_f1"], "accuracy": t["accuracy"], "ece": t["ece"], "ece_uncalibrated": raw["ece"],
             "nll": t["log_loss"], "nll_uncalibrated": raw["log_loss"], "spearman": t["outlets"]["spearman"],
             "outlet_accuracy": t["outlets"]["outlet_accuracy"], "temperature": cal.get("temperature", 1.0),
@@ -81,8 +84,7 @@ def _run_fold(cfg: TrainConfig, fold: int, rest: LabelledData, test: LabelledDat
         train_idx, val_idx = make_split(rest, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
     else:
         train_idx, val_idx = split_random(rest.labels, cfg.val_fraction, cfg.seed)
-    print(f"fold {fold + 1}: {len(test)} test articles from {len(set(test.sources))} outlets ({cfg.kind} model)",
-          file=sys.stderr)
+    log.info(f"fold {fold + 1}: {len(test)} test articles from {len(set(test.sources))} outlets ({cfg.kind} model)")
     fitted = fit(cfg, rest.subset(train_idx), rest.subset(val_idx), test)
     return fold_metrics(fold, fitted.metrics, len(train_idx), test, time.perf_counter() - t0)
 
@@ -152,7 +154,8 @@ def markdown_table(folds: list[dict], summary: dict) -> str:
 
 def write_cv(output: str, cfg: TrainConfig, folds: int, grouping: str, results: list[dict], summary: dict) -> None:
     os.makedirs(output, exist_ok=True)
-    write_json(os.path.join(output, "cv.json"), {"folds": folds, "grouping": grouping, "config": dataclasses.asdict(cfg),
+    write_json(os.path.join(output, "cv.json"), {"folds": folds, "grouping": grouping,
+                                                "config": dataclasses.asdict(cfg),
                                                 "per_fold": results, "summary": summary})
     with open(os.path.join(output, "cv.md"), "w") as fh:
         fh.write(f"# {folds}-fold {grouping}-grouped cross-validation\n\n")

@@ -5,7 +5,7 @@ Only pyarrow and numpy here: train must run on GPU workers without polars or pre
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +19,8 @@ from ..domains import outlet_groups
 from ..errors import UserError
 from ..storage import expand_inputs, file_fingerprint, read_table, schema_names
 from ..text.prep import TextPrep, prepare_text
+
+log = logging.getLogger(__name__)
 
 _LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
 _LABEL_INDEX.update({str(i): i for i in range(len(LABELS))})
@@ -171,7 +173,7 @@ def _from_tables(tables: list[pa.Table], files: list[dict], columns: Columns, sp
                 splits.append(rows[split_column][i])
     if dropped:
         for reason, count in dropped.items():
-            print(f"note: skipped {count} row(s) with {reason}", file=sys.stderr)
+            log.warning(f"skipped {count} row(s) with {reason}")
     if not texts:
         raise UserError("no usable rows: every row had an empty or null text; check --text-column")
     return LabelledData(texts=texts, labels=normalise_labels(labels), sources=sources, ids=ids,
@@ -278,7 +280,7 @@ def make_split(data: LabelledData, split: str, val_fraction: float, seed: int, g
             raise UserError(f"--split {split}: column {name!r} was not read")
         train, val, left_out = split_by_column(data.split_values)
         if left_out:
-            print(f"note: {left_out} row(s) have {name} other than train/valid and are not used", file=sys.stderr)
+            log.info(f"note: {left_out} row(s) have {name} other than train/valid and are not used")
     if len(train) == 0 or len(val) == 0:
         raise UserError(f"split {split!r} left {len(train)} training and {len(val)} validation rows; "
                         "both must be non-empty")

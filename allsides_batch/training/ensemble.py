@@ -12,7 +12,7 @@ probabilities, so no separate temperature is needed. Saved as one directory: all
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 import time
 
 import numpy as np
@@ -21,6 +21,8 @@ from ..ensemble_model import _log, combine, combined_logits
 from ..model import ENSEMBLE_MEMBERS
 
 __all__ = ["combine", "combined_logits", "fit_ensemble", "fit_weights"]
+
+log = logging.getLogger(__name__)
 
 _MAX_WEIGHT = 20.0
 
@@ -61,7 +63,7 @@ def fit_ensemble(cfg, train_data, val_data, test_data=None):
                "transformer": fit_transformer(member_cfg, limit_rows(train_data, cfg.max_train_samples, cfg.seed),
                                               val_data, test_data)}
     weights = fit_weights({m: f.val_probs for m, f in members.items()}, val_data.labels)
-    print("ensemble weights: " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()), file=sys.stderr)
+    log.info("ensemble weights: " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()))
     val_logits = combined_logits({m: f.val_probs for m, f in members.items()}, weights)
     test_logits = (combined_logits({m: f.test_probs for m, f in members.items()}, weights)
                    if test_data is not None else None)

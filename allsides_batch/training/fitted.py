@@ -9,20 +9,17 @@ import numpy as np
 import torch
 
 from ..calibration import Calibration, article_probs, fit_temperature
-from ..config import TrainConfig
+from ..config import OUTLET_MIN_ARTICLES, TrainConfig
 from ..metrics import classification_report, outlet_agreement
 from .data import LabelledData
-
-# Outlet-level Spearman counts outlets with at least this many articles (as evaluate's --min-articles):
-# the mean of fewer articles is mostly noise.
-OUTLET_MIN_ARTICLES = 20
 
 
 @dataclass
 class Fitted:
     """A trained model in memory with its metrics, as `fit` returns it."""
 
-    model: object                 # a transformers classifier, a LinearModel, or {"transformer": Fitted, "linear": Fitted}
+    # a transformers classifier, a LinearModel, or {"transformer": Fitted, "linear": Fitted}
+    model: object
     tokenizer: object             # None for the linear kind
     metrics: dict
     calibration: Calibration | None

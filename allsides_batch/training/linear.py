@@ -13,7 +13,7 @@ reloaded model gives the same probabilities.
 
 from __future__ import annotations
 
-import sys
+import logging
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from ..errors import UserError
 from ..linear_model import TOKEN_PATTERN, LinearModel, tfidf_rows
 
 __all__ = ["LinearModel", "TOKEN_PATTERN", "fit_linear", "fit_linear_model", "outlet_sample_weights", "tfidf_rows"]
+
+log = logging.getLogger(__name__)
 
 
 def outlet_sample_weights(sources: list[str], power: float) -> np.ndarray | None:
@@ -37,7 +39,8 @@ def outlet_sample_weights(sources: list[str], power: float) -> np.ndarray | None
 
 def fit_linear(texts: list[str], labels: np.ndarray, sources: list[str], *, ngram_max: int = 2,
                max_features: int | None = 200_000, min_df: int = 2, min_outlets: int = 1, c: float = 1.0,
-               outlet_weight: float = 0.0, max_iter: int = 1000) -> tuple[LinearModel, float]:
+               outlet_weight: float = 0.0, class_weight: str = "none",
+               max_iter: int = 1000) -> tuple[LinearModel, float]:
     """Fit TF-IDF + multinomial logistic regression (lbfgs) on training articles.
 
     The vocabulary: n-grams in at least `min_df` articles and in articles of at least `min_outlets`
@@ -81,7 +84,7 @@ def fit_linear(texts: list[str], labels: np.ndarray, sources: list[str], *, ngra
                         intercept=np.zeros(len(LABELS), np.float32), ngram_max=ngram_max)
     x = tfidf_rows(counts[:, cols], idf)                                   # (N, V)
     del counts, present_in
-    clf = LogisticRegression(C=c, max_iter=max_iter)
+    clf = LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced" if class_weight == "balanced" else None)
     weights = outlet_sample_weights(sources, outlet_weight)
     clf.fit(x, labels, sample_weight=weights)
     model.coef, model.intercept = clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32)
@@ -100,12 +103,13 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
     from .fitted import Fitted, metrics_from_article_logits
 
     started = time.perf_counter()
-    print(f"linear: TF-IDF 1-{cfg.linear_ngram_max}-grams, {cfg.linear_max_features} features, C {cfg.linear_c}, "
-          f"outlet weight {cfg.linear_outlet_weight}", file=sys.stderr)
+    log.info(f"linear: TF-IDF 1-{cfg.linear_ngram_max}-grams, {cfg.linear_max_features} features, C {cfg.linear_c}, "
+             f"outlet weight {cfg.linear_outlet_weight}")
     def fit(texts, labels, sources):  # the recipe's settings, for the first fit and the refit alike
         return fit_linear(texts, labels, sources, ngram_max=cfg.linear_ngram_max,
                           max_features=cfg.linear_max_features, min_df=cfg.linear_min_df,
-                          min_outlets=cfg.linear_min_outlets, c=cfg.linear_c, outlet_weight=cfg.linear_outlet_weight)
+                          min_outlets=cfg.linear_min_outlets, c=cfg.linear_c, outlet_weight=cfg.linear_outlet_weight,
+                          class_weight=cfg.linear_class_weight)
 
     model, train_loss = fit(train_data.texts, train_data.labels, train_data.sources)
     val_logits = model.logits(val_data.texts)
@@ -127,9 +131,9 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
     metrics["refit_on_validation"] = refit
     metrics["test_before_refit"] = before_refit
     v = metrics["validation"]
-    print(f"linear: train_loss {train_loss:.4f} val_loss {v['val_loss']:.4f} acc {v['accuracy']:.4f} "
-          f"macro_f1 {v['macro_f1']:.4f}{' (before the refit on train + validation)' if refit else ''} "
-          f"({metrics['train_seconds']:.0f} s)", file=sys.stderr)
+    log.info(f"linear: train_loss {train_loss:.4f} val_loss {v['val_loss']:.4f} acc {v['accuracy']:.4f} "
+             f"macro_f1 {v['macro_f1']:.4f}{' (before the refit on train + validation)' if refit else ''} "
+             f"({metrics['train_seconds']:.0f} s)")
     return Fitted(model=model, tokenizer=None, metrics=metrics, calibration=calibration, max_length=0, steps=0,
                   device=torch.device("cpu"), dtype=torch.float32, val_probs=val_probs, test_probs=test_probs,
                   kind="linear")

@@ -38,7 +38,8 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
         "linear": (f"TF-IDF (word 1-{cfg.linear_ngram_max}-grams of the whole article, sublinear tf) + logistic "
                    "regression"),
         "ensemble": (f"An ensemble of `{cfg.base_model}` fine-tuned and the full-text TF-IDF + logistic regression "
-                     "model, weights " + ", ".join(f"{m} {w:.3f}" for m, w in (metrics.get("ensemble_weights") or {}).items())
+                     "model, weights "
+                     + ", ".join(f"{m} {w:.3f}" for m, w in (metrics.get("ensemble_weights") or {}).items())
                      + " (fitted on validation),"),
     }[cfg.kind]
     lines = [
@@ -56,7 +57,8 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
     ]
     for r in metrics["epochs"]:
         f1 = r["per_class_f1"]
-        lines.append(f"| {r['train_loss']:.4f} | {r['epoch']} | {r['step']} | {r['val_loss']:.4f} | {r['accuracy']:.4f} "
+        lines.append(f"| {r['train_loss']:.4f} | {r['epoch']} | {r['step']} | {r['val_loss']:.4f} "
+                     f"| {r['accuracy']:.4f} "
                      f"| {r['macro_f1']:.4f} | {f1['left']:.4f} | {f1['center']:.4f} | {f1['right']:.4f} |")
     if metrics.get("test"):
         t = metrics["test"]
@@ -70,7 +72,8 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
     c = recipe["config"]
     linear = [f"- linear: word 1-{c['linear_ngram_max']}-grams, {c['linear_max_features']} features, min_df "
               f"{c['linear_min_df']}, C {c['linear_c']}, outlet weight {c['linear_outlet_weight']}",
-              f"- split: {c['split']} grouped by {c['group_by']}, validation share {c['val_fraction']}, seed {c['seed']}"]
+              f"- split: {c['split']} grouped by {c['group_by']}, validation share {c['val_fraction']}, "
+              f"seed {c['seed']}"]
     if cfg.kind == "linear":
         return "\n".join(lines + ["", "## Training hyperparameters", "", *linear, "", "## Framework versions", "",
                                   *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], ""])

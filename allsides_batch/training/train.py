@@ -7,9 +7,9 @@ train_model reads and splits the data, then `fit` does the rest on given train/v
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 
 from ..config import TrainConfig
@@ -31,6 +31,8 @@ from .transformer import Encoded, fit_transformer, pad_batch, predict_logits, se
 __all__ = ["MODEL_FILES", "OUTLET_MIN_ARTICLES", "Encoded", "Fitted", "TrainResult", "fit", "fit_transformer",
            "limit_rows", "metrics_from_article_logits", "pad_batch", "predict_logits", "report_from_probs",
            "save_fitted", "set_seed", "text_prep", "train_model"]
+
+log = logging.getLogger(__name__)
 
 MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
 
@@ -98,9 +100,9 @@ def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
     if cfg.kind != "ensemble":
         train_data = limit_rows(train_data, cfg.max_train_samples, cfg.seed)
     overlap = set(train_data.sources) & set(val_data.sources)
-    print(f"data: train {len(train_data)} articles / {len(set(train_data.sources))} outlets, validation "
-          f"{len(val_data)} / {len(set(val_data.sources))} ({cfg.split} split by {cfg.group_by}; {len(overlap)} "
-          "outlet(s) in both)", file=sys.stderr)
+    log.info(f"data: train {len(train_data)} articles / {len(set(train_data.sources))} outlets, validation "
+             f"{len(val_data)} / {len(set(val_data.sources))} ({cfg.split} split by {cfg.group_by}; {len(overlap)} "
+             "outlet(s) in both)")
     if cfg.kind == "linear":
         from .linear import fit_linear_model
 

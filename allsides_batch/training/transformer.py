@@ -7,10 +7,11 @@ are only wired in."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -20,57 +21,24 @@ from tqdm.auto import tqdm
 
 from .. import LABELS
 from ..calibration import article_probs, fit_temperature
-from ..config import TrainConfig
+from ..config import WINDOW_STRIDE, TrainConfig
 from ..model import (
     load_base_model,
     load_tokenizer,
     resolve_device,
     resolve_precision,
 )
-from ..text.windows import encode_windows
+from ..text.windows import Encoded, encode_windows, pad_batch
 from .data import LabelledData
 from .fitted import Fitted, report_from_probs
 from .robust import OutletAdversary, balanced_order, class_weights, outlet_index, sentence_features
 
-
-@dataclass
-class Encoded:
-    """Token ids (unpadded, special tokens included), one row per window, with the articles' labels
-    and outlets. owner[m] is the article of window m and weight[m] its content tokens; without them
-    every row is one article."""
-
-    ids: list[list[int]]
-    labels: np.ndarray            # (N,) per article
-    sources: list[str]            # (N,) per article
-    owner: np.ndarray | None = None   # (M,) article of each window
-    weight: np.ndarray | None = None  # (M,) content tokens of each window
-
-    def __post_init__(self) -> None:
-        if self.owner is None:
-            self.owner = np.arange(len(self.ids), dtype=np.int64)
-        if self.weight is None:
-            self.weight = np.ones(len(self.ids), dtype=np.float64)
-
-    def __len__(self) -> int:
-        """Training examples (windows)."""
-        return len(self.ids)
+log = logging.getLogger(__name__)
 
 
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (CPU and every accelerator)."""
     transformers.set_seed(seed)
-
-
-def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic padding: pad to the longest row of this batch, not to max_length.
-    Returns input_ids (B, T) and attention_mask (B, T)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -105,9 +73,11 @@ def _is_better(metric: str, new: float, best: float | None) -> bool:
     return new < best if metric == "val_loss" else new > best
 
 
-def _encode(tokenizer, data: LabelledData, max_length: int, stride: int = 64, windows: int = 1) -> Encoded:
-    w = encode_windows(tokenizer, data.texts, max_length, stride, windows)
-    return Encoded(ids=w.ids, labels=data.labels, sources=data.sources, owner=w.owner, weight=w.weight)
+def _encode(tokenizer, data: LabelledData, max_length: int, stride: int = WINDOW_STRIDE, windows: int = 1) -> Encoded:
+    """Up to `windows` windows per article, carrying the articles' labels and outlets."""
+    enc = encode_windows(tokenizer, data.texts, max_length, stride, windows)
+    enc.labels, enc.sources = data.labels, data.sources
+    return enc
 
 
 def _lr_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
@@ -147,7 +117,7 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
         loss_weight = torch.as_tensor(class_weights(window_labels, len(LABELS)), dtype=torch.float32, device=device)
 
     # ---- 4. optimizer and schedule (Adam; weight_decay 0 makes AdamW exactly Adam)
-    steps_per_epoch = math.ceil(len(train_enc) / cfg.train_batch_size)
+    steps_per_epoch = math.ceil(len(train_enc.seqs) / cfg.train_batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -174,7 +144,7 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
         if cfg.class_balance == "sampler":
             order = balanced_order(window_labels, len(LABELS), generator)
         else:
-            order = torch.randperm(len(train_enc), generator=generator).tolist()
+            order = torch.randperm(len(train_enc.seqs), generator=generator).tolist()
         losses: list[float] = []
         adv_losses: list[float] = []
         seen, t0 = 0, time.perf_counter()
@@ -182,7 +152,7 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
                    unit="batch", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
         for b in bar:
             idx = order[b:b + cfg.train_batch_size]
-            ids, mask = pad_batch([train_enc.ids[i] for i in idx], pad_id)       # (B, T), (B, T)
+            ids, mask = pad_batch([train_enc.seqs[i] for i in idx], pad_id)      # (B, T), (B, T)
             labels = torch.as_tensor(window_labels[idx], device=device)          # (B,)
             with _autocast(device, dtype):
                 out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
@@ -208,10 +178,10 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
                 break
         bar.close()
         train_seconds = time.perf_counter() - t0
-        epoch_logits = predict_logits(model, val_enc.ids, cfg.eval_batch_size, pad_id, device, dtype)
+        epoch_logits = predict_logits(model, val_enc.seqs, cfg.eval_batch_size, pad_id, device, dtype)
         report = report_from_logits(val_enc, epoch_logits)
         row = {
-            "epoch": round(epoch - 1 + seen / len(train_enc), 4), "step": step,
+            "epoch": round(epoch - 1 + seen / len(train_enc.seqs), 4), "step": step,
             "train_loss": float(np.mean(losses)), "val_loss": report["val_loss"],
             "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
             "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()},
@@ -221,9 +191,9 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
         if adv_losses:
             row["adversary_loss"] = float(np.mean(adv_losses))
         history.append(row)
-        print(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
-              f"acc {row['accuracy']:.4f} macro_f1 {row['macro_f1']:.4f} ({row['train_samples_per_s']:.1f} "
-              "samples/s)", file=sys.stderr)
+        log.info(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+                 f"acc {row['accuracy']:.4f} macro_f1 {row['macro_f1']:.4f} ({row['train_samples_per_s']:.1f} "
+                 "samples/s)")
         if _is_better(cfg.metric_for_best, row[cfg.metric_for_best], best_value):
             best_value, best_epoch, stale = row[cfg.metric_for_best], row["epoch"], 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -233,7 +203,7 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
         if cfg.early_stopping and stale >= cfg.early_stopping:
-            print(f"early stopping: no {cfg.metric_for_best} improvement for {stale} epochs", file=sys.stderr)
+            log.info(f"early stopping: no {cfg.metric_for_best} improvement for {stale} epochs")
             break
 
     # ---- 6. best weights, temperature on validation, test
@@ -243,16 +213,15 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
     if cfg.calibrate:
         calibration = fit_temperature(val_logits, val_enc.labels, val_enc.owner, val_enc.weight)
         temperature = calibration.temperature
-        print(f"temperature {temperature:.3f}: validation ECE {calibration.ece_before:.4f} -> "
-              f"{calibration.ece_after:.4f}, NLL {calibration.nll_before:.4f} -> {calibration.nll_after:.4f}",
-              file=sys.stderr)
+        log.info(f"temperature {temperature:.3f}: validation ECE {calibration.ece_before:.4f} -> "
+                 f"{calibration.ece_after:.4f}, NLL {calibration.nll_before:.4f} -> {calibration.nll_after:.4f}")
     metrics = {"metric_for_best": cfg.metric_for_best, "best_epoch": best_epoch, "best_value": best_value,
                "epochs": history, "train_seconds": time.perf_counter() - start,
                "validation": report_from_logits(val_enc, val_logits, temperature),
                "calibration": asdict(calibration) if calibration else None, "test": None, "test_uncalibrated": None}
     test_probs = None
     if test_enc is not None:
-        test_logits = predict_logits(model, test_enc.ids, cfg.eval_batch_size, pad_id, device, dtype)
+        test_logits = predict_logits(model, test_enc.seqs, cfg.eval_batch_size, pad_id, device, dtype)
         metrics["test"] = report_from_logits(test_enc, test_logits, temperature)
         metrics["test_uncalibrated"] = report_from_logits(test_enc, test_logits, 1.0)
         test_probs = article_probs(test_logits, temperature, test_enc.owner, test_enc.weight, len(test_enc.labels))
