@@ -143,8 +143,8 @@ class TrainConfig:
         default=0.0,
         metadata={"help": "linear: article weight 1/n_outlet^W (0 = every article alike, 1 = every outlet alike)"},
     )
-    linear_class_weight: Literal["balanced", "none"] = field(
-        default="balanced",
+    linear_class_weight: Literal["none", "balanced"] = field(
+        default="none",
         metadata={"help": "linear: 'balanced' weighs each label inversely to its share of the training articles"},
     )
 

@@ -46,6 +46,7 @@ ROWS = {
     "robust-vocab": ("linear + outlet weights 1/√n + terms of ≥ 10 outlets",
                      {**BASELINE, "linear_outlet_weight": 0.5, "linear_min_outlets": 10}),
     "masked": ("linear + outlet masking", {**BASELINE, "mask_outlet": True}),
+    "classbal": ("linear + class-balanced weights", {**BASELINE, "linear_class_weight": "balanced"}),
     "calibrated": ("linear + temperature (fitted on validation)", {**BASELINE, "calibrate": True}),
     "defaults": ("`train` defaults", {}),
     "ensemble": ("ensemble: transformer + linear, weights fitted on validation", {"kind": "ensemble"}),
