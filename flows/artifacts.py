@@ -1,17 +1,21 @@
 """What a score-corpus run shows in Prefect's UI and prints at the end: small summaries built from
-the files the library wrote (run summaries, aggregates, chart), never from data held in memory."""
+the files the library wrote (run summaries, aggregates, chart), never from data held in memory.
+
+Prefect keeps artifacts in its database, so only small ones go there: the per-outlet table and the
+markdown summary. The chart and the report files are published as links (file:// URLs of local
+files, object-store URLs as they are), never as their bytes."""
 
 from __future__ import annotations
 
-import base64
 import os
+import pathlib
 
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 TABLE_COLUMNS = ("outlet", "n_articles", "mean_bias_score", "ci95_low", "ci95_high", "outlet_label",
                  "share_left", "share_center", "share_right", "mean_confidence", "low_n")
-# Prefect stores artifacts in its database: a chart above this size is linked by path only.
-MAX_INLINE_IMAGE = 2 * 1024 * 1024
+# The report files the night links to, in the order the summary lists them.
+REPORT_FILES = (("outlet_chart", "outlet chart"), ("trend_chart", "trend chart"), ("table", "summary table"))
 
 
 def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
@@ -56,6 +60,20 @@ def night_summary(run_date: str, score_id: str, model_dir: str, output: str, sha
     }
 
 
+def file_link(path: str) -> str:
+    """A URL for a file under the output root: a local path as a file:// URL (absolute), an object-store
+    or http(s) URL as it is."""
+    if "://" in path:
+        return path
+    # parentheses encoded too, so the URL can stand in a markdown link
+    return pathlib.Path(os.path.abspath(path)).as_uri().replace("(", "%28").replace(")", "%29")
+
+
+def report_links(report: dict) -> list[tuple[str, str]]:
+    """(label, URL) of each report file the night wrote."""
+    return [(label, file_link(report[key])) for key, label in REPORT_FILES if report.get(key)]
+
+
 def summary_markdown(s: dict) -> str:
     return "\n".join([
         f"# score-corpus {s['run_date']}", "",
@@ -67,21 +85,21 @@ def summary_markdown(s: dict) -> str:
         f"| throughput | {s['articles_per_s']:,} articles/s per shard |", f"| wall time | {s['seconds']} s |",
         f"| articles aggregated | {s['aggregated_articles']:,} over {s['outlets']} outlets |",
         f"| scores | `{s['scores']}` |", f"| aggregates | `{s['aggregates']}` |",
-        f"| chart | `{s['report'].get('outlet_chart')}` |",
+        *[f"| {label} | [{os.path.basename(url)}]({url}) |" for label, url in report_links(s["report"])],
     ])
 
 
 def publish_night(summary: dict, agg: dict, report: dict) -> None:
-    """Table of per-outlet aggregates, markdown summary and chart as artifacts of the current run."""
+    """Table of per-outlet aggregates, markdown summary (with links to the report files) and a link to
+    the chart as artifacts of the current run."""
     create_table_artifact(aggregate_rows(agg["output_path"]), key="outlet-aggregates",
                           description=f"per-outlet aggregates {summary['run_date']}, model {summary['model_id']}")
     create_markdown_artifact(summary_markdown(summary), key="score-corpus-summary",
                              description=f"night {summary['run_date']}")
     chart = report.get("outlet_chart")
-    if chart and os.path.isfile(chart) and os.path.getsize(chart) <= MAX_INLINE_IMAGE:
-        with open(chart, "rb") as fh:
-            url = "data:image/png;base64," + base64.b64encode(fh.read()).decode()
-        create_image_artifact(url, key="outlet-chart", description=f"per-outlet mean bias score ({chart})")
+    if chart:  # a link to the PNG under the output root, not the image itself
+        create_link_artifact(file_link(chart), link_text=f"outlet chart {summary['run_date']}", key="outlet-chart",
+                             description=f"per-outlet mean bias score, model {summary['model_id']} ({chart})")
 
 
 def console_summary(s: dict, top: int = 15) -> str:

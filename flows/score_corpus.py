@@ -65,6 +65,15 @@ def _local(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def as_path_list(value: str | list[str] | tuple[str, ...], name: str) -> list[str]:
+    """A flow parameter that takes one path or a list of paths, as a list (a single path from
+    `--param corpus=/data/today` arrives as a string)."""
+    paths = [value] if isinstance(value, str) else list(value or [])
+    if not paths or not all(isinstance(p, str) and p for p in paths):
+        raise UserError(f"{name} must be a path or a list of paths, got {value!r}")
+    return paths
+
+
 def score_config(model_dir: str, files: list[str], output: str, run_id: str | None, options: dict):
     from allsides_batch.config import ScoreConfig
 
@@ -155,7 +164,7 @@ def _run_date(value: str | None) -> str:
 
 @flow(name="score-corpus", log_prints=True, persist_result=False)
 def score_corpus_flow(
-    corpus: list[str] = [DEFAULT_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
+    corpus: str | list[str] = [DEFAULT_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
     model: str = "latest",
     models_root: str = "models",
     output: str = "runs/nightly",
@@ -176,17 +185,18 @@ def score_corpus_flow(
 ) -> dict:
     """One night: score every corpus file this model has not scored yet, aggregate per outlet, chart.
 
-    `corpus` entries are files, directories or globs; `{run_date}` in them is replaced by the run's
-    date, so a date-partitioned corpus needs no new parameters each night. Outputs land under
-    `output` as allsides_batch/layout.py lays them out: the scores, quarantine, manifest and run summaries
-    (shared by all nights, exactly-once per file), and nights/<run_date>/aggregates and
-    nights/<run_date>/report. `progress_bar` shows the
-    scorer's progress bar on stderr (for a terminal; worker logs are better without)."""
+    `corpus` is one path or a list of them (`--param corpus=/data/today`, or
+    `--param 'corpus=["/data/a", "/data/b"]'`): files, directories or globs; `{run_date}` in them is
+    replaced by the run's date, so a date-partitioned corpus needs no new parameters each night.
+    Outputs land under `output` as allsides_batch/layout.py lays them out: the scores, quarantine,
+    manifest and run summaries (shared by all nights, exactly-once per file), and
+    nights/<run_date>/aggregates and nights/<run_date>/report. `progress_bar` shows the scorer's
+    progress bar on stderr (for a terminal; worker logs are better without)."""
     log = get_run_logger()
     if shard_size < 1:
         raise UserError(f"shard_size must be >= 1, got {shard_size}")
     run_date = _run_date(run_date)
-    corpus = [_local(c.replace("{run_date}", run_date)) for c in corpus]
+    corpus = [_local(c.replace("{run_date}", run_date)) for c in as_path_list(corpus, "corpus")]
     output = _local(output)
     options = {k: v for k, v in dict(max_length=max_length, quantize=quantize, precision=precision,
                                      device=device, batch_tokens=batch_tokens, workers=workers).items()

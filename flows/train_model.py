@@ -95,6 +95,9 @@ def train_config(params: dict, default_output: str):
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     output = params.get("output")
     kwargs = {k: v for k, v in params.items() if k in fields and k != "output" and v is not None}
+    for name in ("data", "test"):  # one path (`--param data=/data/x.parquet`) or a list of them
+        if isinstance(kwargs.get(name), str):
+            kwargs[name] = [kwargs[name]]
     kwargs.update(output=os.path.abspath(output or default_output), overwrite=output is None)
     recipe = dict(params.get("recipe") or {})
     both = sorted(set(kwargs) & set(recipe))
@@ -105,7 +108,7 @@ def train_config(params: dict, default_output: str):
 
 @flow(name="train-model", log_prints=True, persist_result=False)
 def train_model_flow(
-    data: list[str] = [DEFAULT_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
+    data: str | list[str] = [DEFAULT_CORPUS],  # noqa: B006 (one path or a list; copied per run)
     kind: ModelKind | None = None,
     base_model: str | None = None,
     models_root: str = "models",
@@ -113,7 +116,7 @@ def train_model_flow(
     columns: dict | None = None,
     split: str | None = None,
     val_fraction: float | None = None,
-    test: list[str] | None = None,
+    test: str | list[str] | None = None,
     learning_rate: float | None = None,
     train_batch_size: int | None = None,
     eval_batch_size: int | None = None,

@@ -66,7 +66,10 @@ def test_cv_command_end_to_end(tiny_model_dir, articles_sample, tmp_path):
     md = (out / "cv.md").read_text()
     assert "mean ± sd" in md and md == "# 3-fold outlet-grouped cross-validation\n\n" + markdown_table(
         report["per_fold"], report["summary"])
-    assert "mean ± sd" in result.output
+    printed = json.loads(result.stdout)  # one JSON result on stdout; the markdown is cv.md (or --markdown: stderr)
+    assert printed["folds"] == 3 and printed["written"]["markdown"] == str(out / "cv.md")
+    assert printed["summary"]["macro_f1"]["mean"] == round(report["summary"]["macro_f1"]["mean"], 4)
+    assert "mean ± sd" not in result.stdout
 
 
 def test_cv_refuses_bad_input(articles_sample):

@@ -65,10 +65,14 @@ def test_prefect_yaml_deployments():
     assert spec["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ repo-root.stdout }}"
 
 
-def test_kubernetes_job_template_requests_one_gpu():
+def test_kubernetes_job_template_requests_a_gpu_per_job_variable():
+    # the GPU is the `gpu_count` job variable (no default: left out of the pod unless a deployment sets
+    # it); rendered with Prefect's templating in tests/test_deploy_files.py
     template = json.loads((DEPLOY / "k8s-gpu-job-template.json").read_text())
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert "default" not in template["variables"]["properties"]["gpu_count"]
     # every {{ placeholder }} must be a declared variable, or the worker fails at submission time
     used = set(re.findall(r"{{\s*([a-z_]+)\s*}}", json.dumps(template["job_configuration"])))
     assert used <= set(template["variables"]["properties"]), used - set(template["variables"]["properties"])

@@ -3,6 +3,7 @@ counted); --split picks train's validation rows; --model scores through the prod
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -173,7 +174,10 @@ def test_cli_scores_and_errors(tmp_path, sample):
     ok = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--output", str(tmp_path / "e"), "--min-articles", "5"],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
-    assert "| macro-F1 |" in ok.stdout and (tmp_path / "e" / "evaluation.json").is_file()
+    printed = json.loads(ok.stdout)  # one JSON result on stdout; the markdown tables are evaluation.md
+    assert printed["articles"]["macro_f1"] == json.loads((tmp_path / "e" / "evaluation.json").read_text())[
+        "articles"]["macro_f1"]
+    assert "| macro-F1 |" in (tmp_path / "e" / "evaluation.md").read_text() and "| macro-F1 |" not in ok.stdout
     both = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--model", "x"],
                           capture_output=True, text=True, check=False)
     assert both.returncode == 2 and "exactly one of --model" in both.stderr and both.stderr.count("\n") == 1

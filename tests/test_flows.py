@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -90,10 +91,13 @@ def test_score_corpus_flow_equals_library(prefect_server, corpus_dir, tiny_model
     assert "| quarantined |" in summary[0].data and lib.model_id in summary[0].data
     progress = _artifacts(run_id, "score-corpus-progress")
     assert progress and float(progress[0].data) == 100.0
-    assert _artifacts(run_id, "outlet-chart")[0].data.startswith("data:image/png;base64,")
+    chart = _artifacts(run_id, "outlet-chart")[0].data  # a link to the PNG under the output root, not its bytes
+    assert "base64" not in chart and chart.endswith(f"({Path(night['report']['outlet_chart']).as_uri()})"), chart
+    assert len(chart) < 1000 and f"]({(flow_out / 'nights' / RUN_DATE / 'report').as_uri()}/" in summary[0].data
 
-    # The next night over the same files: nothing is pending, nothing is scored twice.
-    again = score_corpus_flow(corpus=[corpus_dir], model=tiny_model_dir, output=str(flow_out), run_date=RUN_DATE,
+    # The next night over the same files (`corpus` as one path, as `--param corpus=DIR` gives it):
+    # nothing is pending, nothing is scored twice.
+    again = score_corpus_flow(corpus=corpus_dir, model=tiny_model_dir, output=str(flow_out), run_date=RUN_DATE,
                               shard_size=2, min_articles=3, **opts)
     assert again["files"] == 0 and again["input_rows"] == 0
     assert _scores(str(flow_out)).equals(first)

@@ -9,11 +9,12 @@ import click
 
 from ..cli import build_config, dataclass_options, run_command
 from ..config import AggregateConfig
+from ._command import Command
 
 log = logging.getLogger(__name__)
 
 
-@click.command("aggregate")
+@click.command("aggregate", cls=Command)
 @dataclass_options(AggregateConfig, required=("scores", "output"))
 def command(**values) -> None:
     """Aggregate article scores per outlet (and day/week/month): mean, 95% interval, shares, trend."""

@@ -9,11 +9,12 @@ import click
 
 from ..cli import dataclass_options, run_command
 from ..config import ReportConfig
+from ._command import Command
 
 log = logging.getLogger(__name__)
 
 
-@click.command("report")
+@click.command("report", cls=Command)
 @dataclass_options(ReportConfig, required=("aggregates", "output"), flags={"outlets": ("--outlet",)})
 def command(**values) -> None:
     """Write outlets.png (outlets left to right with 95% intervals), trend.png and summary.md."""

@@ -9,11 +9,12 @@ import click
 
 from ..cli import build_config, dataclass_options, run_command
 from ..config import ScoreConfig
+from ._command import Command
 
 log = logging.getLogger(__name__)
 
 
-@click.command("score")
+@click.command("score", cls=Command)
 @dataclass_options(ScoreConfig, required=("model", "input", "output"), skip=("label_column",))  # no labels here
 def command(**values) -> None:
     """Score every article of Parquet corpora left/center/right; files already scored are skipped."""

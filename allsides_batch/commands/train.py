@@ -8,15 +8,17 @@ import click
 
 from ..cli import build_config, dataclass_options, run_command
 from ..config import TrainConfig
+from ._command import Command
 
 
-@click.command("train")
+@click.command("train", cls=Command)
 @dataclass_options(TrainConfig, required=("data", "output"))
 def command(**values) -> None:
     """Train a model to label articles left/center/right: the full-text linear model (default), a fine-tuned
     encoder (--kind transformer; defaults: the DistilBERT-AllSides recipe) or both as an ensemble."""
     ctx = click.get_current_context()
-    given = {name for name in values if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    given = {name for name in values if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                                     click.core.ParameterSource.ENVIRONMENT)}
     run_command(_train, values, given)
 
 

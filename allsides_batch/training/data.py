@@ -102,7 +102,7 @@ def _read_hf(name: str) -> pa.Table:
     try:
         import datasets
     except ImportError as exc:
-        raise UserError("hf: inputs need the 'datasets' package: pip install datasets") from exc
+        raise UserError("hf: inputs need the 'datasets' package: pip install -e '.[hf]'") from exc
     repo, _, split = name.partition(":")
     try:
         ds = datasets.load_dataset(repo, split=split or "train")

@@ -149,7 +149,8 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
         adv_losses: list[float] = []
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(range(0, len(order), cfg.train_batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
-                   unit="batch", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
+                   unit="batch", mininterval=1.0, file=sys.stderr, dynamic_ncols=True,
+                   disable=not cfg.progress)
         for b in bar:
             idx = order[b:b + cfg.train_batch_size]
             ids, mask = pad_batch([train_enc.seqs[i] for i in idx], pad_id)      # (B, T), (B, T)

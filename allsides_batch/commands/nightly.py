@@ -1,0 +1,60 @@
+"""`nightly`: the nightly job on this machine, as `python -m flows` runs it (flows/__main__.py's nightly):
+train and publish models/latest if absent, then the score-corpus flow on Prefect's ephemeral local server.
+Prefect is imported only when the job runs."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+# flows/__main__.py imports nothing from Prefect at module level; its defaults are the job's own.
+from flows.__main__ import DEMO, _default_kind
+
+from ..cli import run_command
+from ._command import Command, echo_result
+
+log = logging.getLogger(__name__)
+
+
+@click.command("nightly", cls=Command)
+@click.option("--corpus", multiple=True,
+              help="Parquet file(s), directories or globs to score (default: the shared AllSides articles)")
+@click.option("--output", default="runs/nightly", show_default=True,
+              help="output root: scores shared by all nights, nights/<date>/aggregates and report")
+@click.option("--models-root", default="models", show_default=True,
+              help="published models and the latest pointer")
+@click.option("--kind", type=click.Choice(["linear", "transformer", "ensemble"]), default=_default_kind(),
+              show_default=True, help="model kind to train when no model exists (train's default)")
+@click.option("--base-model", default=None,
+              help="encoder to fine-tune for --kind transformer/ensemble (default: the pretrained MiniLM-L6)")
+@click.option("--train-steps", type=int, default=DEMO["train_steps"], show_default=True,
+              help="training budget of a transformer when training")
+@click.option("--max-length", type=int, default=DEMO["max_length"], show_default=True,
+              help="tokens per article (transformer)")
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default=None,
+              help="CPU scoring weights of a transformer (default int8; a linear model has none)")
+@click.option("--retrain", is_flag=True, help="train and publish a new model even if latest exists")
+@click.option("--run-date", default=None, help="YYYY-MM-DD (default: today, UTC)")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="progress bars while training and scoring")
+def command(**values) -> None:
+    """Run the nightly job here: train models/latest if absent, then score every corpus file this model has
+    not scored, aggregate per outlet and chart, on Prefect's ephemeral local server (what `make run` does).
+    Prints the night's summary as one JSON object on stdout; the per-outlet table and where to look next
+    go to stderr."""
+    run_command(_nightly, values)
+
+
+def _nightly(values: dict) -> None:
+    from ..errors import UserError
+
+    try:
+        from flows.__main__ import next_steps, nightly
+        from flows.artifacts import console_summary
+    except ModuleNotFoundError as exc:
+        raise UserError(f"{exc}: nightly runs Prefect flows; pip install -e '.[flows]'") from exc
+    night = nightly(**{**values, "corpus": list(values["corpus"]) or None})
+    log.info(console_summary(night))
+    log.info(next_steps(night, values["output"]))
+    echo_result(night)
