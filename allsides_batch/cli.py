@@ -411,13 +411,17 @@ def configure_logging(level: int):
         logger.removeHandler(old)
     handler = StderrHandler()
     handler.setFormatter(ShortFormatter())
-    saved_level = logger.level
+    saved_level, saved_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
+    # The CLI's handler writes the package's records; handlers others give the root logger (Prefect's
+    # console handler, once a flow has run) would print each of them a second time.
+    logger.propagate = False
     logger.setLevel(level)
     undo_hf = _hugging_face_verbosity(level)
 
     def restore() -> None:
         logger.removeHandler(handler)
+        logger.propagate = saved_propagate
         logger.setLevel(saved_level)
         undo_hf()
     return restore

@@ -21,6 +21,8 @@ EXTRA_LOGGERS_ENV = "PREFECT_LOGGING_EXTRA_LOGGERS"
 def capture_package_logs() -> None:
     """Send the package's records (info and above) to the flow run's logs; idempotent."""
     os.environ.setdefault(EXTRA_LOGGERS_ENV, PACKAGE_LOGGER)
+    # the package also logs outside flow runs (the CLI before and after a night): not an API matter
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     if PACKAGE_LOGGER not in [name.strip() for name in os.environ[EXTRA_LOGGERS_ENV].split(",")]:
         return
     package = logging.getLogger(PACKAGE_LOGGER)
