@@ -99,13 +99,16 @@ def find_unscored(model_dir: str, corpus: list[str], output: str, options: dict)
 
 @task(name="reconcile", **storage_task)
 def reconcile_task(model_dir: str, corpus: list[str], output: str, options: dict) -> dict:
-    """After every shard: retire the scores of inputs deleted or rewritten since they were scored, and
-    remove parts left by killed shard runs, so the output equals the corpus as it is now."""
+    """After every shard: the files still unscored (`left`; nothing else is done while there are any), else
+    retire the scores of inputs deleted or rewritten since they were scored and remove parts left by killed
+    shard runs, so the output equals the corpus as it is now. One plan serves both."""
     from allsides_batch.corpus import reconcile
     from allsides_batch.scoring import plan
 
     p = plan(score_config(model_dir, corpus, output, None, options))
-    return reconcile(output, p.corpus, prune_orphans=True).to_dict()
+    if p.files:
+        return {"left": p.files}
+    return {"left": [], **reconcile(output, p.corpus, prune_orphans=True).to_dict()}
 
 
 @task(name="score-shard", persist_result=False, retries=SHARD_RETRIES, retry_delay_seconds=SHARD_RETRY_DELAYS_S,
@@ -228,12 +231,11 @@ def score_corpus_flow(
     update_progress_artifact(progress, 100.0)
 
     # Every file must be scored now; one that is not would be silently missing from tonight's table.
-    left = find_unscored(model_dir, corpus, output, options)["files"]
+    reconciled = reconcile_task(model_dir, corpus, output, options)
+    left = reconciled["left"]
     if left:
         raise RuntimeError(f"{len(left)} file(s) still unscored after all shards finished, e.g. {left[0]}; "
                            "rerun this night (already scored files are skipped)")
-
-    reconciled = reconcile_task(model_dir, corpus, output, options)
     if reconciled["retired_files"] or reconciled["orphan_parts_removed"]:
         log.info("retired the scores of %d input file(s) deleted or rewritten since; removed %d leftover part(s)",
                  reconciled["retired_files"], reconciled["orphan_parts_removed"])

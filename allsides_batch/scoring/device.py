@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from .. import LABELS
 from ..config import ScoreConfig
-from ..corpus import content_key, file_key
+from ..corpus import content_key
 from ..errors import UserError
 from ..layout import Layout
 from ..storage import parquet_file, write_json
@@ -156,7 +156,7 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
                 raise args[0]
             if kind == "file":
                 url = args[0]
-                identity = p.identity.get(url) or file_key(url, p.layout.output)
+                identity = p.identity[url]  # plan fingerprinted every file it hands out
                 current = _FileOutput(p.layout, url, qschema, identity, p.corpus.get(identity[0], [url]))
                 run = {"model_id": p.score_id, "run_id": run_id, "scored_at": current.scored_at}
             elif kind == "unit":

@@ -149,19 +149,22 @@ def split_batch(batch: pa.RecordBatch, names: dict[str, str], start_row: int, se
 QUARANTINE_SCHEMA = pa.schema([(k, pa.string()) for k in QUARANTINE_INPUT] + QUARANTINE_TAIL)
 
 
+def _reason_rows(reason: str, row_index: pa.Array) -> pa.Table:
+    """Quarantine rows with nothing of the input but a reason and a row index (null: unknown)."""
+    n = len(row_index)
+    cols = {k: pa.nulls(n, pa.string()) for k in QUARANTINE_INPUT}
+    cols.update(reason=pa.array([reason] * n, pa.string()), input_file=pa.nulls(n, pa.string()), row_index=row_index)
+    return pa.table(cols)
+
+
 def unreadable_row(reason: str) -> pa.Table:
     """A single quarantine row standing for a whole file that could not be read."""
-    cols = {k: pa.nulls(1, pa.string()) for k in QUARANTINE_INPUT}
-    cols.update(reason=pa.array([reason]), input_file=pa.nulls(1, pa.string()), row_index=pa.nulls(1, pa.int64()))
-    return pa.table(cols)
+    return _reason_rows(reason, pa.nulls(1, pa.int64()))
 
 
 def damaged_rows(first_row: int, n: int, reason: str) -> pa.Table:
     """Quarantine rows standing one for one for rows that could not be read (their index is known)."""
-    cols = {k: pa.nulls(n, pa.string()) for k in QUARANTINE_INPUT}
-    cols.update(reason=pa.array([reason] * n, pa.string()), input_file=pa.nulls(n, pa.string()),
-                row_index=pa.array(range(first_row, first_row + n), pa.int64()))
-    return pa.table(cols)
+    return _reason_rows(reason, pa.array(range(first_row, first_row + n), pa.int64()))
 
 
 def with_run_columns(table: pa.Table, schema: pa.Schema, **constants) -> pa.Table:
