@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -256,10 +257,17 @@ def test_image_cmd_starts_a_healthy_worker_against_a_server(tmp_path):
         api = f"http://127.0.0.1:{port}/api"
 
         def call(path: str, body: dict | None = None):
-            req = urllib.request.Request(api + path, data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return json.loads(r.read())
+            # A busy server answers 503 while its database is locked; Prefect's own client retries those too.
+            for attempt in range(10):
+                req = urllib.request.Request(api + path, data=None if body is None else json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        return json.loads(r.read())
+                except urllib.error.HTTPError as exc:
+                    if exc.code not in (429, 503) or attempt == 9:
+                        raise
+                time.sleep(1.0)
 
         deadline = time.monotonic() + 120
         while True:
