@@ -195,6 +195,92 @@ def test_since_until_filters_are_counted(tmp_path):
     assert summary.excluded_rows == {"unplaceable date": 4, "before --since": 2, "after --until": 1}
 
 
+def test_day_window_equals_hand_computation(tmp_path):
+    """--window day: one row per outlet and calendar day (a time after the date is ignored)."""
+    rows = [score_row("a1", "A", "2020-01-06", 0.7, 0.1),             # -0.6
+            score_row("a2", "A", "2020-01-06T23:59:00Z", 0.2, 0.6),   # +0.4, same day
+            score_row("a3", "A", "1/8/2020", 0.3, 0.5),               # +0.2, two days later
+            score_row("a4", "A", "2020-01-08", 0.1, 0.1),             #  0.0
+            score_row("b1", "B", "1/6/20", 0.1, 0.8)]                 # +0.7
+    summary, out = run(tmp_path, write_scores(tmp_path / "s", rows), window="day", min_articles=2)
+    got = {(r["outlet"], r["window_start"]): r for r in out}
+    jan6, jan8 = dt.date(2020, 1, 6), dt.date(2020, 1, 8)
+    assert sorted(got) == [("A", jan6), ("A", jan8), ("B", jan6)] and summary.rows == 3
+    assert all(r["window"] == "day" and r["window_end"] == r["window_start"] for r in out)
+    a6, a8, b6 = got[("A", jan6)], got[("A", jan8)], got[("B", jan6)]
+    assert (a6["n_articles"], a8["n_articles"], b6["n_articles"]) == (2, 2, 1)
+    assert a6["mean_bias_score"] == pytest.approx(-0.1, abs=1e-6)
+    assert a6["std_bias_score"] == pytest.approx(statistics.stdev([-0.6, 0.4]), abs=1e-6)
+    assert a8["mean_bias_score"] == pytest.approx(0.1, abs=1e-6)
+    assert a8["std_bias_score"] == pytest.approx(statistics.stdev([0.2, 0.0]), abs=1e-6)
+    half = t_critical(1) * statistics.stdev([0.2, 0.0]) / math.sqrt(2)
+    assert (a8["ci95_low"], a8["ci95_high"]) == pytest.approx((max(-1.0, 0.1 - half), min(1.0, 0.1 + half)), abs=1e-6)
+    # the previous window is the previous day *with articles*: Jan 8 follows Jan 6
+    assert a8["previous_window_start"] == jan6 and a8["delta_vs_previous_window"] == pytest.approx(0.2, abs=1e-6)
+    assert a6["delta_vs_previous_window"] is None and a6["previous_window_start"] is None
+    assert b6["mean_bias_score"] == pytest.approx(0.7, abs=1e-6) and b6["low_n"] is True and a6["low_n"] is False
+    assert b6["std_bias_score"] is None and b6["ci95_low"] is None
+
+
+def test_label_threshold_cuts_outlet_means(tmp_path):
+    """outlet_label: mean < -T left, mean > +T right, else center (both ends of the center band included)."""
+    means_ = {"L+": -0.52, "L-": -0.48, "Lx": -0.5, "R+": 0.52, "R-": 0.48, "Rx": 0.5, "Z": 0.0}
+    rows = []
+    for outlet in ("L+", "L-", "R+", "R-", "Z"):  # two articles 0.1 either side of the mean: the label reads the mean
+        rows += [score_row(f"{outlet}{j}", outlet, "2020-01-01", 0.45 - b / 2, 0.45 + b / 2)
+                 for j, b in enumerate((means_[outlet] - 0.1, means_[outlet] + 0.1))]
+    # exactly on the threshold (0.75 - 0.25 = 0.5 exactly, also in float32)
+    rows += [score_row("Lx", "Lx", "2020-01-01", 0.75, 0.25), score_row("Rx", "Rx", "2020-01-01", 0.25, 0.75)]
+    scores = write_scores(tmp_path / "s", rows)
+    summary, out = run(tmp_path, scores, label_threshold=0.5)
+    got = {r["outlet"]: r for r in out}
+    assert {o: r["mean_bias_score"] for o, r in got.items()} == pytest.approx(means_, abs=1e-6)
+    assert {o: r["outlet_label"] for o, r in got.items()} == {
+        "L+": "left", "L-": "center", "Lx": "center", "R+": "right", "R-": "center", "Rx": "center", "Z": "center"}
+    assert json.loads(Path(summary.summary_path).read_text())["config"]["label_threshold"] == 0.5
+    _, default = run(tmp_path, scores)  # T = 1/3: ±0.48 and ±0.5 are outside the center band
+    assert {r["outlet"]: r["outlet_label"] for r in default} == {
+        "L+": "left", "L-": "left", "Lx": "left", "R+": "right", "R-": "right", "Rx": "right", "Z": "center"}
+
+
+def test_dates_after_tomorrow_are_counted_not_aggregated(tmp_path):
+    """The latest plausible date is tomorrow (local date): tomorrow is placed, the day after is counted as
+    implausible, left out of day/week/month windows and kept only in window=all."""
+    for _ in range(2):  # a run that crosses midnight would move "tomorrow": run again
+        today = dt.date.today()
+        tomorrow, after = today + dt.timedelta(days=1), today + dt.timedelta(days=2)
+        dates = [today.isoformat(), tomorrow.isoformat(), f"{tomorrow.month}/{tomorrow.day}/{tomorrow.year}",
+                 after.isoformat(), f"{after.month}/{after.day}/{after.year % 100:02d}", "2999-01-01"]
+        biases = [0.1, 0.3, 0.5, -0.4, -0.6, -0.8]
+        rows = [score_row(f"f{i}", "F", d, 0.4 - b / 2, 0.4 + b / 2) for i, (d, b) in enumerate(zip(dates, biases))]
+        scores = write_scores(tmp_path / "s", rows)
+        summary, out = run(tmp_path, scores, window="day")
+        summary_all, out_all = run(tmp_path, scores, window="all")
+        if dt.date.today() == today:
+            break
+    got = {r["window_start"]: r for r in out}
+    assert sorted(got) == [today, tomorrow]
+    assert got[today]["n_articles"] == 1 and got[today]["mean_bias_score"] == pytest.approx(0.1, abs=1e-6)
+    assert got[tomorrow]["n_articles"] == 2 and got[tomorrow]["mean_bias_score"] == pytest.approx(0.4, abs=1e-6)
+    assert summary.aggregated_articles == 3
+    assert summary.unplaceable_dates == {"implausible": 3} and summary.excluded_rows == {"unplaceable date": 3}
+    assert set(summary.unplaceable_examples) == {dates[3], dates[4], "2999-01-01"}
+    # window=all has no window to place: every row is in it, the unplaceable ones still counted
+    assert out_all[0]["n_articles"] == 6 and summary_all.excluded_rows == {}
+    assert out_all[0]["mean_bias_score"] == pytest.approx(sum(biases) / 6, abs=1e-6)
+    assert summary_all.unplaceable_dates == {"implausible": 3}
+    assert (out_all[0]["window_start"], out_all[0]["window_end"]) == (today, tomorrow)  # from placed dates only
+    # the same boundary for a date-typed column
+    typed = pa.Table.from_pylist([dict(r, date=d) for r, d in zip(rows, [today, tomorrow, tomorrow, after, after,
+                                                                         dt.date(2999, 1, 1)])])
+    (tmp_path / "typed" / "scores").mkdir(parents=True)
+    pq.write_table(typed, tmp_path / "typed" / "scores" / "part-0.parquet")
+    summary_typed, out_typed = run(tmp_path, tmp_path / "typed", window="day")
+    if dt.date.today() == today:
+        assert {r["window_start"]: r["n_articles"] for r in out_typed} == {today: 1, tomorrow: 2}
+        assert summary_typed.unplaceable_dates == {"implausible": 3}
+
+
 def test_real_dates_every_row_accounted_for(tmp_path, articles_path):
     """All 36k real dates: placed in a month or counted by reason; the missing count matches the file."""
     table = pq.read_table(articles_path, columns=["id", "source", "date", "url", "source_url"])
@@ -210,23 +296,84 @@ def test_real_dates_every_row_accounted_for(tmp_path, articles_path):
     assert summary.domain_fallback_rows == 0 and "cnn.com" in {r["outlet"] for r in out}
 
 
+def means(rows: list[dict]) -> dict[tuple[str, dt.date], float]:
+    return {(r["outlet"], r["window_start"]): r["mean_bias_score"] for r in rows}
+
+
 def test_rerun_replaces_and_latest_model_wins(tmp_path):
     scores = write_scores(tmp_path / "s", HAND)
     _, rows1 = run(tmp_path, scores, window="month")
     _, rows2 = run(tmp_path, scores, window="month")
     files = sorted(p.name for p in (tmp_path / "agg" / "window=month").iterdir())
     assert files == ["_summary.json", "part-0.parquet"]
-    assert [r["n_articles"] for r in rows1] == [r["n_articles"] for r in rows2]
-    # a rescoring run of the same articles, and a newer model: the newer model is chosen, duplicates counted
-    newer = [dict(r, model_id="m2", scored_at="2026-02-01T00:00:00+00:00") for r in HAND]
+    assert rows1 == [dict(r, aggregated_at=r1["aggregated_at"]) for r, r1 in zip(rows2, rows1)]
+    # a newer model (later scored_at) with other scores, and a rescoring of a1, a2 by m1 in a second file
+    newer = [score_row("a1", "A", "2020-01-06", 0.3, 0.5, model="m2", scored_at="2026-02-01T00:00:00+00:00"),  # +0.2
+             score_row("a2", "A", "2020-01-08", 0.2, 0.6, model="m2", scored_at="2026-02-01T00:00:00+00:00"),  # +0.4
+             score_row("a3", "A", "2020-02-03", 0.6, 0.1, model="m2", scored_at="2026-02-01T00:00:00+00:00"),  # -0.5
+             score_row("b1", "B", "2020-01-31", 0.5, 0.2, model="m2", scored_at="2026-02-01T00:00:00+00:00")]  # -0.3
     rescored = [dict(r, run_id="r2", bias_score=0.0) for r in HAND[:2]]
     write_scores(scores, newer + rescored, part="part-1")
-    summary, _ = run(tmp_path, scores, window="month")
+    summary, rows_m2 = run(tmp_path, scores, window="month")
     assert summary.model_id == "m2" and summary.model_ids_found == ["m2", "m1"] and summary.notes
+    assert {r["model_id"] for r in rows_m2} == {"m2"}
+    assert means(rows_m2) == pytest.approx({("A", dt.date(2020, 1, 1)): (0.2 + 0.4) / 2,
+                                            ("A", dt.date(2020, 2, 1)): -0.5, ("B", dt.date(2020, 1, 1)): -0.3},
+                                           abs=1e-6)
+    # m1 chosen by hand: the rescored rows (part-1) tie with part-0's on scored_at; part-0 sorts first and wins
     picked, rows_m1 = run(tmp_path, scores, window="month", model_id="m1")
     assert picked.duplicate_rows == 2 and sum(r["n_articles"] for r in rows_m1) == 4
+    assert means(rows_m1) == pytest.approx({("A", dt.date(2020, 1, 1)): (-0.6 + 0.4) / 2,
+                                            ("A", dt.date(2020, 2, 1)): 0.0, ("B", dt.date(2020, 1, 1)): 0.7},
+                                           abs=1e-6)
     with pytest.raises(UserError, match="not in the scores"):
         run(tmp_path, scores, model_id="nope")
+
+
+@pytest.mark.parametrize("rescored_at", ["2026-01-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"])
+def test_duplicate_id_keeps_the_row_of_the_path_that_sorts_first(tmp_path, rescored_at):
+    """One model, one article id in two files: the row of the input path that sorts first survives,
+    whether the other row ties with it on scored_at or was scored later (scored_at picks models, not rows)."""
+    rescored = [score_row("a1", "A", "2020-01-06", 0.1, 0.3, scored_at=rescored_at, run="r2"),   # +0.2, was -0.6
+                score_row("a2", "A", "2020-01-08", 0.2, 0.4, scored_at=rescored_at, run="r2")]   # +0.2, was +0.4
+    # the first scoring in part-b, the rescoring (written later) in part-a: part-a sorts first
+    scores = write_scores(tmp_path / "s", HAND, part="part-b")
+    write_scores(scores, rescored, part="part-a")
+    summary, rows = run(tmp_path, scores, window="all")
+    got = {r["outlet"]: r for r in rows}
+    assert summary.duplicate_rows == 2 and summary.aggregated_articles == 4 and summary.conflicting_ids == 0
+    assert got["A"]["n_articles"] == 3
+    assert got["A"]["mean_bias_score"] == pytest.approx((0.2 + 0.2 + 0.0) / 3, abs=1e-6)
+    assert got["A"]["share_right"] == 0.0 and got["A"]["share_center"] == 1.0  # a1, a2 rescored as center
+    assert got["B"]["mean_bias_score"] == pytest.approx(0.7, abs=1e-6)
+    # the same rows with the file names swapped: the first scoring sorts first and is kept
+    swapped = write_scores(tmp_path / "t", HAND, part="part-a")
+    write_scores(swapped, rescored, part="part-b")
+    _, rows = run(tmp_path, swapped, window="all")
+    got = {r["outlet"]: r for r in rows}
+    assert got["A"]["mean_bias_score"] == pytest.approx((-0.6 + 0.4 + 0.0) / 3, abs=1e-6)
+    assert got["A"]["share_left"] == pytest.approx(1 / 3) and got["A"]["share_right"] == pytest.approx(1 / 3)
+
+
+def test_models_tied_on_scored_at_the_model_id_that_sorts_first_wins(tmp_path):
+    """Models whose latest scored_at are equal: the model id that sorts first is aggregated, wherever its
+    rows lie in the files (here after the other models' rows, in one file)."""
+    at = "2026-01-05T00:00:00+00:00"
+    zeta = [score_row(r["id"], r["source"], r["date"], 0.1, 0.1, model="zeta", scored_at=at) for r in HAND]
+    m1 = [score_row(r["id"], r["source"], r["date"], 0.1, 0.7, model="m1", scored_at=at) for r in HAND]
+    alpha = [score_row(r["id"], r["source"], r["date"], 0.5, 0.3, model="alpha", scored_at=at) for r in HAND]
+    one_file = tmp_path / "s" / "scores"
+    one_file.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(zeta + m1 + alpha), one_file / "part-0.parquet")
+    summary, rows = run(tmp_path, tmp_path / "s", window="all")
+    assert summary.model_id == "alpha" and summary.model_ids_found == ["alpha", "m1", "zeta"]
+    assert {r["outlet"]: r["mean_bias_score"] for r in rows} == pytest.approx({"A": -0.2, "B": -0.2}, abs=1e-6)
+    # one of them scored a second later: the later one wins, whatever its name
+    later = [dict(r, scored_at="2026-01-05T00:00:01+00:00") for r in zeta[:1]]
+    pq.write_table(pa.Table.from_pylist(later), one_file / "part-1.parquet")
+    summary, rows = run(tmp_path, tmp_path / "s", window="all")
+    assert summary.model_id == "zeta" and summary.model_ids_found == ["zeta", "alpha", "m1"]
+    assert {r["outlet"]: r["mean_bias_score"] for r in rows} == pytest.approx({"A": 0.0, "B": 0.0}, abs=1e-6)
 
 
 def test_bad_input_says_what_to_do(tmp_path):

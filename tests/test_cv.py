@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import statistics
 
 import numpy as np
 import pytest
@@ -46,6 +48,60 @@ def test_summary_mean_and_sd_skip_nan():
     assert s["spearman"] == {"mean": 0.4, "sd": s["spearman"]["sd"], "n": 1} and math.isnan(s["spearman"]["sd"])
 
 
+NAN = float("nan")
+
+
+def fold_row(fold, n_test, outlets, f1, acc, ece, ece_raw, rho, temperature) -> dict:
+    return {"fold": fold, "n_test": n_test, "test_outlets": outlets, "macro_f1": f1, "accuracy": acc, "ece": ece,
+            "ece_uncalibrated": ece_raw, "spearman": rho, "outlet_accuracy": 0.5, "temperature": temperature}
+
+
+def test_cv_markdown_from_known_folds():
+    """summarise + markdown_table on known per-fold numbers, against a table written out by hand:
+    macro-F1 0.5/0.6/0.7: 0.600 ± 0.100; accuracy 0.6/0.7/0.9: mean 0.7333, sd √(0.04667/2) = 0.1528;
+    ECE 0.1/0.05/0.06: 0.070, sd √(0.0014/2) = 0.0265; uncalibrated 0.2/0.25/0.15: 0.200 ± 0.050;
+    Spearman NaN/0.4/0.8: the NaN fold skipped, 0.600 ± √0.08 = 0.283."""
+    folds = [fold_row(0, 200, 20, 0.5, 0.6, 0.1, 0.2, NAN, 1.234),
+             fold_row(1, 190, 21, 0.6, 0.7, 0.05, 0.25, 0.4, 1.5),
+             fold_row(2, 210, 19, 0.7, 0.9, 0.06, 0.15, 0.8, 0.987)]
+    assert markdown_table(folds, summarise(folds)) == (
+        "| fold | test articles / outlets | macro-F1 | accuracy | ECE (uncalibrated) | Spearman | T |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+        "| 0 | 200 / 20 | 0.500 | 0.600 | 0.100 (0.200) | nan | 1.23 |\n"
+        "| 1 | 190 / 21 | 0.600 | 0.700 | 0.050 (0.250) | 0.400 | 1.50 |\n"
+        "| 2 | 210 / 19 | 0.700 | 0.900 | 0.060 (0.150) | 0.800 | 0.99 |\n"
+        "| mean ± sd | | 0.600 ± 0.100 | 0.733 ± 0.153 | 0.070 ± 0.026 (0.200 ± 0.050) | 0.600 ± 0.283 | |\n")
+    # one fold with a Spearman: its value without an sd; none: n/a
+    two = [fold_row(0, 300, 30, 0.25, 0.5, 0.2, 0.3, NAN, 1.0), fold_row(1, 300, 30, 0.75, 0.5, 0.1, 0.3, 0.125, 2.0)]
+    assert markdown_table(two, summarise(two)).splitlines()[-1] == (
+        "| mean ± sd | | 0.500 ± 0.354 | 0.500 ± 0.000 | 0.150 ± 0.071 (0.300 ± 0.000) | 0.125 | |")
+    none = [dict(f, spearman=NAN) for f in two]
+    assert markdown_table(none, summarise(none)).splitlines()[-1].endswith("| n/a | |")
+
+
+def expected_cv_md(per_fold: list[dict]) -> str:
+    """cv.md rebuilt from the per-fold numbers alone: mean and sample sd (statistics) over the folds with a
+    value, 3 decimals (T: 2); the sd left out for one value, n/a for none."""
+    def cell(name):
+        values = [f[name] for f in per_fold if not math.isnan(f[name])]
+        if not values:
+            return "n/a"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    lines = [f"# {len(per_fold)}-fold outlet-grouped cross-validation", "",
+             "| fold | test articles / outlets | macro-F1 | accuracy | ECE (uncalibrated) | Spearman | T |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {f['fold']} | {f['n_test']} / {f['test_outlets']} | {f['macro_f1']:.3f} | {f['accuracy']:.3f} | "
+              f"{f['ece']:.3f} ({f['ece_uncalibrated']:.3f}) | {f['spearman']:.3f} | {f['temperature']:.2f} |"
+              for f in per_fold]
+    lines.append(f"| mean ± sd | | {cell('macro_f1')} | {cell('accuracy')} | {cell('ece')} "
+                 f"({cell('ece_uncalibrated')}) | {cell('spearman')} | |")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
 def test_cv_command_end_to_end(tiny_model_dir, articles_sample, tmp_path):
     from allsides_batch.__main__ import app
 
@@ -63,9 +119,17 @@ def test_cv_command_end_to_end(tiny_model_dir, articles_sample, tmp_path):
         assert fold["test_outlets"] >= 15 and fold["temperature"] > 0
     assert sum(f["n_test"] for f in report["per_fold"]) == 600  # every article tested exactly once
     assert report["config"]["adversary_weight"] == 0.3
+    assert [f["fold"] for f in report["per_fold"]] == [0, 1, 2]
+    for name in ("macro_f1", "accuracy", "ece", "ece_uncalibrated", "spearman"):
+        values = [f[name] for f in report["per_fold"] if not math.isnan(f[name])]
+        got = report["summary"][name]
+        assert got["n"] == len(values)
+        if len(values) >= 2:
+            assert got["mean"] == pytest.approx(statistics.mean(values), abs=1e-12)
+            assert got["sd"] == pytest.approx(statistics.stdev(values), abs=1e-12)
     md = (out / "cv.md").read_text()
-    assert "mean ± sd" in md and md == "# 3-fold outlet-grouped cross-validation\n\n" + markdown_table(
-        report["per_fold"], report["summary"])
+    assert md == expected_cv_md(report["per_fold"])
+    assert re.search(r"^\| mean ± sd \| \| \d\.\d{3} ± \d\.\d{3} \| \d\.\d{3} ± \d\.\d{3} \|", md, re.M)
     printed = json.loads(result.stdout)  # one JSON result on stdout; the markdown is cv.md (or --markdown: stderr)
     assert printed["folds"] == 3 and printed["written"]["markdown"] == str(out / "cv.md")
     assert printed["summary"]["macro_f1"]["mean"] == round(report["summary"]["macro_f1"]["mean"], 4)
@@ -81,6 +145,7 @@ def test_cv_refuses_bad_input(articles_sample):
     assert result.exit_code == 2 and "cv makes its own folds" in result.output
 
 
+@pytest.mark.slow
 def test_cv_of_the_linear_model_in_parallel_folds_equals_sequential(articles_sample, tmp_path):
     """`cv --kind linear --jobs 2`: folds in worker processes give exactly the sequential numbers."""
     from allsides_batch.config import TrainConfig
@@ -99,3 +164,4 @@ def test_cv_of_the_linear_model_in_parallel_folds_equals_sequential(articles_sam
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert report["config"]["kind"] == "linear" and report["config"]["group_by"] == "domain"
+    assert (tmp_path / "cv" / "cv.md").read_text() == expected_cv_md(report["per_fold"])

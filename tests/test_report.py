@@ -128,6 +128,109 @@ def test_write_report_from_aggregate_output(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
 
 
+# A: January (2 articles) and February; B: January only; C: January and March. Latest months differ.
+def _windows_scores(tmp_path: Path) -> Path:
+    from test_aggregate import HAND, score_row, write_scores
+
+    return write_scores(tmp_path / "s", HAND + [score_row("c1", "C", "2020-01-15", 0.2, 0.5),    # +0.3, right
+                                                score_row("c2", "C", "2020-03-02", 0.7, 0.2)])   # -0.5, left
+
+
+def _aggregate(scores: Path, out: Path, window: str, **kwargs) -> None:
+    outlet_aggregates(AggregateConfig(scores=str(scores), output=str(out), window=window, min_articles=2, **kwargs))
+
+
+@pytest.fixture
+def chart_spy(monkeypatch):
+    """Records the frame write_report passes to the real outlet_chart, and the figure it drew."""
+    from allsides_batch.analysis import report
+
+    calls = []
+    real = report.outlet_chart
+
+    def spy(frame, **kwargs):
+        fig = real(frame, **kwargs)
+        calls.append({"frame": frame, "fig": fig})
+        return fig
+
+    monkeypatch.setattr(report, "outlet_chart", spy)
+    return calls
+
+
+def drawn(fig) -> tuple[list[str], list[float], list[str]]:
+    """The outlet chart's tick labels, marker x positions (mean scores) and marker edge colours."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_hex
+
+    ax = fig.axes[0]
+    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    return ([t.get_text() for t in ax.get_yticklabels()], [round(float(x), 6) for x in points.get_offsets()[:, 0]],
+            [to_hex(c) for c in points.get_edgecolors()])
+
+
+def bands(fig) -> list[tuple[float, float]]:
+    return [(round(r.get_x(), 6), round(r.get_x() + r.get_width(), 6)) for r in fig.axes[0].patches]
+
+
+FOOTNOTE = "† fewer articles than --min-articles. Model: m1. Interval: Student t, mean ± t(0.975, n−1)·s/√n.\n"
+HEADER = ("| outlet | label | n | mean | 95% CI | left / center / right | confidence | Δ previous |\n"
+          "| --- | --- | ---: | ---: | --- | --- | ---: | ---: |\n")
+
+
+def test_report_without_all_uses_each_outlets_latest_window(tmp_path, chart_spy):
+    """No window=all: the outlet chart and table take each outlet's own latest month (the coarsest window
+    present; week is there too), and the trend chart the finest."""
+    scores = _windows_scores(tmp_path)
+    for window in ("month", "week"):
+        _aggregate(scores, tmp_path / "agg", window)
+    paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
+    assert (paths.outlet_window, paths.trend_window, paths.outlets) == ("month", "week", 3)
+    (call,) = chart_spy
+    used = {r["outlet"]: (r["window"], r["window_start"]) for r in call["frame"].iter_rows(named=True)}
+    assert used == {"A": ("month", dt.date(2020, 2, 1)), "B": ("month", dt.date(2020, 1, 1)),
+                    "C": ("month", dt.date(2020, 3, 1))}
+    labels, xs, colours = drawn(call["fig"])
+    assert labels == ["C (1)", "A (1)", "B (1)"] and xs == [-0.5, 0.0, 0.7]  # each outlet's latest month, not Jan
+    assert colours == ["#2166ac", "#8c6bb1", "#b2182b"]  # left, center, right at T = 1/3
+    assert bands(call["fig"]) == [(-1.0, round(-1 / 3, 6)), (round(-1 / 3, 6), round(1 / 3, 6)), (round(1 / 3, 6), 1.0)]
+    # Δ previous: A's February against its January (0.0 − (−0.1)), C's March against its January (−0.5 − 0.3)
+    assert Path(paths.table).read_text() == "# Outlet bias (latest month)\n\n" + HEADER + (
+        "| C † | left | 1 | -0.50 | – | 100% / 0% / 0% | 0.70 | -0.80 |\n"
+        "| A † | center | 1 | +0.00 | – | 0% / 100% / 0% | 0.80 | +0.10 |\n"
+        "| B † | right | 1 | +0.70 | – | 0% / 0% / 100% | 0.80 | – |\n"
+        "\n" + FOOTNOTE)
+
+
+def test_report_uses_all_window_when_present(tmp_path, chart_spy):
+    scores = _windows_scores(tmp_path)
+    for window in ("month", "all"):
+        _aggregate(scores, tmp_path / "agg", window)
+    paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
+    assert (paths.outlet_window, paths.trend_window, paths.outlets) == ("all", "month", 3)
+    (call,) = chart_spy
+    assert set(call["frame"]["window"].to_list()) == {"all"}
+    labels, xs, _ = drawn(call["fig"])
+    assert labels == ["C (2)", "A (3)", "B (1)"] and xs == pytest.approx([-0.1, -0.2 / 3, 0.7], abs=1e-6)
+    # A: mean of −0.6, 0.4, 0.0; C: of 0.3, −0.5; both intervals clipped to [−1, 1]
+    assert Path(paths.table).read_text() == "# Outlet bias (all)\n\n" + HEADER + (
+        "| C | center | 2 | -0.10 | [-1.00, +1.00] | 50% / 0% / 50% | 0.60 | – |\n"
+        "| A | center | 3 | -0.07 | [-1.00, +1.00] | 33% / 33% / 33% | 0.70 | – |\n"
+        "| B † | right | 1 | +0.70 | – | 0% / 0% / 100% | 0.80 | – |\n"
+        "\n" + FOOTNOTE)
+
+
+def test_report_bands_and_labels_follow_the_aggregate_label_threshold(tmp_path, chart_spy):
+    """aggregate --label-threshold 0.08: C (−0.10) is left, A (−0.07) center; the chart's bands sit at ±0.08."""
+    _aggregate(_windows_scores(tmp_path), tmp_path / "agg", "all", label_threshold=0.08)
+    paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
+    (call,) = chart_spy
+    assert bands(call["fig"]) == [(-1.0, -0.08), (-0.08, 0.08), (0.08, 1.0)]
+    labels, _, colours = drawn(call["fig"])
+    assert labels == ["C (2)", "A (3)", "B (1)"] and colours == ["#2166ac", "#8c6bb1", "#b2182b"]
+    table = Path(paths.table).read_text()
+    assert "| C | left | 2 | -0.10 |" in table and "| A | center | 3 | -0.07 |" in table
+
+
 @pytest.mark.slow
 def test_score_aggregate_report_end_to_end(tmp_path, articles_sample, tiny_model_dir):
     """The real chain on real articles: score (tiny model) → aggregate by domain, all and month → report."""

@@ -12,6 +12,11 @@ One output row per outlet and window:
 - ``delta_vs_previous_window``: this window's mean minus the mean of the outlet's previous window
   that has articles (``previous_window_start`` names it); null for the first window and for ``all``.
 
+Which scores: without --model-id, the model with the latest ``scored_at`` (models tied on it: the model id
+that sorts first). An article id in several input files of that model counts once: the row of the input
+path that sorts first is kept, whatever the rows' ``scored_at`` (ids whose rows name different outlets are
+left out and counted).
+
 Dates are parsed from ``YYYY-MM-DD`` (with any time after it), ``M/D/YY`` and ``M/D/YYYY``. A date that
 is missing, unparseable, or implausible (before 1900 or after tomorrow) cannot be placed in a window:
 such rows are counted by reason in the summary; they are excluded from day/week/month aggregates and
@@ -246,10 +251,12 @@ def _with_outlet(rows: pl.LazyFrame, cfg: AggregateConfig, names: list[str]) -> 
 
 
 def _choose_model(lf: pl.LazyFrame, wanted: str | None) -> tuple[str, list[str], list[str]]:
+    """The model to aggregate: `wanted`, else the one with the latest scored_at; models tied on it are
+    ordered by model id, so the id that sorts first wins (a polars sort keeps no order among ties)."""
     import polars as pl
 
     latest = (lf.group_by("model_id").agg(pl.col("scored_at").max().alias("last"))
-              .sort("last", descending=True, nulls_last=True).collect())
+              .sort(["last", "model_id"], descending=[True, False], nulls_last=True).collect())
     found = [str(m) for m in latest["model_id"].to_list()]
     if not found:
         raise UserError("the scores hold no rows: nothing to aggregate")

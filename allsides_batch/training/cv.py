@@ -140,7 +140,9 @@ def _fmt(stat: dict) -> str:
 
 
 def markdown_table(folds: list[dict], summary: dict) -> str:
-    """Per-fold rows and a mean ± sd row."""
+    """Per-fold rows and a mean ± sd row. Metrics with 3 decimals, T with 2 (a NaN fold shows `nan`). The
+    last row is summarise()'s mean ± sample sd (ddof 1) over the folds with a value: the mean alone when one
+    fold has a value, `n/a` when none (e.g. Spearman when too few test outlets have enough articles)."""
     lines = ["| fold | test articles / outlets | macro-F1 | accuracy | ECE (uncalibrated) | Spearman | T |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for f in folds:
