@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 
 from ..config import TrainConfig
@@ -35,6 +36,7 @@ __all__ = ["MODEL_FILES", "OUTLET_MIN_ARTICLES", "Encoded", "Fitted", "TrainResu
 log = logging.getLogger(__name__)
 
 MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
+STALL_ENV = "ALLSIDES_BATCH_TRAIN_STALL"  # test seam: "staged" pauses once the new model is complete beside --output
 
 @dataclass
 class TrainResult:
@@ -63,6 +65,10 @@ def train_model(cfg: TrainConfig) -> TrainResult:
     """Fine-tune cfg.base_model on cfg.data and write a complete model directory to cfg.output."""
     # ---- 1. inputs
     _check_output(cfg)
+    unused = cfg.unused_options()
+    if unused:
+        log.warning(f"a {cfg.kind} model does not read {', '.join('--' + n.replace('_', '-') for n in unused)}: "
+                    "ignored (see train --help and --kind)")
     if not cfg.data:
         raise UserError("--data is required: labelled Parquet file(s), a directory, a glob or hf:NAME")
     prep = text_prep(cfg)
@@ -139,16 +145,36 @@ def save_fitted(fitted: Fitted, out_dir: str, prep: TextPrep) -> None:
 
 def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict) -> None:
     """Write everything to a sibling temporary directory, then move it into place: an interrupted run
-    never leaves a half-written model where a good one was."""
+    never leaves a half-written model where a good one was. With --overwrite the old model is renamed to
+    `<output>.old-<pid>` before the new one moves in and deleted after, so a kill between the two renames
+    leaves it there, whole."""
     final = os.path.abspath(cfg.output)
     tmp = f"{final}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    save_fitted(fitted, tmp, prep)
-    write_json(os.path.join(tmp, "training_recipe.json"), recipe)
-    write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
-    with open(os.path.join(tmp, "README.md"), "w") as fh:
-        fh.write(model_card(cfg, recipe, fitted.metrics))
-    if os.path.isdir(final):
-        shutil.rmtree(final)
+    try:
+        save_fitted(fitted, tmp, prep)
+        write_json(os.path.join(tmp, "training_recipe.json"), recipe)
+        write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
+        with open(os.path.join(tmp, "README.md"), "w") as fh:
+            fh.write(model_card(cfg, recipe, fitted.metrics))
+        _stall_point("staged")
+    except BaseException:
+        # a full disk or Ctrl-C while staging: the half-written copy goes, --output is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = f"{final}.old-{os.getpid()}"
+    if os.path.isdir(final):  # --overwrite: set the old model aside, move the new one in, then delete the old
+        os.replace(final, old)
     os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _stall_point(stage: str) -> None:
+    """Crash-test seam (as scoring's): with ALLSIDES_BATCH_TRAIN_STALL=<stage>, the process writes `<stage>`
+    to $ALLSIDES_BATCH_TRAIN_STALL_MARKER on reaching it and waits to be killed or interrupted."""
+    if os.environ.get(STALL_ENV) != stage:
+        return
+    with open(os.environ[STALL_ENV + "_MARKER"], "w") as fh:
+        fh.write(stage)
+    threading.Event().wait()
