@@ -93,3 +93,12 @@ def tiny_model_dir(minilm_path, tmp_path_factory) -> str:
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_dir(tiny_model_dir, articles_sample, tmp_path_factory) -> str:
+    """The tiny model fine-tuned on the sample articles (hf_reference.fine_tune_tiny): its answers depend on
+    the text, where the random tiny model answers alike to 1e-5."""
+    from hf_reference import fine_tune_tiny
+
+    return fine_tune_tiny(tiny_model_dir, articles_sample, tmp_path_factory.mktemp("fine-tuned"))

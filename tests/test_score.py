@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hf_reference import plain_chunk_probs
 
 from allsides_batch.config import ScoreConfig
 from allsides_batch.corpus import read_manifest
@@ -229,22 +230,29 @@ def test_label_map_refusal_and_acceptance(tiny_model_dir, tmp_path, articles_sam
 
 
 @pytest.mark.slow
-def test_chunk_mode_end_to_end_scores_whole_articles(tiny_model_dir, corpus, tmp_path):
-    from allsides_batch.scoring.engine import Scorer, prepare_rows
+def test_chunk_mode_end_to_end_scores_whole_articles(fine_tuned_dir, corpus, tmp_path):
+    """score_corpus in chunk mode writes, for every article, the probabilities of the plain window-by-window
+    loop of hf_reference.plain_chunk_probs (the Hugging Face tokenizer and model, one window at a
+    time, averaged weighted by content tokens), every token counted once and nothing marked truncated."""
+    from allsides_batch.model import load_tokenizer
+    from allsides_batch.scoring.engine import prepare_rows
     from allsides_batch.text.prep import TextPrep
 
     src = corpus / "day=2" / "part.parquet"
-    summary = score_corpus(_cfg(tiny_model_dir, [src], tmp_path / "out", long_text="chunk", stride=16))
+    summary = score_corpus(_cfg(fine_tuned_dir, [src], tmp_path / "out", long_text="chunk", stride=16))
     scores = _scores(tmp_path / "out")
-    assert summary.scored_rows == 7 and not any(scores["truncated"].to_pylist())
     table = pq.read_table(src).sort_by("id")
-    texts = prepare_rows(TextPrep.load(tiny_model_dir), table["title"].to_pylist(), table["text"].to_pylist(),
+    assert scores["id"].to_pylist() == table["id"].to_pylist()
+    texts = prepare_rows(TextPrep.load(fine_tuned_dir), table["title"].to_pylist(), table["text"].to_pylist(),
                          table["source"].to_pylist())
-    scorer = Scorer.from_config(_cfg(tiny_model_dir, [src], tmp_path / "x", long_text="chunk", stride=16))
-    probs, enc = scorer.predict_with_tokens(texts)
-    assert scores["n_tokens"].to_pylist() == enc.n_tokens.tolist() and min(enc.n_tokens) > MAXLEN
+    expected, n_windows = plain_chunk_probs(fine_tuned_dir, texts, MAXLEN, 16, 64)
+    assert summary.scored_rows == 7 and min(n_windows) > 1 and max(n_windows) < 64
+    assert not any(scores["truncated"].to_pylist())
+    tok = load_tokenizer(fine_tuned_dir)
+    assert scores["n_tokens"].to_pylist() == [len(tok(t)["input_ids"]) for t in texts]
     got = np.stack([scores[c].to_numpy() for c in ("p_left", "p_center", "p_right")], 1)
-    np.testing.assert_allclose(got, probs, atol=2e-5)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert scores["label"].to_pylist() == [("left", "center", "right")[i] for i in expected.argmax(1)]
 
 
 @pytest.mark.slow

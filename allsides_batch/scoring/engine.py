@@ -199,15 +199,16 @@ def token_batches(lengths: np.ndarray, batch_tokens: int, multiple: int = 1) -> 
 
 
 def forward_with_halving(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ids: torch.Tensor,
-                         mask: torch.Tensor, on_halve: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """forward(ids, mask); on out-of-memory, split the batch in two and retry each half. Never drops rows."""
+                         mask: torch.Tensor, on_halve: Callable[[int], None] = lambda tokens: None) -> torch.Tensor:
+    """forward(ids, mask); on out-of-memory, split the batch in two and retry each half. Never drops rows.
+    on_halve(tokens) is told each split, with the padded size (rows x width) of the batch that did not fit."""
     try:
         return forward(ids, mask)
     except torch.cuda.OutOfMemoryError:  # the same class as torch.OutOfMemoryError on torch >= 2.5
         if ids.shape[0] == 1:
             raise UserError("out of GPU memory on a single article; lower --max-length") from None
     # Retried outside the except block, so the failed attempt's tensors are freed before the halves run.
-    on_halve()
+    on_halve(ids.shape[0] * ids.shape[1])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     half = ids.shape[0] // 2
@@ -235,6 +236,9 @@ def member_dirs(model_dir: str, kind: str) -> tuple[str | None, str | None]:
     return (None, model_dir) if kind == "linear" else (model_dir, None)
 
 
+_INT8_ON_GPU = "--quantize int8 is for CPU scoring; on a GPU use --precision bf16/fp16"
+
+
 class Scorer:
     """A loaded model ready to turn encoded articles into left/center/right probabilities. The
     transformer runs here; a linear model's logits arrive computed in the tokenizer workers
@@ -259,7 +263,12 @@ class Scorer:
         info = read_model_kind(model_dir)
         kind = info["kind"]
         transformer_dir, linear_dir = member_dirs(model_dir, kind)
-        dev = resolve_device(device or cfg.device)
+        requested = device or cfg.device
+        # Refused for what was asked, before resolve_device: the answer must not depend on whether this
+        # machine happens to see a GPU (there resolve_device would refuse with "no CUDA device" instead).
+        if cfg.quantize == "int8" and kind != "linear" and requested.startswith("cuda"):
+            raise UserError(_INT8_ON_GPU)
+        dev = resolve_device(requested)
         prep = TextPrep.load(model_dir)
         linear_t = load_temperature(linear_dir) if linear_dir else 1.0
         if kind == "linear":
@@ -282,8 +291,8 @@ class Scorer:
             raise UserError(f"--max-windows {cfg.max_windows}: an article needs at least one window")
         model.eval().requires_grad_(False)
         if cfg.quantize == "int8":
-            if dev.type != "cpu":
-                raise UserError("--quantize int8 is for CPU scoring; on a GPU use --precision bf16/fp16")
+            if dev.type != "cpu":  # --device auto on a machine with a GPU
+                raise UserError(_INT8_ON_GPU)
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
             # Per-channel scales: on a fine-tuned MiniLM at 512 tokens (128 shared articles, 2-core CPU)
@@ -306,9 +315,12 @@ class Scorer:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
             return self.model(input_ids=ids, attention_mask=mask).logits
 
-    def _halve(self) -> None:
+    def _halve(self, failed_tokens: int) -> None:
+        """Later batches start smaller: at most half the batch that ran out of memory. Half of the failed
+        batch, not half the budget again for every split: the halves of one batch failing in turn shrink
+        it once per level, not once per failure."""
         self.halvings += 1
-        self.batch_tokens = max(self.max_length, self.batch_tokens // 2)  # later batches start smaller
+        self.batch_tokens = max(self.max_length, min(self.batch_tokens, failed_tokens // 2))
 
     def sequence_probs(self, seqs: list[np.ndarray]) -> np.ndarray:
         """(S, 3) probabilities in left/center/right order for each id sequence."""
@@ -317,15 +329,22 @@ class Scorer:
         lengths = np.fromiter((len(s) for s in seqs), int, len(seqs))
         cuda = self.device.type == "cuda"
         logits_out, index_out = [], []
+        todo = np.arange(len(seqs))
         with torch.inference_mode():
-            for idx in token_batches(lengths, self.batch_tokens, multiple=8 if cuda else 1):
-                t_ids, t_mask = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, L) right-padded
-                if cuda:  # pinned host memory lets the copy run while the GPU still works on the last batch
-                    t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
-                    t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
-                logits = forward_with_halving(self._forward, t_ids, t_mask, self._halve)  # (B, C)
-                logits_out.append(logits.float())  # stays on the device: one sync per call, not per batch
-                index_out.append(idx)
+            while len(todo):
+                budget = self.batch_tokens
+                for batch in token_batches(lengths[todo], budget, multiple=8 if cuda else 1):
+                    idx = todo[batch]
+                    t_ids, t_mask = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, L) right-padded
+                    if cuda:  # pinned host memory lets the copy run while the GPU still works on the last batch
+                        t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
+                        t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
+                    logits = forward_with_halving(self._forward, t_ids, t_mask, self._halve)  # (B, C)
+                    logits_out.append(logits.float())  # stays on the device: one sync per call, not per batch
+                    index_out.append(idx)
+                    if self.batch_tokens != budget:  # out of memory: the rest is batched again to the new budget
+                        break
+                todo = np.setdiff1d(todo, np.concatenate(index_out), assume_unique=True)
             logits = torch.cat(logits_out)[:, self.order]
             if self.temperature != 1.0:
                 logits = logits / self.temperature
