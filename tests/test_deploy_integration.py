@@ -407,15 +407,59 @@ def _assert_same(a: pa.Table, b: pa.Table) -> None:
 
 # --------------------------------------------------------------------------------------------- tests
 
+def _wait_online(env: dict, names: set[str], timeout: float, workers: Workers) -> None:
+    """Until every named worker has registered with the pool and is ONLINE (heartbeating)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = {w["name"]: w["status"] for w in _api(env, "/work_pools/gpu/workers/filter", {})}
+        if all(status.get(n) == "ONLINE" for n in names):
+            return
+        assert time.monotonic() < deadline, f"workers not online after {timeout} s: {status}\n{workers.logs_tail()}"
+        time.sleep(1)
+
+
+def _submitted_by(proc: Proc) -> list[str]:
+    """The flow run names a worker's own output says it started: the worker logs this line only after the
+    server accepted its Pending proposal, so a worker that lost a race for a run does not log it."""
+    text = " ".join(proc.log.read_text().split())  # undo the console's line wrapping
+    return re.findall(r"Flow run '([^']+)' submitted to infrastructure", text)
+
+
 @pytest.mark.slow
 def test_nightly_deployment_fans_out_over_two_workers(server, workers, corpus4, tiny_model_dir, single_process,
                                                        tmp_path):
-    workers.start("all", "worker-a")
-    workers.start("gpu", "worker-b")
+    """Both workers take shards. Why it is not luck: worker-a (role `all`, limit 2) holds the parent run
+    in one of its two slots, so it runs at most one shard at a time; the `shards` queue allows two at once
+    (GPU_SLOTS=2); and worker-b (limit 1) polls every 2 s (PREFETCH 5 s) while four shard runs wait, each of
+    which takes a fresh Python process several seconds to run. Worker-b takes none only if it never polls."""
+    worker_a = workers.start("all", "worker-a")
+    worker_b = workers.start("gpu", "worker-b")
+    _wait_online(server, {"worker-a", "worker-b"}, 120, workers)
     out = tmp_path / "nightly"
     params = dict(corpus=[corpus4], model=tiny_model_dir, output=str(out), run_date=RUN_DATE, shard_size=1,
                   fan_out="deployment", min_articles=3, **SCORE_OPTS)
     parent = _run_deployment("score-corpus/nightly", params, server, workers)
+
+    # Who ran each shard: the worker that won a run's Pending state labels it with its name
+    # (prefect.worker.name); each worker's own output names the runs it started. The two must agree,
+    # every shard ran once (one worker, one Running state), and each worker ran at least one.
+    children = _api(server, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [parent]}}})
+    shard_names = [f"{RUN_DATE}-{parent[:8]}-shard{i:03d}" for i in range(4)]
+    assert sorted(c["name"] for c in children) == shard_names
+    ran_by = {c["name"]: (c.get("labels") or {}).get("prefect.worker.name") for c in children}
+    by_worker: dict = {}
+    for name, worker in sorted(ran_by.items()):
+        by_worker.setdefault(worker, []).append(name)
+    assert set(by_worker) == {"worker-a", "worker-b"}, f"shards by worker: {by_worker}\n{workers.logs_tail()}"
+    parent_run = _api(server, f"/flow_runs/{parent}")
+    assert (parent_run.get("labels") or {}).get("prefect.worker.name") == "worker-a"  # the only control worker
+    logged = {"worker-a": _submitted_by(worker_a), "worker-b": _submitted_by(worker_b)}
+    assert sorted(logged["worker-a"] + logged["worker-b"]) == sorted(shard_names + [parent_run["name"]]), logged
+    assert {w: sorted(n for n in names if n in shard_names) for w, names in logged.items()} == by_worker, logged
+    for child in children:
+        states = [(st["type"], st["name"]) for st in _api(server, f"/flow_run_states/?flow_run_id={child['id']}")]
+        assert states.count(("PENDING", "Pending")) == 1 and [t for t, _ in states].count("RUNNING") == 1, (
+            child["name"], states)
 
     _assert_same(_scores(str(out)), single_process["scores"])
     night = out / "nights" / RUN_DATE
