@@ -392,6 +392,7 @@ def test_bad_input_says_what_to_do(tmp_path):
         run(tmp_path, tmp_path / "bad", outlet_key="domain")
 
 
+@pytest.mark.slow
 def test_cli_runs_without_torch(tmp_path):
     scores = write_scores(tmp_path / "s", HAND)
     code = ("import sys; from allsides_batch.__main__ import main; sys.argv[1:] = sys.argv[1:]\n"

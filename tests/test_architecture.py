@@ -108,6 +108,7 @@ def test_data_flows_down_the_tree():
     assert wrong == [], wrong
 
 
+@pytest.mark.slow
 def test_scoring_package_imports_neither_polars_nor_prefect():
     code = ("import sys, allsides_batch.scoring, allsides_batch.scoring.engine, allsides_batch.corpus; "
             "print(sorted(m for m in ('polars', 'prefect') if m in sys.modules))")

@@ -47,6 +47,7 @@ def linear_model(unique_sample, tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.mark.slow
 def test_nightly_help_lists_the_options_of_python_m_flows_without_importing_prefect():
     help_text = _invoke("nightly", "--help").output
     for option in NIGHTLY_OPTIONS:
@@ -71,6 +72,7 @@ def test_nightly_points_at_the_nights_files():
     assert "allsides-batch report --aggregates runs/nightly/nights/2026-01-02/" in text
 
 
+@pytest.mark.slow
 def test_evaluate_prints_one_json_result_and_markdown_on_request(linear_model, unique_sample, tmp_path):
     result = _invoke("evaluate", "--model", linear_model, "--data", str(unique_sample), "--no-progress",
                      "--min-articles", "5")
@@ -83,6 +85,7 @@ def test_evaluate_prints_one_json_result_and_markdown_on_request(linear_model, u
     assert "| macro-F1 |" in asked.stderr and (tmp_path / "e" / "evaluation.md").is_file()
 
 
+@pytest.mark.slow
 def test_cv_prints_one_json_result(unique_sample):
     result = _invoke("cv", "--data", str(unique_sample), "--folds", "2", "--linear-min-df", "1",
                      "--val-fraction", "0.2", "--no-progress", "--markdown")
@@ -92,6 +95,7 @@ def test_cv_prints_one_json_result(unique_sample):
     assert "mean ± sd" in result.stderr
 
 
+@pytest.mark.slow
 def test_score_takes_several_inputs(linear_model, unique_sample, tmp_path):
     table = pq.read_table(unique_sample)
     half = table.num_rows // 2
@@ -134,6 +138,7 @@ def test_progress_option_on_every_long_command():
         assert "--progress / --no-progress" in _invoke(name, "--help").output, name
 
 
+@pytest.mark.slow
 def test_transformer_training_honours_no_progress(tiny_model_dir, unique_sample, tmp_path):
     def train(out: str, *flag: str):
         return _invoke("train", "--kind", "transformer", "--base-model", tiny_model_dir, "--data", str(unique_sample),

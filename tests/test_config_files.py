@@ -80,6 +80,7 @@ def chain(articles_sample, tmp_path_factory) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_train_precedence_flag_env_file_default(chain):
     assert chain["train"]["output"] == str(chain["model"])
     config = _recipe(chain["model"])["config"]
@@ -89,6 +90,7 @@ def test_train_precedence_flag_env_file_default(chain):
     assert config["early_stopping"] == 3  # default
 
 
+@pytest.mark.slow
 def test_train_replays_its_recipe(chain, tmp_path):
     """`train --config <model>/training_recipe.json --output NEW` trains the same recipe again."""
     recipe = chain["model"] / "training_recipe.json"
@@ -100,20 +102,24 @@ def test_train_replays_its_recipe(chain, tmp_path):
     assert replay["val_macro_f1"] == chain["train"]["val_macro_f1"]
 
 
+@pytest.mark.slow
 def test_replay_refuses_to_overwrite_the_original(chain):
     res = _run("train", "--config", str(chain["model"] / "training_recipe.json"))
     assert res.exit_code == 2 and "already holds a model" in res.output
 
 
+@pytest.mark.slow
 def test_score_flag_beats_file(chain):
     assert chain["score"]["run_id"] == "from-flag"
 
 
+@pytest.mark.slow
 def test_aggregate_environment_beats_file(chain):
     summary = chain["aggregate"]  # 10 articles per outlet: the file's 1000 would flag every outlet low_n
     assert summary["outlets"] > 0 and summary["low_n_rows"] < summary["rows"]
 
 
+@pytest.mark.slow
 def test_report_from_config_file(chain):
     tmp = chain["tmp"]
     cfg = _write(tmp / "report.yml", {"aggregates": str(tmp / "agg"), "output": str(tmp / "rep"), "dpi": 40,
@@ -122,6 +128,7 @@ def test_report_from_config_file(chain):
     assert paths["outlet_chart"].startswith(str(tmp / "rep"))
 
 
+@pytest.mark.slow
 def test_evaluate_from_config_file(chain, articles_sample):
     import pyarrow.parquet as pq
 
@@ -138,6 +145,7 @@ def test_evaluate_from_config_file(chain, articles_sample):
     assert res.stdout.strip()
 
 
+@pytest.mark.slow
 def test_cv_reads_a_training_recipe(chain, tmp_path):
     """cv takes a training recipe too; the fields it has no option for (test, overwrite, output) are ignored."""
     res = _run("cv", "--config", str(chain["model"] / "training_recipe.json"), "--folds", "2",
@@ -168,6 +176,7 @@ def test_help_names_config_and_environment(command, option):
     assert "--config FILE" in text and f"ALLSIDES_BATCH_{command.upper()}_{option}" in text
 
 
+@pytest.mark.slow
 def test_recipe_with_unknown_top_level_key_refused(chain, tmp_path):
     recipe = _recipe(chain["model"])
     recipe["epochs"] = 3  # beside "config": not provenance, so not silently ignored
@@ -177,6 +186,7 @@ def test_recipe_with_unknown_top_level_key_refused(chain, tmp_path):
     assert res.exit_code == 2 and "unknown key(s) epochs next to 'config'" in res.output
 
 
+@pytest.mark.slow
 def test_config_file_itself_from_environment(chain, tmp_path):
     """ALLSIDES_BATCH_<COMMAND>_CONFIG names the file; a list option given one value in the file is a list."""
     cfg = _write(tmp_path / "agg.yaml", {"scores": str(chain["tmp"] / "s" / "scores"),

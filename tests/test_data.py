@@ -50,6 +50,7 @@ def test_outlet_split_on_real_data_shares_no_outlet_and_keeps_class_mix(real_lab
     assert np.abs(overall - in_val).max() < 0.05, (overall, in_val)
 
 
+@pytest.mark.slow
 def test_outlet_split_same_seed_same_split_other_seed_other_split(real_labels):
     sources, labels = real_labels
     a = split_outlet(sources, labels, 0.1, seed=12345)[1]
@@ -123,6 +124,7 @@ def test_expand_inputs_directories_globs_and_missing(tmp_path):
         expand_inputs([str(tmp_path / "*.csv")])
 
 
+@pytest.mark.slow
 def test_column_split_uses_split_media(articles_sample):
     data = load_labelled([str(articles_sample)], split_column="split_media", fingerprint=False)
     train, val = make_split(data, "column:split_media", 0.1, seed=0)
@@ -130,6 +132,7 @@ def test_column_split_uses_split_media(articles_sample):
     assert all(data.split_values[i] == "valid" for i in val)
 
 
+@pytest.mark.slow
 def test_hf_dataset_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -157,6 +160,7 @@ def test_registered_domain():
     assert registered_domain("") is None and registered_domain(None) is None and registered_domain("localhost") is None
 
 
+@pytest.mark.slow
 def test_domain_grouped_split_keeps_each_domain_on_one_side(articles_path):
     from allsides_batch.domains import registered_domain
 

@@ -112,6 +112,7 @@ def test_automations_file_names_the_flows_it_watches():
     assert auto.block_refs(auto.load()) == {auto.NOTIFY_BLOCK}
 
 
+@pytest.mark.slow
 def test_automations_script_rejects_what_prefect_would(tmp_path):
     # no server configured anywhere: an empty PREFECT_HOME, no PREFECT_* variables
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -426,6 +427,7 @@ def _submitted_by(proc: Proc) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a real server, workers and flow runs: minutes on a loaded 2-core machine
 def test_nightly_deployment_fans_out_over_two_workers(server, workers, corpus4, tiny_model_dir, single_process,
                                                        tmp_path):
     """Both workers take shards. Why it is not luck: worker-a (role `all`, limit 2) holds the parent run
@@ -472,6 +474,7 @@ def test_nightly_deployment_fans_out_over_two_workers(server, workers, corpus4, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a real server, workers and flow runs: minutes on a loaded 2-core machine
 def test_worker_killed_mid_shard_rerun_completes_without_duplicates(server, workers, corpus4, tiny_model_dir,
                                                                     single_process, tmp_path):
     from allsides_batch.scoring import STALL_ENV
@@ -507,6 +510,7 @@ def test_worker_killed_mid_shard_rerun_completes_without_duplicates(server, work
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a real server, workers and flow runs: minutes on a loaded 2-core machine
 def test_shard_failing_once_completes_on_its_retry(server, workers, corpus4, tiny_model_dir, tmp_path):
     """A real failure: `scores` under the output is a file, so the shard cannot create its part
     directory. It is put right while the task waits for its retry; the retry then scores every file.
@@ -550,6 +554,7 @@ def test_shard_failing_once_completes_on_its_retry(server, workers, corpus4, tin
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a real server, workers and flow runs: minutes on a loaded 2-core machine
 def test_night_past_its_deadline_cancels_its_shards_and_notifies(server, workers, receiver, corpus4, tiny_model_dir,
                                                                  tmp_path):
     """Two shards, one GPU worker whose scorer stalls inside the first: the second cannot start. At the

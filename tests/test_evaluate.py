@@ -68,6 +68,7 @@ def hand_ece(probs, y, n_bins=15):
     return total
 
 
+@pytest.mark.slow
 def test_metrics_equal_scikit_learn(tmp_path, sample):
     data = load_labelled([str(sample)], fingerprint=False)
     probs = fake_scores(tmp_path / "s", data.ids, data.labels)
@@ -98,6 +99,7 @@ def test_metrics_equal_scikit_learn(tmp_path, sample):
     assert f"| accuracy | {a['accuracy']:.3f} |" in md and md.count("\n| left |") == 2
 
 
+@pytest.mark.slow
 def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, sample):
     data = load_labelled([str(sample)], fingerprint=False)
     fake_scores(tmp_path / "s", data.ids[:500], data.labels[:500], seed=1)
@@ -121,6 +123,7 @@ def _first(labelled, n):
     return labelled
 
 
+@pytest.mark.slow
 def test_split_selects_trains_validation_rows(sample, articles_sample):
     data = load_labelled([str(sample)], fingerprint=False)
     _, val = make_split(data, "outlet", 0.2, 7)
@@ -167,6 +170,7 @@ def test_evaluate_model_scores_through_the_production_scorer(tmp_path, sample, t
     assert Path(json_path).is_file() and "macro-F1" in Path(md_path).read_text()
 
 
+@pytest.mark.slow
 def test_cli_scores_and_errors(tmp_path, sample):
     data = load_labelled([str(sample)], fingerprint=False)
     fake_scores(tmp_path / "s", data.ids, data.labels)

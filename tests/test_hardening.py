@@ -126,6 +126,7 @@ def test_model_id_covers_the_tokenizer_files(tiny_model_dir, minilm_path, tmp_pa
 
 
 # ---- 2. train loads base weights from safetensors only -------------------------------------------------
+@pytest.mark.slow
 def test_train_refuses_pickle_only_base_weights(minilm_path, small, tmp_path):
     import torch
     from transformers import AutoModel
@@ -208,6 +209,7 @@ def test_head_tokens_are_a_prefix_of_the_whole_texts_tokens(tiny_model_dir):
     assert heads[2] == tok("short text", add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.slow
 def test_a_5mb_article_scores_quickly_in_chunk_mode(tiny_model_dir, articles_sample, tmp_path):
     from allsides_batch.scoring.engine import Scorer
 
@@ -259,6 +261,7 @@ def test_max_windows_below_one_is_refused(tiny_model_dir, small, tmp_path):
 
 
 # ---- 4. dictionary-encoded and large strings are strings -------------------------------------------------
+@pytest.mark.slow
 def test_dictionary_and_large_string_text_columns_are_scored(tiny_model_dir, small, tmp_path):
     plain = pq.read_table(small, columns=["id", "source", "title", "text", "date"])
     variants = {

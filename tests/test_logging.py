@@ -47,6 +47,7 @@ def default_run(small_data, tmp_path_factory) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=False)
 
 
+@pytest.mark.slow
 def test_default_level_is_info_on_stderr(default_run):
     assert default_run.returncode == 0, default_run.stderr
     for fragment in INFO_LINES:
@@ -55,6 +56,7 @@ def test_default_level_is_info_on_stderr(default_run):
     assert len(default_run.stdout.strip().splitlines()) == 1  # the result alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [["-q"], ["--log-level", "warning"]])
 def test_quiet_drops_info_lines_and_keeps_the_result(options, default_run, small_data, tmp_path):
     result = CliRunner().invoke(app, [*options, *_train_args(small_data, tmp_path / "model")])
@@ -63,6 +65,7 @@ def test_quiet_drops_info_lines_and_keeps_the_result(options, default_run, small
     assert _result(result.stdout) == _result(default_run.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [["--verbose"], ["--log-level", "DEBUG"]])
 def test_verbose_shows_debug_lines_and_keeps_the_result(options, default_run, small_data, tmp_path):
     result = CliRunner().invoke(app, [*options, *_train_args(small_data, tmp_path / "model")])
@@ -73,6 +76,7 @@ def test_verbose_shows_debug_lines_and_keeps_the_result(options, default_run, sm
     assert _result(result.stdout) == _result(default_run.stdout)
 
 
+@pytest.mark.slow
 def test_the_environment_sets_the_default_level(tmp_path):
     args = ["aggregate", "--scores", str(tmp_path / "none"), "--output", str(tmp_path / "out")]
     quiet = CliRunner(env={LOG_LEVEL_ENV: "error"}).invoke(app, args)
@@ -127,6 +131,7 @@ def test_library_modules_configure_no_handlers():
         assert "set_verbosity" not in text or path.name == "cli.py", path
 
 
+@pytest.mark.slow
 def test_a_flow_run_logs_the_library_records(prefect_server, tmp_path):
     from prefect import flow
     from prefect.client.orchestration import get_client

@@ -95,6 +95,7 @@ def test_ordinary_paragraphs_that_look_like_boilerplate_stay():
     assert mask_outlet_identity(text, "The Hill") == text
 
 
+@pytest.mark.slow
 def test_masking_holds_across_many_real_articles(table):
     """No Washington Times copyright footer and no CNN wire tag survives, on every article of a sample."""
     for source, trace in (("Washington Times", "Copyright ©"), ("CNN (Web News)", "(CNN)")):

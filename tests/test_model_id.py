@@ -17,6 +17,9 @@ from allsides_batch.config import ScoreConfig
 from allsides_batch.scoring import plan
 from allsides_batch.scoring.engine import Scorer
 
+# Each case scores both settings with a real model: seconds in all.
+pytestmark = pytest.mark.slow
+
 MAXLEN = 64
 
 

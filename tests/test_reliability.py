@@ -30,6 +30,9 @@ from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.scoring import score_corpus
 
+# The scorer end to end on a trained model, subprocesses and SIGKILL rounds: slow.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,6 +65,7 @@ def _aggregate(out: Path, **kw):
 
 # ------------------------------------------------------------------ identity: the corpus as it is now
 
+@pytest.mark.slow
 def test_rewritten_file_supersedes_its_old_part(model, articles, tmp_path):
     """Table row 2: a file rewritten in place with fewer rows, scored again: only the new rows remain."""
     corpus = tmp_path / "in"
@@ -81,6 +85,7 @@ def test_rewritten_file_supersedes_its_old_part(model, articles, tmp_path):
     assert _aggregate(out).aggregated_articles == 70
 
 
+@pytest.mark.slow
 def test_deleted_file_leaves_the_aggregate_then_is_retired(model, articles, tmp_path):
     """Table row 3: a file deleted from the corpus no longer counts in `aggregate`, even before the next
     score run; that run retires its rows."""
@@ -121,6 +126,7 @@ def test_touched_file_and_symlinked_corpus_are_not_scored_twice(model, articles,
     assert _aggregate(out).aggregated_articles == 30
 
 
+@pytest.mark.slow
 def test_content_change_that_keeps_size_and_mtime_is_rescored(model, articles, tmp_path):
     """Table row 5: `cp -p` of other content with the same size and mtime is new work."""
     corpus = tmp_path / "in"
@@ -217,6 +223,7 @@ def _one_error_line(run: subprocess.CompletedProcess, pattern: str) -> None:
     assert pattern in lines[-1], lines[-1]
 
 
+@pytest.mark.slow
 def test_run_id_and_device_are_validated(model, articles, tmp_path):
     """Table rows 7 and 8 (--device garbage): refused before anything is written."""
     inp = tmp_path / "in.parquet"
@@ -252,6 +259,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_read_only_and_full_output_fail_in_one_line_and_leave_nothing(model, articles, tmp_path, read_only_dir):
     """Table row 8: read-only output and a full disk (a file size limit stands in for it)."""
     inp = tmp_path / "in.parquet"

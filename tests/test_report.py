@@ -69,6 +69,7 @@ def test_outlet_chart_png(tmp_path, n_outlets):
     assert [lab.rsplit(" (", 1)[0] for lab in labels][:3] == [m if len(m) <= 38 else m[:37] + "…" for m in means][:3]
 
 
+@pytest.mark.slow
 def test_outlet_chart_caps_outlets_and_trend_chart(tmp_path):
     frame = aggregates_frame(80)
     fig = outlet_chart(frame, max_outlets=30)
@@ -103,6 +104,7 @@ def test_summary_table_rows_and_marks():
     assert md.count("†") == int(frame["low_n"].sum()) + 1  # each low_n outlet, plus the footnote
 
 
+@pytest.mark.slow
 def test_write_report_from_aggregate_output(tmp_path):
     """End to end from score-shaped Parquet: aggregate (all + month), then report; also via the CLI."""
     from test_aggregate import score_row, write_scores

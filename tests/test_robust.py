@@ -71,6 +71,7 @@ def test_sentence_features_is_the_cls_position(tiny_model_dir):
     assert torch.equal(feats, out.hidden_states[-1][:, 0])
 
 
+@pytest.mark.slow
 def test_training_with_adversary_sampler_and_windows(tiny_model_dir, articles_sample, tmp_path):
     """The recipe options run together end to end and are recorded; the adversary's loss is logged."""
     from allsides_batch.config import TrainConfig

@@ -82,6 +82,7 @@ def _assert_matches_reference(scores: pa.Table, ref: dict[str, np.ndarray]) -> N
         assert row["bias_score"] == pytest.approx(row["p_right"] - row["p_left"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_bucketed_batches_equal_one_at_a_time(tiny_model_dir, corpus, tmp_path):
     summary = score_corpus(_cfg(tiny_model_dir, [corpus], tmp_path / "out"))
     table = pq.read_table(corpus, columns=["id", "title", "text"])
@@ -105,6 +106,7 @@ def test_devices_and_worker_processes_change_nothing(tiny_model_dir, corpus, tmp
                               _reference(tiny_model_dir, pq.read_table(corpus, columns=["id", "title", "text"])))
 
 
+@pytest.mark.slow
 def test_rerun_adds_nothing_and_new_files_are_scored(tiny_model_dir, corpus, tmp_path):
     inputs = tmp_path / "in"
     shutil.copytree(corpus, inputs)

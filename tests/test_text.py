@@ -33,6 +33,7 @@ def test_special_token_layout(tokenizer):
     assert special_token_layout(tokenizer) == (1, 1)  # [CLS] … [SEP]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_length", [8, 64, 512])
 def test_encode_equals_plain_truncation_on_real_articles(tokenizer, articles_path, max_length):
     rows = pq.read_table(articles_path, columns=["title", "text"]).slice(0, 200).to_pylist()

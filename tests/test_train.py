@@ -30,6 +30,7 @@ def _tiny_cfg(data, model, out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_same_seed_same_model(articles_sample, tiny_model_dir, tmp_path):
     a = train_model(_tiny_cfg(articles_sample, tiny_model_dir, tmp_path / "a", max_steps=6))
     b = train_model(_tiny_cfg(articles_sample, tiny_model_dir, tmp_path / "b", max_steps=6))
@@ -40,6 +41,7 @@ def test_same_seed_same_model(articles_sample, tiny_model_dir, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_output_directory_is_complete(articles_sample, tiny_model_dir, tmp_path):
     out = tmp_path / "model"
     result = train_model(_tiny_cfg(articles_sample, tiny_model_dir, out, epochs=3, early_stopping=0,
@@ -158,6 +160,7 @@ def test_metric_for_best_val_loss_keeps_the_lowest_validation_loss(articles_samp
     assert all(abs(again - e["val_loss"]) > 1e-3 for e in epochs if e is not lowest), (again, epochs)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops(articles_sample, tiny_model_dir, tmp_path):
     # lr 0 never improves after the first epoch, so training stops after 1 + early_stopping epochs
     result = train_model(_tiny_cfg(articles_sample, tiny_model_dir, tmp_path / "m", epochs=10,

@@ -22,6 +22,9 @@ from allsides_batch.__main__ import app
 from allsides_batch.config import TrainConfig
 from allsides_batch.training.train import STALL_ENV, train_model
 
+# Real training runs, several as interrupted subprocesses: slow.
+pytestmark = pytest.mark.slow
+
 # A few optimizer steps of the tiny model: a complete model directory in about a second.
 TINY = dict(kind="transformer", max_length=32, epochs=1, max_steps=2, train_batch_size=16, eval_batch_size=64,
             warmup_steps=2, max_train_samples=160, device="cpu", progress=False)
