@@ -41,29 +41,34 @@ def _minilm() -> str:
 
 
 def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", models_root: str = "models",
-            kind: str | None = None, base_model: str | None = None, train_steps: int = DEMO["train_steps"],
+            train_data: list[str] | None = None, kind: str | None = None, base_model: str | None = None,
+            train_steps: int = DEMO["train_steps"],
             max_length: int = DEMO["max_length"], quantize: str | None = None, retrain: bool = False,
             run_date: str | None = None, progress: bool = True) -> dict:
     """The nightly job (what `python -m flows` and `allsides-batch nightly` run): train and publish
-    models/latest with the train-model flow if absent (or `retrain`), then the score-corpus flow on
-    Prefect's ephemeral local server. Returns the night's summary (flows/artifacts.py night_summary)."""
+    models/latest with the train-model flow if absent (or `retrain`), on the labelled `train_data` (default:
+    the shared AllSides articles, whatever the corpus), then the score-corpus flow over `corpus` on Prefect's
+    ephemeral local server. Returns the night's summary (flows/artifacts.py night_summary)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
+    from allsides_batch.storage import expand_inputs
     from flows.score_corpus import DEFAULT_CORPUS, score_corpus_flow
     from flows.train_model import train_model_flow
 
     kind = kind or _default_kind()
     corpus = list(corpus or [DEFAULT_CORPUS])
+    train_data = list(train_data or [DEFAULT_CORPUS])
+    expand_inputs([c for c in corpus if "{run_date}" not in c])  # a corpus that is not there fails before any training
     latest = os.path.join(models_root, "latest")
     if retrain or not os.path.exists(latest):
         what = (f"a {kind} model" if kind == "linear" else
                 f"a {kind} model ({train_steps} steps, {max_length} tokens)")
         print(f"no model at {latest}: training {what}" if not retrain else f"training {what}", file=sys.stderr)
         if kind == "linear":
-            train_model_flow(data=corpus, kind="linear", models_root=models_root)
+            train_model_flow(data=train_data, kind="linear", models_root=models_root)
         else:
-            train_model_flow(data=corpus, kind=kind, base_model=base_model or _minilm(),
+            train_model_flow(data=train_data, kind=kind, base_model=base_model or _minilm(),
                              models_root=models_root, max_steps=train_steps, max_length=max_length,
                              train_batch_size=DEMO["batch_size"], max_eval_samples=DEMO["eval_samples"],
                              # the recipe's 3e-5 barely moves a fresh head in 40 steps
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     ap.add_argument("--corpus", nargs="+", default=None, help="Parquet file(s)/dirs/globs to score")
     ap.add_argument("--output", default="runs/nightly", help="output root (scores, nights/<date>/...)")
     ap.add_argument("--models-root", default="models", help="published models and the latest pointer")
+    ap.add_argument("--train-data", nargs="+", default=None,
+                    help="labelled Parquet to train on when there is no model (default: the shared AllSides articles)")
     ap.add_argument("--kind", choices=["linear", "transformer", "ensemble"], default=_default_kind(),
                     help="model kind to train when no model exists (default: train's)")
     ap.add_argument("--base-model", default=None,

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
               help="output root: scores shared by all nights, nights/<date>/aggregates and report")
 @click.option("--models-root", default="models", show_default=True,
               help="published models and the latest pointer")
+@click.option("--train-data", multiple=True,
+              help="labelled Parquet to train models/latest on when there is none (default: the shared AllSides "
+                   "articles, whatever --corpus is)")
 @click.option("--kind", type=click.Choice(["linear", "transformer", "ensemble"]), default=_default_kind(),
               show_default=True, help="model kind to train when no model exists (train's default)")
 @click.option("--base-model", default=None,
@@ -54,7 +57,8 @@ def _nightly(values: dict) -> None:
         from flows.artifacts import console_summary
     except ModuleNotFoundError as exc:
         raise UserError(f"{exc}: nightly runs Prefect flows; pip install -e '.[flows]'") from exc
-    night = nightly(**{**values, "corpus": list(values["corpus"]) or None})
+    night = nightly(**{**values, "corpus": list(values["corpus"]) or None,
+                       "train_data": list(values["train_data"]) or None})
     log.info(console_summary(night))
     log.info(next_steps(night, values["output"]))
     echo_result(night)
