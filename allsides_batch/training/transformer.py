@@ -47,12 +47,15 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 
 @torch.no_grad()
 def predict_logits(model, rows: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
-                   dtype: torch.dtype) -> np.ndarray:
-    """Logits (N, C) in input order, float32; rows are batched by length so padding is small."""
+                   dtype: torch.dtype, desc: str | None = None) -> np.ndarray:
+    """Logits (N, C) in input order, float32; rows are batched by length so padding is small. `desc`
+    draws a progress bar with that label on stderr."""
     model.eval()
     order = np.argsort([len(r) for r in rows], kind="stable")
     out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(rows), batch_size):
+    starts = range(0, len(rows), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", mininterval=1.0, file=sys.stderr, dynamic_ncols=True,
+                      disable=desc is None, leave=False):
         idx = order[start:start + batch_size]
         ids, mask = pad_batch([rows[i] for i in idx], pad_id)
         with _autocast(device, dtype):
@@ -148,9 +151,11 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
         losses: list[float] = []
         adv_losses: list[float] = []
         seen, t0 = 0, time.perf_counter()
-        bar = tqdm(range(0, len(order), cfg.train_batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
-                   unit="batch", mininterval=1.0, file=sys.stderr, dynamic_ncols=True,
-                   disable=not cfg.progress)
+        starts = range(0, len(order), cfg.train_batch_size)
+        bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", mininterval=1.0, file=sys.stderr,
+                   dynamic_ncols=True, disable=not cfg.progress,
+                   # --max-steps: the bar ends where training will
+                   total=len(starts) if cfg.max_steps is None else max(0, min(len(starts), cfg.max_steps - step)))
         for b in bar:
             idx = order[b:b + cfg.train_batch_size]
             ids, mask = pad_batch([train_enc.seqs[i] for i in idx], pad_id)      # (B, T), (B, T)
@@ -179,7 +184,8 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
                 break
         bar.close()
         train_seconds = time.perf_counter() - t0
-        epoch_logits = predict_logits(model, val_enc.seqs, cfg.eval_batch_size, pad_id, device, dtype)
+        epoch_logits = predict_logits(model, val_enc.seqs, cfg.eval_batch_size, pad_id, device, dtype,
+                                      desc=f"validation {epoch}" if cfg.progress else None)
         report = report_from_logits(val_enc, epoch_logits)
         row = {
             "epoch": round(epoch - 1 + seen / len(train_enc.seqs), 4), "step": step,
@@ -222,7 +228,8 @@ def fit_transformer(cfg: TrainConfig, train_data: LabelledData, val_data: Labell
                "calibration": asdict(calibration) if calibration else None, "test": None, "test_uncalibrated": None}
     test_probs = None
     if test_enc is not None:
-        test_logits = predict_logits(model, test_enc.seqs, cfg.eval_batch_size, pad_id, device, dtype)
+        test_logits = predict_logits(model, test_enc.seqs, cfg.eval_batch_size, pad_id, device, dtype,
+                                     desc="test" if cfg.progress else None)
         metrics["test"] = report_from_logits(test_enc, test_logits, temperature)
         metrics["test_uncalibrated"] = report_from_logits(test_enc, test_logits, 1.0)
         test_probs = article_probs(test_logits, temperature, test_enc.owner, test_enc.weight, len(test_enc.labels))
