@@ -185,3 +185,42 @@ def test_cli_scores_and_errors(tmp_path, sample):
     both = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--model", "x"],
                           capture_output=True, text=True, check=False)
     assert both.returncode == 2 and "exactly one of --model" in both.stderr and both.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_rows_the_model_trained_on_are_flagged_not_held_out(sample, articles_path, tmp_path):
+    """A linear model refit on train + validation (the default) has seen train's validation rows: evaluate says
+    so (held_out false, a note naming the refit), for written scores (the model found through the score run)
+    and for --model; --split all on its training file, or another seed's split, is flagged too; articles from
+    a file it never trained on are held out. Files are compared by content, so a renamed copy still counts."""
+    import shutil
+
+    from allsides_batch.analysis.evaluate import evaluate_model
+    from allsides_batch.config import TrainConfig
+    from allsides_batch.scoring import score_corpus
+    from allsides_batch.training.train import train_model
+
+    model = tmp_path / "linear"
+    train_model(TrainConfig(data=[str(sample)], output=str(model), progress=False))
+    copy = tmp_path / "renamed.parquet"
+    shutil.copy(sample, copy)
+    score_corpus(ScoreConfig(model=str(model), input=[str(copy)], output=str(tmp_path / "scores"), progress=False))
+
+    result = evaluate_scores(str(tmp_path / "scores"), EvaluateConfig(data=[str(copy)], split="outlet"))
+    assert result["held_out"] is False and any("--linear-refit" in n for n in result["notes"]), result["notes"]
+    result = evaluate_model(ScoreConfig(model=str(model), progress=False),
+                            EvaluateConfig(data=[str(sample)], split="all"))
+    assert result["held_out"] is False and any("every row" in n for n in result["notes"])
+    result = evaluate_model(ScoreConfig(model=str(model), progress=False),
+                            EvaluateConfig(data=[str(sample)], split="outlet", seed=7))
+    assert result["held_out"] is False and any("not the model's validation split" in n for n in result["notes"])
+
+    # articles of other outlets, in a file the model never saw: held out, no note
+    trained_on = set(pq.read_table(sample, columns=["source"])["source"].to_pylist())
+    full = pq.read_table(articles_path)
+    other = full.filter(pa.compute.invert(pa.compute.is_in(full["source"], pa.array(sorted(trained_on)))))
+    other = other.slice(0, 300)
+    pq.write_table(other, tmp_path / "other.parquet")
+    result = evaluate_model(ScoreConfig(model=str(model), progress=False),
+                            EvaluateConfig(data=[str(tmp_path / "other.parquet")], split="all"))
+    assert result["held_out"] is True and not any("held out" in n for n in result["notes"])

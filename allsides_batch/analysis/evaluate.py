@@ -103,8 +103,9 @@ def quarantine_reasons(scores_dir: str, model_id: str, ids: set[str]) -> dict[st
 
 
 def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | None = None,
-                    labelled: Labelled | None = None) -> dict:
-    """Metrics of the scores under `scores_dir` against the labelled rows --split selects."""
+                    labelled: Labelled | None = None, model_dir: str | None = None) -> dict:
+    """Metrics of the scores under `scores_dir` against the labelled rows --split selects. `held_out` says
+    whether those rows are unseen by the model (its directory: `model_dir`, else the score run's)."""
     labelled = labelled if labelled is not None else select_labelled(cfg, columns)
     table, model_id, notes = read_scores(scores_dir, cfg.model_id)
     # Later rows win: a rescored article counts once, with its latest score.
@@ -132,6 +133,11 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
     if unscored:
         notes.append(f"{len(unscored)} labelled article(s) have no score (see unscored_reasons); "
                      "metrics cover the scored ones")
+    seen = seen_in_training(model_dir if model_dir is not None else _model_of_scores(scores_dir, model_id), cfg,
+                            labelled.files)
+    result["held_out"] = seen is None
+    if seen:
+        notes.append(seen)
     return result
 
 
@@ -152,6 +158,56 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def seen_in_training(model_dir: str | None, cfg: EvaluateConfig, files: list[str]) -> str | None:
+    """Why the evaluated rows are not held out from this model, from its training_recipe.json, or None:
+    evaluated files that the model trained on, with --split all (every row), with another split than the
+    model's validation split, or with train's validation split of a linear model refit on it (--linear-refit).
+    Files are compared by sha256, so a copy counts as the same data."""
+    import json
+
+    from ..storage import file_fingerprint
+
+    recipe_path = os.path.join(model_dir or "", "training_recipe.json")
+    if not model_dir or not os.path.isfile(recipe_path):
+        return None
+    with open(recipe_path) as fh:
+        recipe = json.load(fh)
+    trained = {f.get("sha256") for f in recipe.get("data_files", [])} - {None}
+    if not trained or not any(file_fingerprint(f)["sha256"] in trained for f in files):
+        return None
+    train = recipe.get("config", {})
+    if cfg.split == "all":
+        why = "--split all evaluates every row of data the model was trained on"
+    elif any(train.get(k) != getattr(cfg, k) for k in ("split", "seed", "val_fraction", "group_by")):
+        why = (f"--split {cfg.split} (seed {cfg.seed}, val_fraction {cfg.val_fraction}, group_by {cfg.group_by}) "
+               f"is not the model's validation split (split {train.get('split')}, seed {train.get('seed')}, "
+               f"val_fraction {train.get('val_fraction')}, group_by {train.get('group_by')}), so it holds "
+               "training rows")
+    elif train.get("kind") in ("linear", "ensemble") and train.get("linear_refit"):
+        why = (f"the {train.get('kind')} model was refit on its training and validation rows (--linear-refit), so "
+               f"--split {cfg.split} rows were seen in training")
+    else:
+        return None
+    return (f"not held out: {why}; these figures overstate how it does on unseen outlets (use train --test, cv, "
+            "or articles from outlets it never saw)")
+
+
+def _model_of_scores(scores_dir: str, model_id: str) -> str | None:
+    """The model directory a score run with this model id named in its run summary (runs/*.json), if any."""
+    import glob
+    import json
+
+    for path in sorted(glob.glob(os.path.join(scores_dir, "runs", "*.json")), reverse=True):
+        try:
+            with open(path) as fh:
+                summary = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if summary.get("model_id") == model_id:
+            return summary.get("model_dir") or summary.get("config", {}).get("model")
+    return None
+
+
 def evaluate_model(score_cfg: ScoreConfig, cfg: EvaluateConfig) -> dict:
     """Score the labelled rows --split selects with `score_corpus` into a temporary directory, then
     evaluate those scores. Returns the same dict as evaluate_scores, plus the scoring summary."""
@@ -165,7 +221,7 @@ def evaluate_model(score_cfg: ScoreConfig, cfg: EvaluateConfig) -> dict:
         run = dataclasses.replace(score_cfg, input=inputs, output=os.path.join(tmp, "out"), run_id=None)
         summary = score_corpus(run)
         result = evaluate_scores(run.output, dataclasses.replace(cfg, model_id=summary.model_id),
-                                 score_cfg.columns, labelled=labelled)
+                                 score_cfg.columns, labelled=labelled, model_dir=score_cfg.model)
     result["model"] = score_cfg.model
     result["scoring"] = {k: summary.to_dict()[k] for k in ("input_rows", "scored_rows", "quarantined_rows",
                                                            "max_length", "seconds", "articles_per_s", "devices")}

@@ -6,11 +6,13 @@ process each (devices.py), then reconciles the output with the corpus as it is n
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
 from ..config import ScoreConfig
 from ..corpus import reconcile
+from ..model import is_local_path
 from ..storage import write_json
 from .device import score_files
 from .devices import parse_devices, score_on_devices
@@ -41,7 +43,10 @@ def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSumma
     summary.reconciled = reconcile(p.layout.output, p.corpus, prune_orphans=files is None).to_dict()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.articles_per_s = round(summary.input_rows / summary.seconds, 2) if summary.seconds else 0.0
-    write_json(p.layout.run_summary(run_id), {**summary.to_dict(), "config": cfg.to_dict()})
+    write_json(p.layout.run_summary(run_id), {**summary.to_dict(), "config": cfg.to_dict(),
+                                              # --model as given may be relative to where score ran
+                                              "model_dir": os.path.abspath(cfg.model) if is_local_path(cfg.model)
+                                              else cfg.model})
     return summary
 
 
