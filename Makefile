@@ -25,7 +25,7 @@ lint: install
 	$(VENV)/bin/ruff check allsides_batch flows tests bench deploy
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
