@@ -24,8 +24,11 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check allsides_batch flows tests bench deploy
 
+# The suite in TEST_WORKERS processes (pytest-xdist), a test file per process, one math thread each: a
+# Prefect server test waiting on its workers leaves the other process the CPU (9 min here, 12-16 in one process).
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q --durations=20
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
