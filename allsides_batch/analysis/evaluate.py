@@ -21,9 +21,19 @@ import pyarrow.parquet as pq
 from .. import LABELS
 from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
-from ..layout import Layout
+from ..layout import Layout, run_summary
 from ..metrics import classification_report, outlet_agreement
-from ..storage import atomic_write_text, exists, expand_inputs, join, read_table, schema_names, write_json
+from ..storage import (
+    atomic_write_text,
+    exists,
+    expand_inputs,
+    file_fingerprint,
+    join,
+    read_json,
+    read_table,
+    schema_names,
+    write_json,
+)
 
 PROB_COLUMNS = ("p_left", "p_center", "p_right")
 
@@ -159,23 +169,20 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
 
 
 def seen_in_training(model_dir: str | None, cfg: EvaluateConfig, files: list[str]) -> str | None:
-    """Why the evaluated rows are not held out from this model, from its training_recipe.json, or None:
-    evaluated files that the model trained on, with --split all (every row), with another split than the
-    model's validation split, or with train's validation split of a linear model refit on it (--linear-refit).
-    Files are compared by sha256, so a copy counts as the same data."""
-    import json
-
-    from ..storage import file_fingerprint
-
+    """Why the evaluated rows are not held out from this model, from its training_recipe.json and
+    metrics.json, or None: evaluated files that the model trained on, with --split all (every row), with
+    another split than the model's validation split, or with train's validation split of a model refit on it
+    (metrics.json's refit_on_validation). Files are compared by sha256, so a copy counts as the same data."""
     recipe_path = os.path.join(model_dir or "", "training_recipe.json")
     if not model_dir or not os.path.isfile(recipe_path):
         return None
-    with open(recipe_path) as fh:
-        recipe = json.load(fh)
+    recipe = read_json(recipe_path)
     trained = {f.get("sha256") for f in recipe.get("data_files", [])} - {None}
     if not trained or not any(file_fingerprint(f)["sha256"] in trained for f in files):
         return None
     train = recipe.get("config", {})
+    metrics_path = os.path.join(model_dir, "metrics.json")
+    refit = os.path.isfile(metrics_path) and read_json(metrics_path).get("refit_on_validation")
     if cfg.split == "all":
         why = "--split all evaluates every row of data the model was trained on"
     elif any(train.get(k) != getattr(cfg, k) for k in ("split", "seed", "val_fraction", "group_by")):
@@ -183,7 +190,7 @@ def seen_in_training(model_dir: str | None, cfg: EvaluateConfig, files: list[str
                f"is not the model's validation split (split {train.get('split')}, seed {train.get('seed')}, "
                f"val_fraction {train.get('val_fraction')}, group_by {train.get('group_by')}), so it holds "
                "training rows")
-    elif train.get("kind") in ("linear", "ensemble") and train.get("linear_refit"):
+    elif refit:
         why = (f"the {train.get('kind')} model was refit on its training and validation rows (--linear-refit), so "
                f"--split {cfg.split} rows were seen in training")
     else:
@@ -193,14 +200,12 @@ def seen_in_training(model_dir: str | None, cfg: EvaluateConfig, files: list[str
 
 
 def _model_of_scores(scores_dir: str, model_id: str) -> str | None:
-    """The model directory a score run with this model id named in its run summary (runs/*.json), if any."""
+    """The model directory a score run with this model id named in its run summary, if any."""
     import glob
-    import json
 
-    for path in sorted(glob.glob(os.path.join(scores_dir, "runs", "*.json")), reverse=True):
+    for path in sorted(glob.glob(run_summary(scores_dir, "*")), reverse=True):
         try:
-            with open(path) as fh:
-                summary = json.load(fh)
+            summary = read_json(path)
         except (OSError, ValueError):
             continue
         if summary.get("model_id") == model_id:
