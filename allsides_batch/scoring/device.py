@@ -19,6 +19,7 @@ from ..config import ScoreConfig
 from ..corpus import content_key
 from ..errors import UserError
 from ..layout import Layout
+from ..stall import stall_point
 from ..storage import parquet_file, write_json
 from .engine import Encoded, Scorer, Tokenizers
 from .parts import (
@@ -236,14 +237,14 @@ def _commit_file(out: _FileOutput, run: dict, summary: ScoreSummary) -> None:
     parts = [out.scores.commit()]
     if out.quarantine is not None:
         parts.append(out.quarantine.commit())
-    _stall_point("part-committed")
+    stall_point(STALL_ENV, "part-committed")
     entry = {"input": out.url, "inputs": sorted(out.inputs), "key": out.key, "fingerprint": out.fingerprint,
              "model_id": run["model_id"],
              "rows_in": out.rows_in, "rows_scored": scored, "rows_quarantined": quarantined,
              "scores_part": parts[0], "quarantine_part": parts[1] if len(parts) > 1 else None,
              "run_id": run["run_id"], "scored_at": run["scored_at"].isoformat()}
     write_json(out.layout.manifest_entry(out.key), entry)
-    _stall_point("manifest-committed")
+    stall_point(STALL_ENV, "manifest-committed")
     summary.input_rows += out.rows_in
     summary.scored_rows += scored
     summary.quarantined_rows += quarantined
@@ -253,17 +254,3 @@ def _commit_file(out: _FileOutput, run: dict, summary: ScoreSummary) -> None:
         summary.quarantine_parts.append(parts[1])
 
 
-_STALL_COUNTS: dict[str, int] = {}
-
-
-def _stall_point(stage: str) -> None:
-    """Crash-test seam: with ALLSIDES_BATCH_SCORE_STALL=<stage>:<n>, the n-th time `stage` is reached the
-    process writes `<stage>` to $ALLSIDES_BATCH_SCORE_STALL_MARKER and waits to be killed."""
-    spec = os.environ.get(STALL_ENV)
-    if not spec or not spec.startswith(stage + ":"):
-        return
-    _STALL_COUNTS[stage] = _STALL_COUNTS.get(stage, 0) + 1
-    if _STALL_COUNTS[stage] == int(spec.rsplit(":", 1)[1]):
-        with open(os.environ[STALL_ENV + "_MARKER"], "w") as fh:
-            fh.write(stage)
-        threading.Event().wait()

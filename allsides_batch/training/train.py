@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 from dataclasses import dataclass
 
 from ..config import TrainConfig
@@ -21,6 +20,7 @@ from ..model import (
     save_model,
     write_model_kind,
 )
+from ..stall import stall_point
 from ..storage import write_json
 from ..text.masking import MASK_VERSION
 from ..text.prep import TextPrep
@@ -158,7 +158,7 @@ def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict
         write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
         with open(os.path.join(tmp, "README.md"), "w") as fh:
             fh.write(model_card(cfg, recipe, fitted.metrics))
-        _stall_point("staged")
+        stall_point(STALL_ENV, "staged")
     except BaseException:
         # a full disk or Ctrl-C while staging: the half-written copy goes, --output is untouched
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,12 +169,3 @@ def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
 
-
-def _stall_point(stage: str) -> None:
-    """Crash-test seam (as scoring's): with ALLSIDES_BATCH_TRAIN_STALL=<stage>, the process writes `<stage>`
-    to $ALLSIDES_BATCH_TRAIN_STALL_MARKER on reaching it and waits to be killed or interrupted."""
-    if os.environ.get(STALL_ENV) != stage:
-        return
-    with open(os.environ[STALL_ENV + "_MARKER"], "w") as fh:
-        fh.write(stage)
-    threading.Event().wait()

@@ -1,0 +1,25 @@
+"""Crash-test seam shared by scoring and training: with the environment variable `env` set to
+`<stage>:<n>` (or `<stage>`, the first time), the n-th time a process reaches `stage` it writes `<stage>` to
+the file named by `<env>_MARKER` and waits to be killed or interrupted. Tests use it to stop a run at an
+exact point (tests/test_score.py, tests/test_train_promises.py); unset, it costs one dictionary lookup."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+_COUNTS: dict[tuple[str, str], int] = {}
+
+
+def stall_point(env: str, stage: str) -> None:
+    spec = os.environ.get(env)
+    if not spec:
+        return
+    name, _, nth = spec.rpartition(":") if ":" in spec else (spec, "", "1")
+    if name != stage:
+        return
+    _COUNTS[(env, stage)] = _COUNTS.get((env, stage), 0) + 1
+    if _COUNTS[(env, stage)] == int(nth):
+        with open(os.environ[env + "_MARKER"], "w") as fh:
+            fh.write(stage)
+        threading.Event().wait()
