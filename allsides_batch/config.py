@@ -183,8 +183,8 @@ class TrainConfig:
     def unused_options(self) -> list[str]:
         """Options set away from their defaults that this kind of model does not read (a transformer's
         training options for --kind linear, the linear_* ones for --kind transformer), for a warning."""
-        unused = {"linear": TRANSFORMER_ONLY, "transformer": [f for f in _field_names(self) if f.startswith("linear_")],
-                  "ensemble": []}[self.kind]
+        linear_only = [f.name for f in dataclasses.fields(self) if f.name.startswith("linear_")]
+        unused = {"linear": TRANSFORMER_ONLY, "transformer": linear_only, "ensemble": []}[self.kind]
         defaults = TrainConfig()
         return [name for name in unused if getattr(self, name) != getattr(defaults, name)]
 
@@ -194,10 +194,6 @@ TRANSFORMER_ONLY = ("base_model", "learning_rate", "train_batch_size", "adam_bet
                     "weight_decay", "lr_scheduler", "warmup_steps", "epochs", "early_stopping", "metric_for_best",
                     "precision", "max_length", "max_steps", "adversary_weight", "adversary_lr", "class_balance",
                     "train_windows", "window_stride")
-
-
-def _field_names(obj) -> list[str]:
-    return [f.name for f in dataclasses.fields(obj)]
 
 
 def _check_literals(obj) -> None:

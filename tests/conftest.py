@@ -78,6 +78,20 @@ def articles_sample(articles_path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def unique_sample(articles_sample, tmp_path_factory) -> Path:
+    """articles_sample without repeated ids (an outlet with two labels is drawn twice there): evaluate joins
+    labels by id and refuses duplicate ids."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(articles_sample)
+    seen: set[str] = set()
+    keep = [i for i, id_ in enumerate(table["id"].to_pylist()) if not (id_ in seen or seen.add(id_))]
+    out = tmp_path_factory.mktemp("unique-sample") / "sample.parquet"
+    pq.write_table(table.take(keep), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(minilm_path, tmp_path_factory) -> str:
     """A 2-layer, 32-dim DistilBERT with a 3-way left/center/right head and the real tokenizer."""
     import torch

@@ -28,17 +28,6 @@ def _invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def unique_sample(articles_sample, tmp_path_factory) -> Path:
-    """articles_sample without repeated ids (evaluate joins labels by id and refuses duplicates)."""
-    table = pq.read_table(articles_sample)
-    seen: set[str] = set()
-    keep = [i for i, id_ in enumerate(table["id"].to_pylist()) if not (id_ in seen or seen.add(id_))]
-    out = tmp_path_factory.mktemp("surface") / "sample.parquet"
-    pq.write_table(table.take(keep), out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def linear_model(unique_sample, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("surface-model") / "linear"
     result = _invoke("train", "--data", str(unique_sample), "--output", str(out), "--linear-min-df", "1",

@@ -46,18 +46,6 @@ def fake_scores(root: Path, ids, labels, seed=0, model="m1", scored_at="2026-01-
     return probs.astype(np.float32).astype(np.float64)
 
 
-@pytest.fixture(scope="module")
-def sample(articles_sample, tmp_path_factory) -> Path:
-    """sample without repeated rows (an outlet with two labels is drawn twice there): evaluate
-    joins labels by id and refuses duplicate ids."""
-    table = pq.read_table(articles_sample)
-    seen: set[str] = set()
-    keep = [i for i, id_ in enumerate(table["id"].to_pylist()) if not (id_ in seen or seen.add(id_))]
-    out = tmp_path_factory.mktemp("evaluate") / "sample.parquet"
-    pq.write_table(table.take(keep), out)
-    return out
-
-
 def hand_ece(probs, y, n_bins=15):
     conf, pred = probs.max(1), probs.argmax(1)
     total = 0.0
@@ -69,10 +57,10 @@ def hand_ece(probs, y, n_bins=15):
 
 
 @pytest.mark.slow
-def test_metrics_equal_scikit_learn(tmp_path, sample):
-    data = load_labelled([str(sample)], fingerprint=False)
+def test_metrics_equal_scikit_learn(tmp_path, unique_sample):
+    data = load_labelled([str(unique_sample)], fingerprint=False)
     probs = fake_scores(tmp_path / "s", data.ids, data.labels)
-    cfg = EvaluateConfig(data=[str(sample)], min_articles=5)
+    cfg = EvaluateConfig(data=[str(unique_sample)], min_articles=5)
     result = evaluate_scores(str(tmp_path / "s"), cfg)
     a, y, pred = result["articles"], data.labels, probs.argmax(1)
     n = len(y)
@@ -100,8 +88,8 @@ def test_metrics_equal_scikit_learn(tmp_path, sample):
 
 
 @pytest.mark.slow
-def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, sample):
-    data = load_labelled([str(sample)], fingerprint=False)
+def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, unique_sample):
+    data = load_labelled([str(unique_sample)], fingerprint=False)
     fake_scores(tmp_path / "s", data.ids[:500], data.labels[:500], seed=1)
     # a later run rescored the first 100 articles: those scores replace the old ones
     newer = fake_scores(tmp_path / "s", data.ids[:100], data.labels[:100], seed=2, scored_at="2026-02-01T00:00:00Z")
@@ -109,12 +97,12 @@ def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, sample):
     q = tmp_path / "s" / "quarantine" / "model_id=m1"
     q.mkdir(parents=True)
     pq.write_table(pa.table({"id": data.ids[500:520], "reason": ["empty text"] * 20}), q / "part-0.parquet")
-    result = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(sample)], min_articles=5))
+    result = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(unique_sample)], min_articles=5))
     assert (result["evaluated"] == 500 and result["unscored"] == len(data.ids) - 500
             and result["scores_without_label"] == 2)
     assert result["unscored_reasons"] == {"empty text": 20} and result["notes"]
-    only_new = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(sample)], split="all"),
-                               labelled=_first(select_labelled(EvaluateConfig(data=[str(sample)])), 100))
+    only_new = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(unique_sample)], split="all"),
+                               labelled=_first(select_labelled(EvaluateConfig(data=[str(unique_sample)])), 100))
     assert only_new["articles"]["accuracy"] == pytest.approx(accuracy_score(data.labels[:100], newer.argmax(1)))
 
 
@@ -124,21 +112,21 @@ def _first(labelled, n):
 
 
 @pytest.mark.slow
-def test_split_selects_trains_validation_rows(sample, articles_sample):
-    data = load_labelled([str(sample)], fingerprint=False)
+def test_split_selects_trains_validation_rows(unique_sample, articles_sample):
+    data = load_labelled([str(unique_sample)], fingerprint=False)
     _, val = make_split(data, "outlet", 0.2, 7)
-    chosen = select_labelled(EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.2, seed=7))
+    chosen = select_labelled(EvaluateConfig(data=[str(unique_sample)], split="outlet", val_fraction=0.2, seed=7))
     assert chosen.ids == [data.ids[i] for i in val]
     _, val_domain = make_split(data, "outlet", 0.2, 7, group_by="domain")
     assert set(val_domain.tolist()) != set(val.tolist())  # the grouping changes the rows, so it must be passed on
-    chosen = select_labelled(EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.2, seed=7,
+    chosen = select_labelled(EvaluateConfig(data=[str(unique_sample)], split="outlet", val_fraction=0.2, seed=7,
                                             group_by="domain"))
     assert chosen.ids == [data.ids[i] for i in val_domain]
-    media = select_labelled(EvaluateConfig(data=[str(sample)], split="column:split_media=train"))
-    raw = pq.read_table(sample, columns=["split_media"])["split_media"].to_pylist()
+    media = select_labelled(EvaluateConfig(data=[str(unique_sample)], split="column:split_media=train"))
+    raw = pq.read_table(unique_sample, columns=["split_media"])["split_media"].to_pylist()
     assert len(media.ids) == sum(v == "train" for v in raw) > 0
     with pytest.raises(UserError, match="no row has"):
-        select_labelled(EvaluateConfig(data=[str(sample)], split="column:split_media=nope"))
+        select_labelled(EvaluateConfig(data=[str(unique_sample)], split="column:split_media=nope"))
     with pytest.raises(UserError, match="duplicate ids"):
         select_labelled(EvaluateConfig(data=[str(articles_sample)]))  # it repeats a two-label outlet's rows
     with pytest.raises(ConfigError, match="split"):
@@ -146,18 +134,18 @@ def test_split_selects_trains_validation_rows(sample, articles_sample):
 
 
 @pytest.mark.slow
-def test_evaluate_model_scores_through_the_production_scorer(tmp_path, sample, tiny_model_dir):
+def test_evaluate_model_scores_through_the_production_scorer(tmp_path, unique_sample, tiny_model_dir):
     """evaluate --model == score, then evaluate --scores: the same probabilities, the same metrics."""
     from allsides_batch.analysis.evaluate import evaluate_model
     from allsides_batch.scoring import score_corpus
 
-    cfg = EvaluateConfig(data=[str(sample)], split="outlet", val_fraction=0.1, min_articles=5)
+    cfg = EvaluateConfig(data=[str(unique_sample)], split="outlet", val_fraction=0.1, min_articles=5)
     score_cfg = ScoreConfig(model=tiny_model_dir, max_length=64, device="cpu", progress=False)
     result = evaluate_model(score_cfg, cfg)
     chosen = select_labelled(cfg)
     assert result["evaluated"] == len(chosen.ids) == result["scoring"]["scored_rows"]
     subset = tmp_path / "subset.parquet"
-    table = pq.read_table(sample)
+    table = pq.read_table(unique_sample)
     pq.write_table(table.filter(pa.compute.is_in(table["id"], pa.array(chosen.ids))), subset)
     out = tmp_path / "scored"
     score_corpus(ScoreConfig(model=tiny_model_dir, input=[str(subset)], output=str(out), max_length=64,
@@ -171,10 +159,10 @@ def test_evaluate_model_scores_through_the_production_scorer(tmp_path, sample, t
 
 
 @pytest.mark.slow
-def test_cli_scores_and_errors(tmp_path, sample):
-    data = load_labelled([str(sample)], fingerprint=False)
+def test_cli_scores_and_errors(tmp_path, unique_sample):
+    data = load_labelled([str(unique_sample)], fingerprint=False)
     fake_scores(tmp_path / "s", data.ids, data.labels)
-    run = [sys.executable, "-m", "allsides_batch", "evaluate", "--data", str(sample)]
+    run = [sys.executable, "-m", "allsides_batch", "evaluate", "--data", str(unique_sample)]
     ok = subprocess.run(run + ["--scores", str(tmp_path / "s"), "--output", str(tmp_path / "e"), "--min-articles", "5"],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
@@ -188,7 +176,7 @@ def test_cli_scores_and_errors(tmp_path, sample):
 
 
 @pytest.mark.slow
-def test_rows_the_model_trained_on_are_flagged_not_held_out(sample, articles_path, tmp_path):
+def test_rows_the_model_trained_on_are_flagged_not_held_out(unique_sample, articles_path, tmp_path):
     """A linear model refit on train + validation (the default) has seen train's validation rows: evaluate says
     so (held_out false, a note naming the refit), for written scores (the model found through the score run)
     and for --model; --split all on its training file, or another seed's split, is flagged too; articles from
@@ -201,22 +189,22 @@ def test_rows_the_model_trained_on_are_flagged_not_held_out(sample, articles_pat
     from allsides_batch.training.train import train_model
 
     model = tmp_path / "linear"
-    train_model(TrainConfig(data=[str(sample)], output=str(model), progress=False))
+    train_model(TrainConfig(data=[str(unique_sample)], output=str(model), progress=False))
     copy = tmp_path / "renamed.parquet"
-    shutil.copy(sample, copy)
+    shutil.copy(unique_sample, copy)
     score_corpus(ScoreConfig(model=str(model), input=[str(copy)], output=str(tmp_path / "scores"), progress=False))
 
     result = evaluate_scores(str(tmp_path / "scores"), EvaluateConfig(data=[str(copy)], split="outlet"))
     assert result["held_out"] is False and any("--linear-refit" in n for n in result["notes"]), result["notes"]
     result = evaluate_model(ScoreConfig(model=str(model), progress=False),
-                            EvaluateConfig(data=[str(sample)], split="all"))
+                            EvaluateConfig(data=[str(unique_sample)], split="all"))
     assert result["held_out"] is False and any("every row" in n for n in result["notes"])
     result = evaluate_model(ScoreConfig(model=str(model), progress=False),
-                            EvaluateConfig(data=[str(sample)], split="outlet", seed=7))
+                            EvaluateConfig(data=[str(unique_sample)], split="outlet", seed=7))
     assert result["held_out"] is False and any("not the model's validation split" in n for n in result["notes"])
 
     # articles of other outlets, in a file the model never saw: held out, no note
-    trained_on = set(pq.read_table(sample, columns=["source"])["source"].to_pylist())
+    trained_on = set(pq.read_table(unique_sample, columns=["source"])["source"].to_pylist())
     full = pq.read_table(articles_path)
     other = full.filter(pa.compute.invert(pa.compute.is_in(full["source"], pa.array(sorted(trained_on)))))
     other = other.slice(0, 300)
