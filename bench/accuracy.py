@@ -77,6 +77,54 @@ def transformer_budget(gpu: bool, cpu_train_articles: int) -> dict:
                 max_eval_samples=1000, eval_batch_size=64, learning_rate=1e-4, warmup_steps=4)
 
 
+def _saved_ensemble_fold(cfg, fold: int, rest, test, probs_dir: str, transformer_metrics: dict) -> dict:
+    """One fold of the ensemble row with its transformer member's probabilities read from probs_dir
+    (bench/gpu_transformer.py) and its linear member fitted here, combined by the library's own code."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from allsides_batch.training.cv import fold_metrics, inner_split
+    from allsides_batch.training.ensemble import combine_members
+    from allsides_batch.training.linear import fit_linear_model
+
+    t0 = time.perf_counter()
+    train_idx, val_idx = inner_split(cfg, rest, "outlet")
+    train, val = rest.subset(train_idx), rest.subset(val_idx)
+    saved = np.load(Path(probs_dir) / f"fold{fold}.npz")
+    if saved["val_ids"].tolist() != val.ids or saved["test_ids"].tolist() != test.ids:
+        raise SystemExit(f"fold {fold}: the saved transformer probabilities are for other articles than this "
+                         "fold's (another pack, --folds or --group-by?)")
+    member_cfg = dataclasses.replace(cfg, calibrate=False)  # as training/ensemble.fit_ensemble
+    members = {"linear": fit_linear_model(member_cfg, train, val, test),
+               "transformer": SimpleNamespace(val_probs=saved["val_probs"], test_probs=saved["test_probs"],
+                                              metrics=transformer_metrics)}
+    metrics, _, _ = combine_members(member_cfg, members, val, test, time.perf_counter() - t0)
+    return fold_metrics(fold, metrics, len(train_idx), test, time.perf_counter() - t0)
+
+
+def saved_transformer_cv(cfg, data, folds: int, probs_dir: str, jobs: int) -> tuple[list[dict], dict]:
+    """The ensemble row's folds with the transformer member computed elsewhere (every fold must be saved)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
+    from allsides_batch.training.cv import fold_assignment
+
+    record = json.loads((Path(probs_dir) / "folds.json").read_text())
+    missing = [f for f in range(folds) if str(f) not in record["folds"]]
+    if record["folds_total"] != folds or record["group_by"] != cfg.group_by or missing:
+        sys.exit(f"{probs_dir}: saved folds {sorted(record['folds'])} of {record['folds_total']} grouped by "
+                 f"{record['group_by']}; this run needs all {folds} grouped by {cfg.group_by} (missing: {missing}); "
+                 "run bench/gpu_transformer.py --folds-to-run for the rest")
+    assign = fold_assignment(cfg, data, folds, "outlet")
+    parts = [(cfg, f, data.subset(np.flatnonzero(assign != f)), data.subset(np.flatnonzero(assign == f)), probs_dir,
+              record["folds"][str(f)]["metrics"]) for f in range(folds)]
+    with ProcessPoolExecutor(max(1, min(jobs, folds)), mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_saved_ensemble_fold, *zip(*parts))), record
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DATA))
@@ -88,6 +136,9 @@ def main() -> None:
                     help="CPU only: training articles per fold for the transformer half")
     ap.add_argument("--jobs", type=int, default=2, help="folds at once for linear rows (one core each)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results.md"))
+    ap.add_argument("--transformer-probs", default=None, metavar="DIR",
+                    help="ensemble row only: the transformer member's fold probabilities from bench/gpu_transformer.py "
+                         "(a GPU machine); the linear member is fitted here. Recorded as the ensemble-gpu rows")
     args = ap.parse_args()
 
     import torch
@@ -110,9 +161,12 @@ def main() -> None:
     rows = store.get("rows", {}) if store.get("protocol") == "full-data-v1" else {}
     loaded: dict[bool, object] = {}
     done: dict = {}  # TrainConfig → row key measured in this run: `defaults` reuses the row it equals
+    saved = args.transformer_probs is not None
     for key in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if key not in ROWS:
             sys.exit(f"unknown row {key!r}; rows: {', '.join(ROWS)}")
+        if saved and key != "ensemble":
+            sys.exit("--transformer-probs goes with --rows ensemble alone")
         title, option = ROWS[key]
         cfg = TrainConfig(data=[args.data], base_model=args.base_model, group_by=args.group_by, **option)
         transformer = cfg.kind != "linear"
@@ -121,7 +175,7 @@ def main() -> None:
         if cfg.mask_outlet not in loaded:  # texts are prepared once per text preparation, shared by rows
             loaded[cfg.mask_outlet] = load_labelled(cfg.data, cfg.columns, prep=text_prep(cfg), fingerprint=False)
         command = f"python bench/accuracy.py --rows {key} --folds {args.folds} --group-by {args.group_by}"
-        same = done.get(repr(cfg))
+        same = None if saved else done.get(repr(cfg))
         if same is not None:
             rows[f"{key}|{args.group_by}"] = {**rows[f"{same}|{args.group_by}"],
                                               "title": f"{title} (= the {ROWS[same][0]} row: same config)"}
@@ -131,31 +185,48 @@ def main() -> None:
         done[repr(cfg)] = key
         print(f"== {key}: {title}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        result = cross_validate(cfg, folds=args.folds, data=loaded[cfg.mask_outlet],
-                                jobs=1 if transformer else args.jobs)
-        seconds = time.perf_counter() - t0
-        base = {"grouping": args.group_by, "folds": args.folds, "command": command, "machine": machine,
+        row, where = key, machine
+        if saved:  # the transformer member fine-tuned on a GPU machine, the linear member fitted here
+            folds_out, record = saved_transformer_cv(cfg, loaded[cfg.mask_outlet], args.folds, args.transformer_probs,
+                                                     args.jobs)
+            tcfg, row = record["config"], "ensemble-gpu"
+            budget = (f"{encoder}, {tcfg['max_length']} tokens, {tcfg['epochs']} epoch(s), "
+                      + (f"{tcfg['max_train_samples']} training articles per fold" if tcfg.get("max_train_samples")
+                         else "the whole training split"))
+            title = "GPU ensemble: transformer fine-tuned on a GPU + linear, weights fitted on validation"
+            where = f"{record['machine']} (transformer) + {machine} (linear)"
+            command = (f"python bench/gpu_transformer.py --pack .gpu --out DIR (on the GPU), then {command} "
+                       "--transformer-probs DIR")
+            gpu_seconds = sum(f["seconds"] for f in record["folds"].values())
+        else:
+            folds_out = cross_validate(cfg, folds=args.folds, data=loaded[cfg.mask_outlet],
+                                       jobs=1 if transformer else args.jobs).folds
+            budget = (f"{encoder}, {cfg.max_length} tokens, {cfg.epochs} epoch(s)"
+                      + (f", {cfg.max_train_samples} training articles per fold" if cfg.max_train_samples else ""))
+            gpu_seconds = 0.0
+        seconds = time.perf_counter() - t0 + gpu_seconds
+        base = {"grouping": args.group_by, "folds": args.folds, "command": command, "machine": where,
                 "date": dt.date.today().isoformat(), "seconds": round(seconds),
                 "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data", "columns")}}
-        per_fold = [{m: f[m] for m in METRICS} for f in result.folds]
-        rows[f"{key}|{args.group_by}"] = {**base, "title": title, "summary": {m: summarise([f[m] for f in per_fold])
+        if saved:
+            base["config"]["transformer_member"] = tcfg
+        per_fold = [{m: f[m] for m in METRICS} for f in folds_out]
+        rows[f"{row}|{args.group_by}"] = {**base, "title": title, "summary": {m: summarise([f[m] for f in per_fold])
                                                                              for m in METRICS}, "per_fold": per_fold}
-        if "before refit" in result.folds[0]["members"]:
-            before = [f["members"]["before refit"] for f in result.folds]
-            rows[f"{key}/no-refit|{args.group_by}"] = {
+        if "before refit" in folds_out[0]["members"]:
+            before = [f["members"]["before refit"] for f in folds_out]
+            rows[f"{row}/no-refit|{args.group_by}"] = {
                 **base, "title": f"{title}, without the refit (validation outlets left out of the model)",
                 "summary": {m: summarise([f[m] for f in before]) for m in METRICS}, "per_fold": before}
         if cfg.kind == "ensemble":
             for member in ("transformer", "linear"):
-                member_folds = [f["members"][member] for f in result.folds]
-                budget = (f"{encoder}, {cfg.max_length} tokens, {cfg.epochs} epoch(s)"
-                          + (f", {cfg.max_train_samples} training articles per fold" if cfg.max_train_samples else ""))
-                rows[f"ensemble/{member}|{args.group_by}"] = {
-                    **base, "title": f"ensemble's {member} member alone" + (f" ({budget})" if member == "transformer"
-                                                                              else ""),
+                member_folds = [f["members"][member] for f in folds_out]
+                rows[f"{row}/{member}|{args.group_by}"] = {
+                    **base, "title": f"{title.split(':')[0]}'s {member} member alone"
+                                     + (f" ({budget})" if member == "transformer" else ""),
                     "summary": {m: summarise([f[m] for f in member_folds]) for m in METRICS}, "per_fold": member_folds}
-            rows[f"{key}|{args.group_by}"]["weights"] = [f["ensemble_weights"] for f in result.folds]
-        print(f"{key}: " + ", ".join(f"{m} {fmt(rows[f'{key}|{args.group_by}']['summary'][m])}" for m in METRICS)
+            rows[f"{row}|{args.group_by}"]["weights"] = [f["ensemble_weights"] for f in folds_out]
+        print(f"{row}: " + ", ".join(f"{m} {fmt(rows[f'{row}|{args.group_by}']['summary'][m])}" for m in METRICS)
               + f" ({seconds:.0f} s)", file=sys.stderr, flush=True)
         write(args.out, store_path, rows, loaded)
 

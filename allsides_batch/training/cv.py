@@ -76,14 +76,35 @@ def summarise(folds: list[dict]) -> dict:
     return out
 
 
+def inner_split(cfg: TrainConfig, rest: LabelledData, grouping: str) -> tuple[np.ndarray, np.ndarray]:
+    """A fold's training and validation rows within `rest` (every article outside the held-out fold)."""
+    if grouping == "outlet":
+        return make_split(rest, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
+    return split_random(rest.labels, cfg.val_fraction, cfg.seed)
+
+
+def fold_assignment(cfg: TrainConfig, data: LabelledData, folds: int, grouping: str) -> np.ndarray:
+    """The fold (0..folds-1) of every article: whole outlets (or domains, cfg.group_by) per fold for
+    grouping 'outlet', label-stratified random folds for 'random'."""
+    if grouping not in ("outlet", "random"):
+        raise UserError(f"--grouping must be outlet or random, got {grouping!r}")
+    if grouping == "outlet":
+        assign = outlet_folds(data.groups(cfg.group_by), data.labels, folds, cfg.seed)
+    else:
+        if folds < 2:
+            raise UserError(f"need at least 2 folds, got {folds}")
+        assign = random_folds(data.labels, folds, cfg.seed)
+    empty = [f for f in range(folds) if not (assign == f).any()]
+    if empty:
+        raise UserError(f"fold {empty[0]} is empty: use fewer --folds")
+    return assign
+
+
 def _run_fold(cfg: TrainConfig, fold: int, rest: LabelledData, test: LabelledData, grouping: str) -> dict:
     from .train import fit
 
     t0 = time.perf_counter()
-    if grouping == "outlet":
-        train_idx, val_idx = make_split(rest, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
-    else:
-        train_idx, val_idx = split_random(rest.labels, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = inner_split(cfg, rest, grouping)
     log.info(f"fold {fold + 1}: {len(test)} test articles from {len(set(test.sources))} outlets ({cfg.kind} model)")
     fitted = fit(cfg, rest.subset(train_idx), rest.subset(val_idx), test)
     return fold_metrics(fold, fitted.metrics, len(train_idx), test, time.perf_counter() - t0)
@@ -108,15 +129,7 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
     if max_articles is not None and len(data) > max_articles:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(data), size=max_articles, replace=False))
         data = data.subset(keep)
-    if grouping == "outlet":
-        assign = outlet_folds(data.groups(cfg.group_by), data.labels, folds, cfg.seed)
-    else:
-        if folds < 2:
-            raise UserError(f"need at least 2 folds, got {folds}")
-        assign = random_folds(data.labels, folds, cfg.seed)
-    empty = [f for f in range(folds) if not (assign == f).any()]
-    if empty:
-        raise UserError(f"fold {empty[0]} is empty: use fewer --folds")
+    assign = fold_assignment(cfg, data, folds, grouping)
     parts = [(cfg, f, data.subset(np.flatnonzero(assign != f)), data.subset(np.flatnonzero(assign == f)), grouping)
              for f in range(folds)]
     if jobs > 1:

@@ -20,7 +20,7 @@ import numpy as np
 from ..ensemble_model import _log, combine, combined_logits
 from ..model import ENSEMBLE_MEMBERS
 
-__all__ = ["combine", "combined_logits", "fit_ensemble", "fit_weights"]
+__all__ = ["combine", "combine_members", "combined_logits", "fit_ensemble", "fit_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def fit_weights(member_probs: dict[str, np.ndarray], labels: np.ndarray) -> dict
 def fit_ensemble(cfg, train_data, val_data, test_data=None):
     """train.fit for kind ensemble: both members on the same training split (no temperature of their
     own), the weights on the validation split, reports on validation and test. Returns a train.Fitted."""
-    from .fitted import Fitted, limit_rows, metrics_from_article_logits
+    from .fitted import Fitted, limit_rows
     from .linear import fit_linear_model
     from .transformer import fit_transformer
 
@@ -62,6 +62,23 @@ def fit_ensemble(cfg, train_data, val_data, test_data=None):
     members = {"linear": fit_linear_model(member_cfg, train_data, val_data, test_data),
                "transformer": fit_transformer(member_cfg, limit_rows(train_data, cfg.max_train_samples, cfg.seed),
                                               val_data, test_data)}
+    metrics, val_probs, test_probs = combine_members(member_cfg, members, val_data, test_data,
+                                                     time.perf_counter() - started)
+    weights = metrics["ensemble_weights"]
+    t = members["transformer"]
+    return Fitted(model=members, tokenizer=t.tokenizer, metrics=metrics, calibration=None,
+                  max_length=t.max_length, steps=t.steps, device=t.device, dtype=t.dtype, val_probs=val_probs,
+                  test_probs=test_probs, kind="ensemble", ensemble_weights=weights)
+
+
+def combine_members(cfg, members: dict, val_data, test_data,
+                    seconds: float) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """The ensemble of fitted members (each with val_probs, test_probs and its metrics): weights fitted
+    on the validation split, then the ensemble's metrics (with the weights and each member's reports),
+    validation and test probabilities. bench/accuracy.py also calls it with a transformer member whose
+    probabilities were computed on another machine."""
+    from .fitted import metrics_from_article_logits
+
     weights = fit_weights({m: f.val_probs for m, f in members.items()}, val_data.labels)
     log.info("ensemble weights: " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()))
     val_logits = combined_logits({m: f.val_probs for m, f in members.items()}, weights)
@@ -69,12 +86,9 @@ def fit_ensemble(cfg, train_data, val_data, test_data=None):
                    if test_data is not None else None)
     train_loss = float(np.mean([f.metrics["epochs"][-1]["train_loss"] for f in members.values()]))
     metrics, _, val_probs, test_probs = metrics_from_article_logits(
-        member_cfg, val_data, val_logits, test_data, test_logits, train_loss, time.perf_counter() - started)
+        cfg, val_data, val_logits, test_data, test_logits, train_loss, seconds)
     metrics["ensemble_weights"] = weights
     metrics["members"] = {m: {"validation": f.metrics["validation"], "test": f.metrics["test"],
                               "best_epoch": f.metrics["best_epoch"], "epochs": f.metrics["epochs"]}
                           for m, f in members.items()}
-    t = members["transformer"]
-    return Fitted(model=members, tokenizer=t.tokenizer, metrics=metrics, calibration=None,
-                  max_length=t.max_length, steps=t.steps, device=t.device, dtype=t.dtype, val_probs=val_probs,
-                  test_probs=test_probs, kind="ensemble", ensemble_weights=weights)
+    return metrics, val_probs, test_probs
