@@ -48,6 +48,12 @@ ROWS = {
     "masked": ("linear + outlet masking", {**BASELINE, "mask_outlet": True}),
     "classbal": ("linear + class-balanced weights", {**BASELINE, "linear_class_weight": "balanced"}),
     "calibrated": ("linear + temperature (fitted on validation)", {**BASELINE, "calibrate": True}),
+    "outlet-ranking": ("linear + class-balanced weights + outlet weights 1/√n + C = 3 + temperature",
+                       {**BASELINE, "linear_class_weight": "balanced", "linear_outlet_weight": 0.5, "linear_c": 3.0,
+                        "calibrate": True}),
+    "outlet-ranking-c2": ("linear + class-balanced weights + outlet weights 1/√n + C = 2",
+                          {**BASELINE, "linear_class_weight": "balanced", "linear_outlet_weight": 0.5,
+                           "linear_c": 2.0}),
     "defaults": ("`train` defaults", {}),
     "ensemble": ("ensemble: transformer + linear, weights fitted on validation", {"kind": "ensemble"}),
 }

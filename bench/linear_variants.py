@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -48,7 +49,31 @@ VARIANTS = {
     "binary": {"binary": True},
     "nbsvm": {"nbsvm": True},
     "nbsvm_classbal": {"nbsvm": True, "class_balanced": True},
+    # who is covered vs how: capitalised words that do not start a sentence (names of people, parties,
+    # places, outlets) removed before counting, so the model reads framing words only
+    "no_proper_nouns": {"text": "no_proper_nouns"},
+    # a second block: character 3-5-grams within words over each article's first 2,000 characters
+    "chars": {"chars": True},
+    "classbal_outlet0.5_c3": {"class_balanced": True, "outlet_weight": 0.5, "c": 3.0},
+    # the neighbourhood of the one above: one setting changed at a time
+    "outlet0.5_c3": {"outlet_weight": 0.5, "c": 3.0},
+    "classbal_c3": {"class_balanced": True, "c": 3.0},
+    "classbal_outlet0.5_c2": {"class_balanced": True, "outlet_weight": 0.5, "c": 2.0},
+    "classbal_outlet0.5_c10": {"class_balanced": True, "outlet_weight": 0.5, "c": 10.0},
+    "classbal_outlet0.75_c3": {"class_balanced": True, "outlet_weight": 0.75, "c": 3.0},
+    "classbal_outlet1_c3": {"class_balanced": True, "outlet_weight": 1.0, "c": 3.0},
+    # center vs the rest, then left vs right on the left and right articles alone:
+    # p_left = (1 - p_center) (1 - p_right|partisan), p_right = (1 - p_center) p_right|partisan
+    "hierarchical": {"hierarchical": True},
+    # 10 models, each on a seeded 70% of the training outlets, probabilities averaged
+    "outlet_bagging": {"bags": 10},
+    # the 50k columns whose outlet means (each outlet one point) best separate the outlet labels (F test)
+    "outlet_level_selection": {"select_outlet_k": 50_000},
 }
+
+CACHES = {"plain": CACHE, "no_proper_nouns": "/tmp/linear_variants_counts_no_proper_nouns.npz"}
+CHAR_CACHE = "/tmp/linear_variants_chars.npz"
+_PROPER = re.compile(r"(?<![.!?\n:\"“]\s)(?<!^)(?<=\s)[A-Z][\w'’.-]*")
 
 
 def load(with_text: bool = True):
@@ -60,17 +85,49 @@ def load(with_text: bool = True):
     return texts, np.asarray(t["bias"], dtype=np.int64), [str(s) for s in t["source"]], [str(x) for x in t["topic"]]
 
 
-def counts_matrix(texts):
+def drop_proper_nouns(text: str) -> str:
+    """The text without capitalised words that do not open a sentence (or a line, or a quote)."""
+    return _PROPER.sub(" ", text)
+
+
+def counts_matrix(texts, text_variant: str = "plain"):
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import CountVectorizer
 
-    if os.path.exists(CACHE):
-        return sp.load_npz(CACHE).tocsr()
+    cache = CACHES[text_variant]
+    if os.path.exists(cache):
+        return sp.load_npz(cache).tocsr()
+    if text_variant == "no_proper_nouns":
+        texts = [drop_proper_nouns(t) for t in texts]
     counter = CountVectorizer(ngram_range=(1, 2), min_df=2, lowercase=True, token_pattern=TOKEN_PATTERN,
                               dtype=np.float32)
     m = counter.fit_transform(texts).tocsr()
-    sp.save_npz(CACHE, m, compressed=False)
+    sp.save_npz(cache, m, compressed=False)
     return m
+
+
+def char_matrix(texts):
+    """Hashed character 3-5-gram counts (within word boundaries) of each text's first 2,000 characters."""
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    if os.path.exists(CHAR_CACHE):
+        return sp.load_npz(CHAR_CACHE).tocsr()
+    hasher = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=2 ** 20, alternate_sign=False,
+                               norm=None, lowercase=True, dtype=np.float32)
+    m = hasher.transform([t[:2000] for t in texts]).tocsr()
+    sp.save_npz(CHAR_CACHE, m, compressed=False)
+    return m
+
+
+def char_block(tr, te):
+    """TF-IDF of the char block, idf from the training rows, columns seen in >= 2 training articles."""
+    m = char_matrix(None)
+    ctr = m[tr]
+    df = np.diff(ctr.tocsc().indptr)
+    cols = np.flatnonzero(df >= 2)
+    idf = (np.log((1.0 + len(tr)) / (1.0 + df[cols])) + 1.0).astype(np.float32)
+    return tfidf_rows(ctr[:, cols], idf), tfidf_rows(m[te][:, cols], idf)
 
 
 def run(args):
@@ -79,7 +136,7 @@ def run(args):
     from sklearn.linear_model import LogisticRegression
 
     _, labels, sources, topics = load(with_text=False)
-    counts = counts_matrix(None)
+    counts = counts_matrix(None, settings.get("text", "plain"))
     assign = outlet_folds(sources, labels, 5, 12345)
     tr, te = np.flatnonzero(assign != fold), np.flatnonzero(assign == fold)
     ctr = counts[tr]
@@ -104,6 +161,9 @@ def run(args):
         cte = cte.copy()
         cte.data[:] = 1.0
     xtr, xte = tfidf_rows(ctr, idf), tfidf_rows(cte, idf)
+    if settings.get("chars"):  # two l2-normalised blocks side by side
+        ctr_c, cte_c = char_block(tr, te)
+        xtr, xte = sp.hstack([xtr, ctr_c]).tocsr(), sp.hstack([xte, cte_c]).tocsr()
     ytr = labels[tr]
     w = outlet_sample_weights([sources[i] for i in tr], settings.get("outlet_weight", 0.0))
     w = np.ones(len(tr)) if w is None else w
@@ -115,7 +175,38 @@ def run(args):
         w = w / cnt[inv]
     w = w * (len(w) / w.sum())
     started = time.perf_counter()
-    if settings.get("nbsvm"):  # Wang & Manning 2012: features scaled by the class's log-count ratio, one vs rest
+    trs = [sources[i] for i in tr]
+    if settings.get("select_outlet_k"):
+        from sklearn.feature_selection import f_classif
+
+        _, outlet = np.unique(np.asarray(trs, dtype=object).astype(str), return_inverse=True)
+        member = sp.csr_matrix((np.ones(len(tr), np.float32), (outlet, np.arange(len(tr)))))
+        sizes = np.asarray(member.sum(axis=1)).ravel()
+        means = sp.diags(1.0 / sizes) @ (member @ xtr)                    # (outlets, V) mean tf-idf
+        outlet_label = np.zeros(len(sizes), dtype=np.int64)
+        outlet_label[outlet] = ytr                                         # every outlet has one label here
+        f, _ = f_classif(means, outlet_label)
+        top = np.argsort(-np.nan_to_num(f), kind="stable")[:settings["select_outlet_k"]]
+        xtr, xte = xtr[:, top], xte[:, top]
+    if settings.get("hierarchical"):
+        c = settings.get("c", 1.0)
+        center = LogisticRegression(C=c, max_iter=1000).fit(xtr, (ytr == 1).astype(int), sample_weight=w)
+        partisan = ytr != 1
+        lr = LogisticRegression(C=c, max_iter=1000).fit(xtr[partisan], (ytr[partisan] == 2).astype(int),
+                                                        sample_weight=w[partisan])
+        pc, pr = center.predict_proba(xte)[:, 1], lr.predict_proba(xte)[:, 1]
+        probs = np.stack([(1 - pc) * (1 - pr), pc, (1 - pc) * pr], 1)
+    elif settings.get("bags"):
+        rng = np.random.default_rng(12345 + fold)
+        names = np.unique(trs)
+        probs = np.zeros((len(te), 3))
+        for _ in range(settings["bags"]):
+            chosen = set(rng.choice(names, size=int(0.7 * len(names)), replace=False).tolist())
+            rows = np.flatnonzero([x in chosen for x in trs])
+            clf = LogisticRegression(C=settings.get("c", 1.0), max_iter=1000).fit(xtr[rows], ytr[rows],
+                                                                                sample_weight=w[rows])
+            probs += clf.predict_proba(xte) / settings["bags"]
+    elif settings.get("nbsvm"):  # Wang & Manning 2012: features scaled by the class's log-count ratio, one vs rest
         scores = []
         for k in range(3):
             pos = np.asarray(xtr[ytr == k].sum(axis=0)).ravel() + 1.0
@@ -147,11 +238,21 @@ def main():
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    if not os.path.exists(CACHE):
-        texts, *_ = load()
+    texts = None
+    needed = {VARIANTS[n].get("text", "plain") for n in names} | {"plain"}
+    for variant in sorted(needed):
+        if not os.path.exists(CACHES[variant]):
+            texts = texts or load()[0]
+            started = time.perf_counter()
+            m = counts_matrix(texts, variant)
+            print(f"counted {variant}: {m.shape} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if any(VARIANTS[n].get("chars") for n in names) and not os.path.exists(CHAR_CACHE):
+        texts = texts or load()[0]
         started = time.perf_counter()
-        m = counts_matrix(texts)
-        print(f"counted {m.shape} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        m = char_matrix(texts)
+        print(f"hashed characters: {m.shape}, {m.nnz} non-zeros in {time.perf_counter() - started:.0f} s",
+              file=sys.stderr)
+    del texts
     tasks = [(f, n, VARIANTS[n]) for n in names for f in range(5)]
     results = []
     with ProcessPoolExecutor(args.jobs) as pool, open(args.out, "a") as out:
