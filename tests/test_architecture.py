@@ -127,8 +127,9 @@ def test_scores_are_those_of_the_code_before_the_reorganisation(tiny_model_dir, 
 
     golden = json.loads(GOLDEN.read_text())
     linear = tmp_path / "linear"
-    # the linear model as the flat package trained it (class weights came later)
-    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(linear), linear_class_weight="none"))
+    # the linear model as the flat package trained it (class and outlet weights and C = 2 came later)
+    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(linear), linear_class_weight="none",
+                            linear_outlet_weight=0.0, linear_c=1.0))
     runs = {"tiny-transformer-64": (tiny_model_dir, dict(max_length=64)),
             "tiny-transformer-chunk": (tiny_model_dir, dict(max_length=64, long_text="chunk", stride=16)),
             "linear": (str(linear), {})}

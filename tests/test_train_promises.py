@@ -199,8 +199,8 @@ def test_options_the_model_kind_does_not_read_are_named_in_a_warning(articles_sa
     """--kind linear with a transformer's training options (the flow's max_steps, a base model): trained all the
     same, with a warning naming each option it ignores; nothing for options at their defaults."""
     assert TrainConfig().unused_options() == []
-    assert TrainConfig(kind="transformer", linear_c=2.0).unused_options() == ["linear_c"]
-    assert TrainConfig(kind="ensemble", max_steps=3, linear_c=2.0).unused_options() == []
+    assert TrainConfig(kind="transformer", linear_c=5.0).unused_options() == ["linear_c"]
+    assert TrainConfig(kind="ensemble", max_steps=3, linear_c=5.0).unused_options() == []
     cfg = TrainConfig(kind="linear", data=[str(articles_sample)], output=str(tmp_path / "m"), max_steps=3000,
                       base_model="/models/base/distilbert-base-uncased", progress=False)
     with caplog.at_level("WARNING", logger="allsides_batch"):
