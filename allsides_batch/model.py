@@ -182,10 +182,13 @@ def load_base_model(name_or_path: str):
                             f"never loaded; {_convert_hint(name_or_path)}")
         raise UserError(f"base model {name_or_path!r} has no model.safetensors; {_OFFLINE_HINT}")
     try:
+        # float32 master weights whatever the checkpoint stores: transformers 5 loads a float16/bfloat16
+        # checkpoint in that dtype by default, and Adam on half-precision weights loses small updates.
+        # Mixed precision comes from autocast in the training loop.
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID,
             trust_remote_code=False, attn_implementation="sdpa", ignore_mismatched_sizes=True,
-            use_safetensors=True,
+            use_safetensors=True, dtype=torch.float32,
         )
     except OSError as exc:
         if local:

@@ -31,6 +31,28 @@ def _tiny_cfg(data, model, out, **kw) -> TrainConfig:
 
 
 @pytest.mark.slow
+def test_a_half_precision_base_model_is_fine_tuned_with_float32_weights(tiny_model_dir, tmp_path):
+    """A checkpoint stored in float16 or bfloat16 loads as float32 master weights with the same values
+    (transformers 5 would otherwise keep the stored dtype, and Adam on half-precision weights loses
+    small updates)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from allsides_batch.model import load_base_model
+
+    for dtype in (torch.float16, torch.bfloat16):
+        half = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).to(dtype)
+        path = tmp_path / str(dtype).split(".")[-1]
+        half.save_pretrained(path, safe_serialization=True)
+        stored = AutoModelForSequenceClassification.from_pretrained(path)
+        assert next(stored.parameters()).dtype == dtype  # what the library must not inherit
+        loaded = load_base_model(str(path))
+        params = dict(loaded.named_parameters())
+        assert {p.dtype for p in params.values()} == {torch.float32}
+        for name, p in stored.named_parameters():
+            if name in params and not name.startswith(("classifier", "pre_classifier")):
+                assert torch.equal(params[name], p.float()), name
+
+
 def test_same_seed_same_model(articles_sample, tiny_model_dir, tmp_path):
     a = train_model(_tiny_cfg(articles_sample, tiny_model_dir, tmp_path / "a", max_steps=6))
     b = train_model(_tiny_cfg(articles_sample, tiny_model_dir, tmp_path / "b", max_steps=6))
