@@ -114,9 +114,7 @@ def saved_transformer_cv(cfg, data, folds: int, probs_dir: str, jobs: int) -> tu
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    import numpy as np
-
-    from allsides_batch.training.cv import fold_assignment
+    from allsides_batch.training.cv import fold_assignment, split_fold
 
     record = json.loads((Path(probs_dir) / "folds.json").read_text())
     missing = [f for f in range(folds) if str(f) not in record["folds"]]
@@ -125,8 +123,8 @@ def saved_transformer_cv(cfg, data, folds: int, probs_dir: str, jobs: int) -> tu
                  f"{record['group_by']}; this run needs all {folds} grouped by {cfg.group_by} (missing: {missing}); "
                  "run bench/gpu_transformer.py --folds-to-run for the rest")
     assign = fold_assignment(cfg, data, folds, "outlet")
-    parts = [(cfg, f, data.subset(np.flatnonzero(assign != f)), data.subset(np.flatnonzero(assign == f)), probs_dir,
-              record["folds"][str(f)]["metrics"]) for f in range(folds)]
+    parts = [(cfg, f, *split_fold(data, assign, f), probs_dir, record["folds"][str(f)]["metrics"])
+             for f in range(folds)]
     with ProcessPoolExecutor(max(1, min(jobs, folds)), mp_context=mp.get_context("spawn")) as pool:
         return list(pool.map(_saved_ensemble_fold, *zip(*parts))), record
 

@@ -5,8 +5,8 @@ machine that has no network (the device's whole working tree is limited to 64 Mi
   model input (title + body, whitespace normalised) cut after its first max_length + 8 tokens at a
   word boundary: exactly the tokens training at --max-length reads (checked here, article by article,
   with the library's own encoder), zstd-compressed;
-- base-model/: the pretrained encoder with its float weights stored as float16 (gpu_transformer.py
-  turns them back into float32 before training: the same values, half the bytes) and its tokenizer.
+- base-model/: the pretrained encoder with its float weights stored as float16 (training loads any
+  checkpoint as float32, model.load_base_model: the same values, half the bytes) and its tokenizer.
 
     python bench/gpu_pack.py --max-length 256 --out .gpu     # then see bench/gpu_transformer.py
 

@@ -34,37 +34,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def unpack_model(packed: Path, dest: Path) -> Path:
-    """The pack's float16 weights as float32 (exactly the values packed), with the tokenizer files."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    dest.mkdir(parents=True, exist_ok=True)
-    weights = load_file(str(packed / "model.safetensors"))
-    save_file({k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in weights.items()},
-              str(dest / "model.safetensors"), metadata={"format": "pt"})
-    for f in packed.iterdir():
-        if f.name != "model.safetensors":
-            shutil.copy2(f, dest / f.name)
-    return dest
-
-
-def jsonable(obj):
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pack", default=str(REPO / ".gpu"))
@@ -87,8 +56,9 @@ def main() -> None:
     from gpu_pack import ids_digest
 
     from allsides_batch.config import TrainConfig
+    from allsides_batch.storage import write_json
     from allsides_batch.text.prep import TextPrep
-    from allsides_batch.training.cv import fold_assignment, inner_split
+    from allsides_batch.training.cv import fold_assignment, inner_split, split_fold
     from allsides_batch.training.data import load_labelled
     from allsides_batch.training.fitted import limit_rows
     from allsides_batch.training.transformer import fit_transformer
@@ -99,7 +69,6 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.is_available()
-    base = unpack_model(pack / "base-model", Path(os.environ.get("TMPDIR", "/tmp")) / "allsides-gpu-base-model")
     data = load_labelled([str(pack / "articles.parquet")], prep=TextPrep(), fingerprint=False)
     if len(data) != meta["articles"] or ids_digest(data.ids) != meta["ids_sha256_16"]:
         sys.exit("the pack's articles are not the ones it was made from: make it again with bench/gpu_pack.py")
@@ -115,7 +84,8 @@ def main() -> None:
     if args.epochs:
         budget["epochs"] = args.epochs
     # The ensemble's members train without a temperature of their own (training/ensemble.py).
-    cfg = TrainConfig(kind="transformer", data=[str(pack / "articles.parquet")], base_model=str(base),
+    # The pack's float16 weights: load_base_model loads any checkpoint as float32 (the same values).
+    cfg = TrainConfig(kind="transformer", data=[str(pack / "articles.parquet")], base_model=str(pack / "base-model"),
                       group_by=args.group_by, calibrate=False, **budget)
     assign = fold_assignment(cfg, data, args.folds, "outlet")
     todo = [int(f) for f in args.folds_to_run.split(",")] if args.folds_to_run else list(range(args.folds))
@@ -133,7 +103,7 @@ def main() -> None:
                   f"{args.deadline_s:.0f} s); run it later with --folds-to-run", flush=True)
             continue
         t0 = time.perf_counter()
-        rest, test = data.subset(np.flatnonzero(assign != fold)), data.subset(np.flatnonzero(assign == fold))
+        rest, test = split_fold(data, assign, fold)
         train_idx, val_idx = inner_split(cfg, rest, "outlet")
         train, val = rest.subset(train_idx), rest.subset(val_idx)
         fitted = fit_transformer(cfg, limit_rows(train, cfg.max_train_samples, cfg.seed), val, test)
@@ -143,9 +113,9 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         slowest = max(slowest, seconds)
         m = fitted.metrics
-        record["folds"][str(fold)] = jsonable({"seconds": seconds, "n_train": len(train), "n_val": len(val),
-                                               "n_test": len(test), "metrics": m})
-        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        record["folds"][str(fold)] = {"seconds": seconds, "n_train": len(train), "n_val": len(val),
+                                      "n_test": len(test), "metrics": m}
+        write_json(str(record_path), record)  # as train writes metrics.json; atomic, so a kill keeps the last fold
         print(f"fold {fold}: {seconds:.0f} s, best epoch {m['best_epoch']}, test macro-F1 {m['test']['macro_f1']:.3f}, "
               f"Spearman {m['test']['outlets']['spearman']:.3f}, "
               f"{m['epochs'][-1]['train_samples_per_s']:.0f} training samples/s", flush=True)

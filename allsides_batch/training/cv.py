@@ -100,6 +100,11 @@ def fold_assignment(cfg: TrainConfig, data: LabelledData, folds: int, grouping: 
     return assign
 
 
+def split_fold(data: LabelledData, assign: np.ndarray, fold: int) -> tuple[LabelledData, LabelledData]:
+    """(every article outside `fold`, the held-out fold's articles) for fold_assignment's `assign`."""
+    return data.subset(np.flatnonzero(assign != fold)), data.subset(np.flatnonzero(assign == fold))
+
+
 def _run_fold(cfg: TrainConfig, fold: int, rest: LabelledData, test: LabelledData, grouping: str) -> dict:
     from .train import fit
 
@@ -130,8 +135,7 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(data), size=max_articles, replace=False))
         data = data.subset(keep)
     assign = fold_assignment(cfg, data, folds, grouping)
-    parts = [(cfg, f, data.subset(np.flatnonzero(assign != f)), data.subset(np.flatnonzero(assign == f)), grouping)
-             for f in range(folds)]
+    parts = [(cfg, f, *split_fold(data, assign, f), grouping) for f in range(folds)]
     if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
