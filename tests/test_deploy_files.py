@@ -1,5 +1,6 @@
 """deploy/ for containers and Kubernetes: the GPU worker image (deploy/Dockerfile.gpu-worker, linted
-with hadolint, its pins in deploy/constraints-worker.txt), the Kubernetes base job template rendered
+with hadolint; its pins generated from requirements/lock.txt and checked against the lock here), the
+Kubernetes base job template rendered
 with Prefect's own templating, the deployments of deploy/prefect.k8s.yaml, and (slow) the image's
 CMD run as a worker against a real `prefect server start`. Docker itself is not needed: nothing here
 builds the image."""
@@ -23,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile.gpu-worker"
-CONSTRAINTS = DEPLOY / "constraints-worker.txt"
+REQUIREMENTS = REPO / "requirements"
 TEMPLATE = DEPLOY / "k8s-gpu-job-template.json"
 
 
@@ -64,20 +65,24 @@ def test_dockerfile_layers_user_healthcheck_and_cmd():
     steps = _instructions()
     words = [w for w, _ in steps]
     runs = [i for i, (w, a) in enumerate(steps) if w == "RUN"]
-    code = min(i for i, (w, a) in enumerate(steps) if w == "COPY" and re.search(r"\ballsides_batch\b|\bflows\b", a)
+    code = min(i for i, (w, a) in enumerate(steps) if w == "COPY" and re.match(r"(allsides_batch|flows) ", a)
                and "pyproject" not in a)
-    deps = [i for i in runs if "-c deploy/constraints-worker.txt" in steps[i][1]]
-    # torch and then the extra's dependencies, both pinned, both before the code is copied in
+    deps = [i for i in runs if "pip install" in steps[i][1] and i < code]
+    # torch with its own locked dependencies, then the extra's locked entries (hashes, no resolution),
+    # both before the code is copied in
     assert len(deps) == 2 and max(deps) < code, steps
-    assert "$TORCH_SPEC" in steps[deps[0]][1] and '".[${EXTRAS}]"' in steps[deps[1]][1]
+    assert "-r requirements/torch.txt" in steps[deps[0]][1]
+    assert '--require-hashes --no-deps -r "requirements/${EXTRAS}.txt"' in steps[deps[1]][1]
     assert any(w == "ARG" and a == "EXTRAS=worker" for w, a in steps)
     # after the code: the package alone, no dependency resolved again, and the tree checked
     (final,) = [i for i in runs if i > code]
-    assert "pip install --no-cache-dir --no-deps ." in steps[final][1] and "pip check" in steps[final][1]
-    # the copy before the dependency layer is pyproject.toml and the pins only (a README or code change
-    # must not invalidate it)
+    assert "pip install --no-cache-dir --no-deps --no-build-isolation ." in steps[final][1]
+    assert "pip check" in steps[final][1]
+    # the copies before the dependency layers are the generated requirement files only (a README, code
+    # or lock change that leaves them alone must not invalidate those layers)
     early_copies = [a for i, (w, a) in enumerate(steps) if w == "COPY" and i < max(deps)]
-    assert early_copies == ["deploy/constraints-worker.txt /opt/allsides-batch/deploy/", "pyproject.toml ./"]
+    assert early_copies == ["requirements/torch.txt ./requirements/",
+                            "requirements/worker.txt requirements/flows.txt ./requirements/"]
     # a non-root numeric user from before the command on
     (user,) = [a for w, a in steps if w == "USER"]
     assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", user) and words.index("USER") < words.index("CMD")
@@ -101,53 +106,98 @@ def test_dockerfile_layers_user_healthcheck_and_cmd():
     assert security == {"runAsNonRoot": True, "runAsUser": int(uid), "runAsGroup": int(gid), "fsGroup": int(gid)}
 
 
-def _pins() -> dict[str, str]:
-    from packaging.utils import canonicalize_name
+def _generate():
+    """requirements/generate.py as a module (it is a script, not part of the package)."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("requirements_generate", REQUIREMENTS / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _file_pins(path: Path) -> dict[str, str]:
+    gen = _generate()
     pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version and " " not in version, f"not an exact pin: {line!r}"
-            pins[canonicalize_name(name)] = version
+    for line in path.read_text().splitlines():
+        match = gen._PIN.match(line)
+        if match:
+            pins[gen.canonical(match[1])] = match[2]
     return pins
 
 
-def test_constraints_pin_prefect_to_the_server_and_satisfy_the_package():
-    from importlib.metadata import distribution
+def test_image_requirements_are_generated_from_the_lock():
+    """What the image installs is what requirements/generate.py makes of the lock, byte for byte: torch.txt
+    (torch.in's pin plus torch's own dependencies at the lock's versions) and worker.txt / flows.txt (the
+    lock's hashed entries for each extra's closure). A hand edit of either side fails here."""
+    gen = _generate()
+    lock = (REQUIREMENTS / "lock.txt").read_text()
+    expected = gen.render(lock, (REPO / "pyproject.toml").read_text(), (REQUIREMENTS / "torch.in").read_text())
+    assert set(expected) == {"torch.txt", "worker.txt", "flows.txt"}
+    for name, text in expected.items():
+        assert (REQUIREMENTS / name).read_text() == text, f"requirements/{name} differs from the lock: run make lock"
+    # every hashed block the image installs is the lock's own block: same version, same hashes
+    entries = gen.read_lock(lock)
+    for extra in ("worker", "flows"):
+        image = gen.read_lock((REQUIREMENTS / f"{extra}.txt").read_text())
+        assert image and all(entry.block == entries[name].block for name, entry in image.items()), extra
+    # the worker variant is the scorer and Prefect: no analysis or test packages
+    worker = set(_file_pins(REQUIREMENTS / "worker.txt"))
+    assert "prefect" in worker and "transformers" in worker and "pyarrow" in worker
+    assert not worker & {"polars", "matplotlib", "datasets", "pytest", "ruff", "pip-tools"}
+    assert {"polars", "matplotlib"} <= set(_file_pins(REQUIREMENTS / "flows.txt"))
+
+
+def test_a_changed_lock_entry_is_caught():
+    """The check above can fail: a lock whose prefect entry moved gives different image files."""
+    gen = _generate()
+    lock = (REQUIREMENTS / "lock.txt").read_text()
+    version = gen.read_lock(lock)["prefect"].version
+    moved = lock.replace(f"prefect=={version} ", "prefect==9.9.9 ", 1)
+    assert moved != lock
+    texts = gen.render(moved, (REPO / "pyproject.toml").read_text(), (REQUIREMENTS / "torch.in").read_text())
+    assert texts["worker.txt"] != (REQUIREMENTS / "worker.txt").read_text()
+    with pytest.raises(SystemExit, match="local version label"):
+        gen.torch_pin("torch==2.13.0+cpu\n")
+    with pytest.raises(SystemExit, match="no --hash"):
+        gen.read_lock("six==1.17.0\n    # via x\n")
+
+
+def test_lock_pins_prefect_to_the_server_torch_once_and_satisfy_the_package():
+    """The lock, read as text (never the installed environment): Prefect at the server's version, torch
+    pinned in one place without a local version (it must match the CUDA build, 2.13.0+cu126, too), and
+    every direct requirement of pyproject.toml met by its locked version."""
+    import tomllib
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    pins = _pins()
+    gen = _generate()
+    lock = {name: entry.version for name, entry in gen.read_lock((REQUIREMENTS / "lock.txt").read_text()).items()}
     server = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())["prefect-version"]
-    assert pins["prefect"] == server == yaml.safe_load((DEPLOY / "prefect.k8s.yaml").read_text())["prefect-version"]
-    assert pins["torch"] == "2.13.0"  # no local version: it must match the CUDA build (2.13.0+cu126)
-
-    import tomllib
+    assert lock["prefect"] == server == yaml.safe_load((DEPLOY / "prefect.k8s.yaml").read_text())["prefect-version"]
+    assert _file_pins(REQUIREMENTS / "worker.txt")["prefect"] == server
+    assert "torch" not in lock  # hashed per build: it lives in torch.in / torch.txt
+    torch = gen.torch_pin((REQUIREMENTS / "torch.in").read_text())[1]
+    assert _file_pins(REQUIREMENTS / "torch.txt")["torch"] == torch and "+" not in torch
+    # torch is pinned nowhere else: no TORCH_SPEC with a version of its own in the Makefile or the image
+    makefile = [line for line in (REPO / "Makefile").read_text().splitlines() if not line.startswith("#")]
+    for line in makefile + [args for _, args in _instructions()]:
+        assert not re.search(r"torch==\d", line), line
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     # the image's default extra is the scorer and Prefect only
-    worker = [Requirement(r) for r in extras["worker"]]
-    assert {canonicalize_name(r.name) for r in worker} == {"prefect"}
-    direct = [Requirement(r) for r in project["dependencies"] + extras["worker"] + extras["analysis"]]
-    for req in direct:
+    assert {canonicalize_name(Requirement(r).name) for r in extras["worker"]} == {"prefect"}
+    pins = {**lock, "torch": torch}
+    direct = project["dependencies"] + [r for group in extras.values() for r in group]
+    for text in direct:
+        req = Requirement(text)
         name = canonicalize_name(req.name)
+        if name == "allsides-batch":
+            continue
         assert name in pins and req.specifier.contains(pins[name], prereleases=True), (str(req), pins.get(name))
-    # and every pinned package's own requirements are satisfied by the other pins (what `pip check`
-    # does in the image), read from this environment where the pins are installed
-    for name, version in pins.items():
-        dist = distribution(name)
-        assert dist.version.split("+")[0] == version, (name, dist.version, version)
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue
-            dep = canonicalize_name(req.name)
-            assert dep in pins, f"{name} needs {req}, which is not pinned"
-            assert req.specifier.contains(pins[dep], prereleases=True), (name, str(req), pins[dep])
 
 
 # -------------------------------------------------------------------------------------- Kubernetes
