@@ -22,6 +22,25 @@ from .errors import UserError
 from .model import is_local_path, missing_model_files, model_id
 
 LATEST = "latest"
+# Macro-F1 of guessing: three labels, each predicted a third of the time, scores 1/3 on balanced data. A
+# model at or below it has learned nothing usable (a diverged or barely trained run), and is not published
+# unless the caller says so.
+CHANCE_MACRO_F1 = 1 / 3
+
+
+def check_quality(macro_f1: float, split: str, allow_below_chance: bool = False,
+                  min_macro_f1: float | None = None) -> None:
+    """Refuse to publish a model whose `split` macro-F1 is at or below chance (unless `allow_below_chance`),
+    or below the caller's own `min_macro_f1`."""
+    import math
+
+    if not allow_below_chance and (math.isnan(macro_f1) or macro_f1 <= CHANCE_MACRO_F1):
+        raise UserError(f"{split} macro-F1 {macro_f1:.4f} is at or below chance ({CHANCE_MACRO_F1:.4f}, three labels): "
+                        "not published, latest unchanged; train longer or on more data, or pass "
+                        "--allow-below-chance (flow parameter allow_below_chance=true) to publish it anyway")
+    if min_macro_f1 is not None and macro_f1 < min_macro_f1:
+        raise UserError(f"{split} macro-F1 {macro_f1:.4f} is below min_macro_f1 {min_macro_f1}: "
+                        "not published, latest unchanged")
 
 
 @dataclass

@@ -44,11 +44,13 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
             train_data: list[str] | None = None, kind: str | None = None, base_model: str | None = None,
             train_steps: int = DEMO["train_steps"],
             max_length: int = DEMO["max_length"], quantize: str | None = None, retrain: bool = False,
-            run_date: str | None = None, progress: bool = True) -> dict:
+            run_date: str | None = None, progress: bool = True, allow_below_chance: bool = False) -> dict:
     """The nightly job (what `python -m flows` and `allsides-batch nightly` run): train and publish
     models/latest with the train-model flow if absent (or `retrain`), on the labelled `train_data` (default:
     the shared AllSides articles, whatever the corpus), then the score-corpus flow over `corpus` on Prefect's
-    ephemeral local server. Returns the night's summary (flows/artifacts.py night_summary)."""
+    ephemeral local server. A model trained here whose validation macro-F1 is at or below chance is not
+    published (and the night does not run) unless `allow_below_chance`. Returns the night's summary
+    (flows/artifacts.py night_summary)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
@@ -66,7 +68,8 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
                 f"a {kind} model ({train_steps} steps, {max_length} tokens)")
         print(f"no model at {latest}: training {what}" if not retrain else f"training {what}", file=sys.stderr)
         if kind == "linear":
-            train_model_flow(data=train_data, kind="linear", models_root=models_root)
+            train_model_flow(data=train_data, kind="linear", models_root=models_root,
+                             allow_below_chance=allow_below_chance)
         else:
             train_model_flow(data=train_data, kind=kind, base_model=base_model or _minilm(),
                              models_root=models_root, max_steps=train_steps, max_length=max_length,
@@ -75,7 +78,8 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
                              learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
                              # only the rows the steps will see get tokenized
                              max_train_samples=train_steps * DEMO["batch_size"],
-                             recipe=None if progress else {"progress": False})
+                             recipe=None if progress else {"progress": False},
+                             allow_below_chance=allow_below_chance)
     from allsides_batch.model import read_model_kind
 
     reads_tokens = read_model_kind(latest)["kind"] != "linear"
@@ -122,6 +126,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     ap.add_argument("--quantize", choices=["none", "int8"], default=None,
                     help="CPU scoring weights of a transformer (default int8; a linear model has none)")
     ap.add_argument("--retrain", action="store_true", help="train and publish a new model even if latest exists")
+    ap.add_argument("--allow-below-chance", action="store_true",
+                    help="publish a model trained here even if its validation macro-F1 is at or below chance")
     ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                     help="progress bars while training and scoring (default: on)")

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from allsides_batch.config import LRScheduler, Metric, ModelKind, Precision
 from allsides_batch.errors import UserError
+from allsides_batch.registry import check_quality
 from flows.score_corpus import DEFAULT_CORPUS, storage_task
 
 
@@ -47,8 +48,10 @@ def train_task(cfg_dict: dict) -> str:
 
 
 @task(name="evaluate", persist_result=False)
-def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: float | None) -> dict:
-    """Held-out quality as artifacts; refuses a model below `min_macro_f1`. With test data the model
+def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: float | None,
+                  allow_below_chance: bool = False) -> dict:
+    """Held-out quality as artifacts; refuses a model at or below chance (unless `allow_below_chance`) or
+    below `min_macro_f1` (registry.check_quality). With test data the model
     is evaluated through the scorer (the production path) by allsides_batch.analysis.evaluate; without, the
     outlet-disjoint validation metrics training kept for its best epoch are used."""
     from allsides_batch.analysis.evaluate import evaluate_model, markdown_report, write_evaluation
@@ -73,9 +76,7 @@ def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: floa
             f"validation accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}, outlet Spearman "
             f"{val['outlets']['spearman']}.", key="train-model-evaluation", description="validation (outlet split)")
     result = {"split": split, "accuracy": accuracy, "macro_f1": macro_f1, "train_seconds": metrics["train_seconds"]}
-    if min_macro_f1 is not None and macro_f1 < min_macro_f1:
-        raise UserError(f"{split} macro-F1 {macro_f1:.4f} is below min_macro_f1 {min_macro_f1}: "
-                        "not published, latest unchanged")
+    check_quality(macro_f1, split, allow_below_chance, min_macro_f1)
     return result
 
 
@@ -134,13 +135,15 @@ def train_model_flow(
     max_eval_samples: int | None = None,
     device: str | None = None,
     min_macro_f1: float | None = None,
+    allow_below_chance: bool = False,
     set_latest: bool = True,
     recipe: dict | None = None,
 ) -> dict:
     """Fine-tune, evaluate and publish a model. `output` (default runs/train/<time>) keeps this run's
     own copy; `<models_root>/<model_id>` is the published one and `<models_root>/latest` points at
-    it once evaluation passed (`min_macro_f1`, on test data when given, else validation). The other
-    parameters but `recipe` are TrainConfig fields, None keeping TrainConfig's default; `recipe` sets
+    it once evaluation passed (on test data when given, else validation: above chance, 1/3 macro-F1, unless
+    `allow_below_chance`, and at least `min_macro_f1`). The other parameters but `recipe` are TrainConfig
+    fields, None keeping TrainConfig's default; `recipe` sets
     any other TrainConfig field by name (e.g. {"adversary_weight": 0.0, "calibrate": false})."""
     given = dict(locals())  # first statement: the parameters as passed
     log = get_run_logger()
@@ -150,7 +153,7 @@ def train_model_flow(
     shape = validate_data(cfg_dict)
     log.info("data: %(articles)d articles from %(outlets)d outlets", shape)
     model_dir = train_task(cfg_dict)
-    quality = evaluate_task(model_dir, cfg.test, cfg.seed, min_macro_f1)
+    quality = evaluate_task(model_dir, cfg.test, cfg.seed, min_macro_f1, allow_below_chance)
     published = publish_task(model_dir, os.path.abspath(models_root), set_latest)
     log.info("published %s (%s macro-F1 %.4f)%s", published["path"], quality["split"], quality["macro_f1"],
              f"; {published['latest']} points at it" if published["latest"] else "")

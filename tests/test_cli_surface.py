@@ -18,7 +18,8 @@ from allsides_batch.__main__ import COMMANDS, app
 
 REPO = Path(__file__).resolve().parents[1]
 NIGHTLY_OPTIONS = ("--corpus", "--output", "--models-root", "--kind", "--base-model", "--train-steps",
-                   "--max-length", "--quantize", "--retrain", "--run-date", "--progress / --no-progress")
+                   "--max-length", "--quantize", "--retrain", "--allow-below-chance", "--run-date",
+                   "--progress / --no-progress")
 
 
 def _invoke(*args: str):

@@ -125,7 +125,9 @@ def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sam
     root = tmp_path / "models"
     kwargs = dict(kind="transformer", data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root),
                   max_steps=2, max_length=32, train_batch_size=8, max_eval_samples=64, device="cpu")
-    result = train_model_flow(output=str(tmp_path / "run1"), recipe={"adversary_weight": 0.2}, **kwargs)
+    # two steps of training: weak, perhaps below chance, published because the run says so
+    result = train_model_flow(output=str(tmp_path / "run1"), recipe={"adversary_weight": 0.2},
+                              allow_below_chance=True, **kwargs)
     assert result["data"]["articles"] == 600 and 55 <= result["data"]["outlets"] <= 60
     assert os.path.realpath(root / "latest") == os.path.realpath(result["path"])
     assert result["model_id"] == model_id(str(root / "latest"))
@@ -134,11 +136,65 @@ def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sam
     assert recipe["adversary_weight"] == 0.2 and recipe["max_steps"] == 2  # `recipe` reaches TrainConfig
 
     # Same recipe, another seed, but a quality bar no model can pass: trained, not published.
-    state = train_model_flow(output=str(tmp_path / "run2"), seed=7, min_macro_f1=1.01, return_state=True, **kwargs)
+    state = train_model_flow(output=str(tmp_path / "run2"), seed=7, min_macro_f1=1.01, return_state=True,
+                             allow_below_chance=True, **kwargs)
     assert state.is_failed() and "not published" in state.message
     assert os.path.isfile(tmp_path / "run2" / "model.safetensors")
     assert os.path.realpath(root / "latest") == os.path.realpath(result["path"])
     assert sorted(os.listdir(root)) == sorted([result["model_id"], "latest"])
+
+
+@pytest.fixture(scope="session")
+def below_chance_data(articles_sample, tmp_path_factory) -> str:
+    """Labelled articles on which train's default linear model is wrong on every validation article, so its
+    validation macro-F1 is 0: each text is one marker word for a label, the label's own marker in the
+    training outlets and the next label's in the validation outlets (found with train's own split; labels
+    untouched, so the split is the one train draws)."""
+    from allsides_batch import LABELS
+    from allsides_batch.config import TrainConfig
+    from allsides_batch.training.data import load_labelled, make_split
+
+    cfg = TrainConfig()
+    data = load_labelled([str(articles_sample)], cfg.columns)
+    _, val = make_split(data, cfg.split, cfg.val_fraction, cfg.seed, cfg.group_by)
+    held_out = {data.sources[i] for i in val}
+    table = pq.read_table(articles_sample)
+    labels = [LABELS.index(str(b).lower()) for b in table["bias_text"].to_pylist()]
+    texts = [f"marker{(y + (s in held_out)) % 3} " * 20 + "the senate vote"
+             for y, s in zip(labels, table["source"].to_pylist())]
+    out = tmp_path_factory.mktemp("below-chance") / "labelled.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts)), out)
+    return str(out)
+
+
+def test_train_model_flow_refuses_a_below_chance_model(prefect_server, below_chance_data, tmp_path):
+    from flows.train_model import train_model_flow
+
+    root = tmp_path / "models"
+    state = train_model_flow(data=[below_chance_data], kind="linear", models_root=str(root),
+                             output=str(tmp_path / "run"), return_state=True)
+    assert state.is_failed()
+    assert "validation macro-F1 0.0000 is at or below chance (0.3333" in state.message
+    assert "not published" in state.message and "--allow-below-chance" in state.message
+    assert os.path.isfile(tmp_path / "run" / "linear.safetensors") and not (root / "latest").exists()
+    # told to: published
+    result = train_model_flow(data=[below_chance_data], kind="linear", models_root=str(root),
+                              output=str(tmp_path / "run2"), allow_below_chance=True)
+    assert result["quality"]["macro_f1"] == 0.0 and (root / "latest").exists()
+
+
+def test_nightly_cli_refuses_a_below_chance_model(prefect_server, below_chance_data, corpus_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from allsides_batch.__main__ import app
+
+    args = ["nightly", "--corpus", corpus_dir, "--train-data", below_chance_data, "--output", str(tmp_path / "out"),
+            "--models-root", str(tmp_path / "models"), "--kind", "linear", "--run-date", RUN_DATE, "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "macro-F1 0.0000 is at or below chance" in last, result.stderr
+    assert not (tmp_path / "models" / "latest").exists() and not (tmp_path / "out" / "nights").exists()
 
 
 def test_shards_of():
@@ -153,7 +209,7 @@ def test_main_job_trains_then_scores_and_prints_the_table(prefect_server, corpus
 
     args = ["--corpus", corpus_dir, "--train-data", corpus_dir, "--output", str(tmp_path / "out"),
             "--models-root", str(tmp_path / "models"), "--kind", "transformer", "--base-model", tiny_model_dir,
-            "--train-steps", "1", "--max-length", "32", "--run-date", RUN_DATE]
+            "--train-steps", "1", "--max-length", "32", "--run-date", RUN_DATE, "--allow-below-chance"]
     out = io.StringIO()
     assert main(args, out=out) == 0
     out = out.getvalue()

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default=None,
               help="CPU scoring weights of a transformer (default int8; a linear model has none)")
 @click.option("--retrain", is_flag=True, help="train and publish a new model even if latest exists")
+@click.option("--allow-below-chance", is_flag=True,
+              help="publish a model trained here even if its validation macro-F1 is at or below chance (1/3)")
 @click.option("--run-date", default=None, help="YYYY-MM-DD (default: today, UTC)")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="progress bars while training and scoring")
