@@ -151,6 +151,11 @@ class TrainConfig:
         default="balanced",
         metadata={"help": "linear: 'balanced' weighs each label inversely to its share of the training articles"},
     )
+    linear_outlet_folds: int = field(
+        default=5,
+        metadata={"help": "linear: outlet-grouped folds scored out of fold to fit the outlet rule (outlet_label, "
+                          "label_set) on outlets each model never saw; 0 = none (aggregate then uses ±T)"},
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar per training epoch (stderr)"})
 
     def __post_init__(self) -> None:
@@ -166,6 +171,9 @@ class TrainConfig:
         _non_negative(self, "warmup_steps", "early_stopping", "weight_decay", "adversary_weight", "window_stride")
         _positive(self, "adversary_lr", "train_windows", "linear_ngram_max", "linear_max_features", "linear_min_df",
                   "linear_min_outlets", "linear_c")
+        if self.linear_outlet_folds == 1 or self.linear_outlet_folds < 0:
+            raise ConfigError("linear_outlet_folds", f"must be 0 (no outlet rule) or at least 2, got "
+                                                     f"{self.linear_outlet_folds}")
         if not 0.0 <= self.linear_outlet_weight <= 1.0:
             raise ConfigError("linear_outlet_weight", f"must be in [0, 1], got {self.linear_outlet_weight}")
         if self.train_windows > 1:
@@ -327,9 +335,22 @@ class AggregateConfig:
         default=OUTLET_MIN_ARTICLES, metadata={"help": "outlets with fewer articles are flagged low_n"}
     )
     model_id: str | None = field(default=None, metadata={"help": "aggregate only this model's scores"})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "the model directory the scores came from: its training_outlets.json marks the outlets "
+                          "it was trained on (seen_in_training)"},
+    )
+    label_rule: Literal["fitted", "fixed"] = field(
+        default="fitted",
+        metadata={"help": "outlet_label: 'fitted' applies the model's outlet_rule.json (thresholds fitted on outlets "
+                          "it never saw; needs --model), 'fixed' the ±T rule of --label-threshold"},
+    )
     label_threshold: float = field(
         default=OUTLET_LABEL_THRESHOLD,
-        metadata={"help": "outlet_label: mean score below -T is left, above +T right, else center"},
+        metadata={"help": "the fixed rule: mean score below -T is left, above +T right, else center"},
+    )
+    set_level: float = field(
+        default=0.9, metadata={"help": "label_set: the labels an outlet could have at this level (fitted rule)"},
     )
 
     def __post_init__(self) -> None:
@@ -337,6 +358,8 @@ class AggregateConfig:
         _positive(self, "min_articles")
         if not 0.0 <= self.label_threshold < 1.0:
             raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
+        if not 0.0 < self.set_level < 1.0:
+            raise ConfigError("set_level", f"must be in (0, 1), got {self.set_level}")
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
@@ -385,6 +408,8 @@ class EvaluateConfig:
             raise ConfigError("min_articles", f"must be >= 1, got {self.min_articles}")
         if not 0.0 <= self.label_threshold < 1.0:
             raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
+        if not 0.0 < self.set_level < 1.0:
+            raise ConfigError("set_level", f"must be in (0, 1), got {self.set_level}")
 
 
 @dataclass
@@ -400,6 +425,11 @@ class ReportConfig:
         default=100, metadata={"help": "outlet chart: at most this many outlets, the largest by n"}
     )
     dpi: int = field(default=110, metadata={"help": "PNG resolution"})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "model directory: its out-of-fold scores draw unseen.png and unseen.md, how it places "
+                          "outlets it never saw"},
+    )
     axis: Literal["full", "data"] = field(default="full", metadata={
         "help": "score axis: full = [-1, 1]; data = zoomed to the intervals shown "
                 "(weak or calibrated models score near 0)"})

@@ -28,6 +28,8 @@ AGGREGATE_PART = "part-0.parquet"
 AGGREGATE_SUMMARY = "_summary.json"
 REPORT_OUTLET_CHART, REPORT_TREND_CHART, REPORT_TABLE = "outlets.png", "trend.png", "summary.md"
 REPORT_FILES = (REPORT_OUTLET_CHART, REPORT_TREND_CHART, REPORT_TABLE)
+# with a model that kept its out-of-fold scores: how it places outlets it never saw
+REPORT_UNSEEN_CHART, REPORT_UNSEEN_TABLE = "unseen.png", "unseen.md"
 NIGHTS_DIR, NIGHT_AGGREGATES, NIGHT_REPORT = "nights", "aggregates", "report"
 
 

@@ -15,7 +15,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 TABLE_COLUMNS = ("outlet", "n_articles", "mean_bias_score", "ci95_low", "ci95_high", "outlet_label",
                  "share_left", "share_center", "share_right", "mean_confidence", "low_n")
 # The report files the night links to, in the order the summary lists them.
-REPORT_FILES = (("outlet_chart", "outlet chart"), ("trend_chart", "trend chart"), ("table", "summary table"))
+REPORT_FILES = (("outlet_chart", "outlet chart"), ("trend_chart", "trend chart"), ("table", "summary table"),
+                ("unseen_chart", "outlets the model never saw (chart)"),
+                ("unseen_table", "outlets the model never saw (table)"))
 
 
 def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
@@ -56,7 +58,8 @@ def night_summary(run_date: str, score_id: str, model_dir: str, output: str, sha
         "seconds": round(seconds, 1),
         "scores": layout.scores_dir(), "quarantine": layout.quarantine_dir(),
         "aggregates": agg["output_path"], "aggregated_articles": agg["aggregated_articles"],
-        "outlets": agg["outlets"], "report": report,
+        "outlets": agg["outlets"], "outlets_seen_in_training": agg.get("outlets_seen_in_training"),
+        "articles_from_seen_outlets": agg.get("articles_from_seen_outlets"), "report": report,
     }
 
 
@@ -74,6 +77,12 @@ def report_links(report: dict) -> list[tuple[str, str]]:
     return [(label, file_link(report[key])) for key, label in REPORT_FILES if report.get(key)]
 
 
+def _seen_text(seen: int | None) -> str:
+    if seen is None:
+        return "not known (the model directory does not record its training outlets)"
+    return f"{seen} (their positions are in-sample: marked seen in the table and chart)"
+
+
 def summary_markdown(s: dict) -> str:
     return "\n".join([
         f"# score-corpus {s['run_date']}", "",
@@ -84,6 +93,7 @@ def summary_markdown(s: dict) -> str:
         f"| quarantined | {s['quarantined_rows']:,} |",
         f"| throughput | {s['articles_per_s']:,} articles/s per shard |", f"| wall time | {s['seconds']} s |",
         f"| articles aggregated | {s['aggregated_articles']:,} over {s['outlets']} outlets |",
+        f"| outlets seen in training | {_seen_text(s.get('outlets_seen_in_training'))} |",
         f"| scores | `{s['scores']}` |", f"| aggregates | `{s['aggregates']}` |",
         *[f"| {label} | [{os.path.basename(url)}]({url}) |" for label, url in report_links(s["report"])],
     ])
@@ -115,11 +125,20 @@ def console_summary(s: dict, top: int = 15) -> str:
         lines.append("  (no unscored files this time: the table covers every article this model scored before)")
     if s["report"].get("table"):
         lines.append(f"  table:      {s['report']['table']}")
+    unseen = s["report"].get("unseen")
+    if unseen:
+        lines.append(f"  unseen:     {s['report']['unseen_chart']} (outlets the model never saw, out of fold: "
+                     f"Spearman {unseen['spearman']:.2f}, outlet accuracy {unseen['accuracy_fitted']:.2f}, "
+                     f"{unseen['level']:.0%} sets cover {unseen['coverage']:.2f})")
+    seen = s.get("outlets_seen_in_training")
+    if seen:
+        lines.append(f"  in-sample:  {seen} outlet(s) tonight were in the model's training data (marked seen)")
     if not top:
         return "\n".join(lines)
     lines += ["", f"{'outlet':<36} {'n':>6} {'mean bias':>9} {'95% CI':>17}  label", "-" * 78]
     for r in rows:
         ci = (f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]" if r["ci95_low"] is not None else "")
         lines.append(f"{r['outlet'][:36]:<36} {r['n_articles']:>6} {r['mean_bias_score']:>+9.3f} {ci:>17}  "
-                     f"{r['outlet_label']}{' (low n)' if r['low_n'] else ''}")
+                     f"{r['outlet_label']}{' (low n)' if r['low_n'] else ''}"
+                     f"{' (seen)' if r.get('seen_in_training') or r.get('domain_seen_in_training') else ''}")
     return "\n".join(lines)

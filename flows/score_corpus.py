@@ -121,20 +121,20 @@ def score_shard_task(model_dir: str, files: list[str], output: str, run_id: str,
 
 @task(name="aggregate", **storage_task)
 def aggregate_task(scores: str, output: str, window: str, model_id: str, until: str | None,
-                   min_articles: int) -> dict:
+                   min_articles: int, model_dir: str | None = None) -> dict:
     from allsides_batch.analysis.aggregate import outlet_aggregates
     from allsides_batch.config import AggregateConfig
 
     cfg = AggregateConfig(scores=scores, output=output, window=window, model_id=model_id, until=until,
-                          min_articles=min_articles)
+                          min_articles=min_articles, model=model_dir)
     return outlet_aggregates(cfg).to_dict()
 
 
 @task(name="report", **storage_task)
-def report_task(aggregates: str, output: str) -> dict:
+def report_task(aggregates: str, output: str, model_dir: str | None = None) -> dict:
     from allsides_batch.analysis.report import write_report
 
-    return write_report(aggregates, output).to_dict()
+    return write_report(aggregates, output, model_dir=model_dir).to_dict()
 
 
 @flow(name="score-shard", log_prints=True, persist_result=False)
@@ -244,8 +244,12 @@ def score_corpus_flow(
     # windows end at the night's date, so rerunning an old night does not pull in later articles;
     # `all` has no range (a range would drop the articles whose dates cannot be parsed)
     agg = aggregate_task(scores_root(output), aggregates, window, score_id,
-                         None if window == "all" else run_date, min_articles)
-    report = report_task(aggregates, night_report(output, run_date))
+                         None if window == "all" else run_date, min_articles, model_dir)
+    if agg.get("outlets_seen_in_training"):
+        log.warning("%d of %d outlets (%d articles) tonight are ones the model was trained on: their positions are "
+                    "in-sample, marked seen_in_training", agg["outlets_seen_in_training"], agg["outlets"],
+                    agg["articles_from_seen_outlets"])
+    report = report_task(aggregates, night_report(output, run_date), model_dir)
     shard_summaries = artifacts.read_run_summaries(output, run_ids)
     summary = artifacts.night_summary(run_date, score_id, model_dir, output, shard_summaries, agg, report,
                                       time.perf_counter() - started, fan_out, len(files))

@@ -405,3 +405,53 @@ def test_cli_runs_without_torch(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "allsides_batch", "aggregate", "--scores", str(tmp_path / "nope"),
                           "--output", str(tmp_path / "cli")], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")
+
+
+# ------------------------------------------------------------------------------------ seen in training
+
+def _model_dir(tmp_path: Path, sources: dict, domains: dict) -> Path:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "training_outlets.json").write_text(json.dumps(
+        {"version": 1, "fitted_on": "training rows", "articles": sum(sources.values()), "sources": sources,
+         "domains": domains, "validation": {"articles": 0, "sources": {}, "domains": {}}}))
+    return model
+
+
+def test_outlets_the_model_trained_on_are_marked_seen(tmp_path):
+    rows = [score_row("a1", "Known", "2026-01-01", 0.7, 0.1, url="https://www.known.com/x"),
+            score_row("a2", "Known", "2026-01-02", 0.6, 0.2, url="https://known.com/y"),
+            score_row("b1", "Renamed", "2026-01-01", 0.2, 0.6, url="https://edition.known.com/z"),  # same domain
+            score_row("c1", "Fresh", "2026-01-01", 0.1, 0.8, url="https://fresh.org/a"),
+            score_row("d1", "NoUrl", "2026-01-01", 0.3, 0.3)]
+    scores = write_scores(tmp_path / "out", rows)
+    model = _model_dir(tmp_path, {"Known": 40}, {"known.com": 40})
+    summary, table = run(tmp_path, scores, model=str(model))
+    by = {r["outlet"]: r for r in table}
+    assert (by["Known"]["seen_in_training"], by["Known"]["domain_seen_in_training"]) == (True, True)
+    assert (by["Renamed"]["seen_in_training"], by["Renamed"]["domain_seen_in_training"]) == (False, True)
+    assert (by["Fresh"]["seen_in_training"], by["Fresh"]["domain_seen_in_training"]) == (False, False)
+    assert (by["NoUrl"]["seen_in_training"], by["NoUrl"]["domain_seen_in_training"]) == (False, None)
+    assert summary.outlets_seen_in_training == 2 and summary.articles_from_seen_outlets == 3
+    assert any("2 of 4 outlet(s) (3 of 5 articles) are ones the model was trained on" in n for n in summary.notes)
+    # keyed by domain: the alias merges into known.com, seen by source name too
+    _, table = run(tmp_path / "d", scores, model=str(model), outlet_key="domain")
+    by = {r["outlet"]: r for r in table}
+    assert by["known.com"]["n_articles"] == 3 and by["known.com"]["seen_in_training"] is True
+    assert by["fresh.org"]["domain_seen_in_training"] is False
+
+
+def test_without_a_model_or_its_outlets_file_seen_is_null_with_a_note(tmp_path):
+    scores = write_scores(tmp_path / "out", [score_row("a1", "Known", "2026-01-01", 0.7, 0.1)])
+    summary, table = run(tmp_path, scores)
+    assert table[0]["seen_in_training"] is None and table[0]["domain_seen_in_training"] is None
+    assert summary.outlets_seen_in_training is None
+    assert sum("no --model given" in n for n in summary.notes) == 1
+    old = tmp_path / "old-model"
+    old.mkdir()
+    summary, table = run(tmp_path / "o", scores, model=str(old))
+    assert table[0]["seen_in_training"] is None
+    assert sum("has no training_outlets.json" in n for n in summary.notes) == 1
+    (old / "training_outlets.json").write_text("{not json")
+    with pytest.raises(UserError, match="training_outlets.json is damaged"):
+        run(tmp_path / "p", scores, model=str(old))

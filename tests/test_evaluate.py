@@ -212,3 +212,18 @@ def test_rows_the_model_trained_on_are_flagged_not_held_out(unique_sample, artic
     result = evaluate_model(ScoreConfig(model=str(model), progress=False),
                             EvaluateConfig(data=[str(tmp_path / "other.parquet")], split="all"))
     assert result["held_out"] is True and not any("held out" in n for n in result["notes"])
+    assert result["outlets_seen_in_training"]["outlets"] == 0
+
+    # other articles of outlets it trained on, in a file it never saw: not held out, with counts
+    same_outlets = full.filter(pa.compute.is_in(full["source"], pa.array(sorted(trained_on))))
+    sample_ids = set(pq.read_table(unique_sample, columns=["id"])["id"].to_pylist())
+    fresh = same_outlets.filter(pa.compute.invert(pa.compute.is_in(same_outlets["id"], pa.array(sorted(sample_ids)))))
+    mixed = pa.concat_tables([fresh.slice(0, 100), other.slice(0, 100)])
+    pq.write_table(mixed, tmp_path / "mixed.parquet")
+    result = evaluate_model(ScoreConfig(model=str(model), progress=False),
+                            EvaluateConfig(data=[str(tmp_path / "mixed.parquet")], split="all"))
+    overlap = result["outlets_seen_in_training"]
+    assert result["held_out"] is False and overlap["articles"] == 100 and overlap["of_articles"] == 200
+    assert 0 < overlap["outlets"] < overlap["of_outlets"]
+    assert any(f"{overlap['outlets']} of {overlap['of_outlets']} evaluated outlet(s) (100 of 200 articles) were in "
+               "the model's training data" in n for n in result["notes"]), result["notes"]

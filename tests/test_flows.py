@@ -248,7 +248,8 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
         pq.write_table(table.drop_columns([c for c in ("bias", "bias_text") if c in table.column_names]),
                        unlabelled / path.name)
     args = ["--corpus", str(unlabelled), "--train-data", corpus_dir, "--output", str(tmp_path / "out"),
-            "--models-root", str(tmp_path / "models"), "--kind", "linear", "--run-date", RUN_DATE]
+            "--models-root", str(tmp_path / "models"), "--kind", "linear", "--run-date", RUN_DATE,
+            "--allow-below-chance"]  # 300 articles of 30 outlets: validation macro-F1 0.28 here
     out = io.StringIO()
     assert main(args, out=out) == 0
     assert read_model_kind(str(tmp_path / "models" / "latest"))["kind"] == "linear"

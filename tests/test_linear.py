@@ -192,3 +192,26 @@ def test_counts_equal_scikit_learns_count_vectorizer(real_slice, ngram_max):
                              ngram_range=(1, ngram_max)).transform(texts)
     assert (ours != theirs).nnz == 0 and ours.nnz > 1000
     assert words[-4:].tolist() == [0, 0, 4, 0]  # "a", "x", "y", "z" are too short for the token pattern
+
+
+def test_model_directory_records_the_outlets_it_was_trained_on(linear_dir, real_slice):
+    """training_outlets.json: every source and registered domain of the rows the saved weights were fitted on
+    (a linear model is refit on training + validation, so all rows), with article counts, and the validation
+    rows' outlets apart."""
+    from collections import Counter
+
+    from allsides_batch.domains import registered_domain
+    from allsides_batch.outlets import read_training_outlets
+
+    raw = json.loads((linear_dir / "training_outlets.json").read_text())
+    recipe = json.loads((linear_dir / "training_recipe.json").read_text())["split_sizes"]
+    table = pq.read_table(real_slice, columns=["source", "url"])
+    assert raw["fitted_on"] == "training and validation rows"
+    assert raw["articles"] == recipe["train"] + recipe["validation"] == sum(raw["sources"].values())
+    assert raw["sources"] == dict(Counter(table["source"].to_pylist()))  # every row kept: all of them
+    domains = Counter(d for d in map(registered_domain, table["url"].to_pylist()) if d)
+    assert raw["domains"] == dict(domains) and len(domains) > 50
+    assert raw["validation"]["articles"] == recipe["validation"]
+    assert len(raw["validation"]["sources"]) == recipe["validation_outlets"]
+    trained = read_training_outlets(str(linear_dir))
+    assert trained.sources == raw["sources"] and trained.articles == raw["articles"]

@@ -165,7 +165,7 @@ def drawn(fig) -> tuple[list[str], list[float], list[str]]:
     from matplotlib.colors import to_hex
 
     ax = fig.axes[0]
-    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    points = [c for c in ax.collections if isinstance(c, PathCollection)][0]  # [1]: the seen outlets' squares
     return ([t.get_text() for t in ax.get_yticklabels()], [round(float(x), 6) for x in points.get_offsets()[:, 0]],
             [to_hex(c) for c in points.get_edgecolors()])
 
@@ -174,9 +174,11 @@ def bands(fig) -> list[tuple[float, float]]:
     return [(round(r.get_x(), 6), round(r.get_x() + r.get_width(), 6)) for r in fig.axes[0].patches]
 
 
-FOOTNOTE = "† fewer articles than --min-articles. Model: m1. Interval: Student t, mean ± t(0.975, n−1)·s/√n.\n"
-HEADER = ("| outlet | label | n | mean | 95% CI | left / center / right | confidence | Δ previous |\n"
-          "| --- | --- | ---: | ---: | --- | --- | ---: | ---: |\n")
+FOOTNOTE = ("† fewer articles than --min-articles. Model: m1. Interval: Student t, mean ± t(0.975, n−1)·s/√n.\n"
+            "seen –: not known (aggregated without --model); a model's training outlets make their positions "
+            "in-sample.\n")
+HEADER = ("| outlet | label | n | mean | 95% CI | left / center / right | confidence | Δ previous | seen |\n"
+          "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- |\n")
 
 
 def test_report_without_all_uses_each_outlets_latest_window(tmp_path, chart_spy):
@@ -197,9 +199,9 @@ def test_report_without_all_uses_each_outlets_latest_window(tmp_path, chart_spy)
     assert bands(call["fig"]) == [(-1.0, round(-1 / 3, 6)), (round(-1 / 3, 6), round(1 / 3, 6)), (round(1 / 3, 6), 1.0)]
     # Δ previous: A's February against its January (0.0 − (−0.1)), C's March against its January (−0.5 − 0.3)
     assert Path(paths.table).read_text() == "# Outlet bias (latest month)\n\n" + HEADER + (
-        "| C † | left | 1 | -0.50 | – | 100% / 0% / 0% | 0.70 | -0.80 |\n"
-        "| A † | center | 1 | +0.00 | – | 0% / 100% / 0% | 0.80 | +0.10 |\n"
-        "| B † | right | 1 | +0.70 | – | 0% / 0% / 100% | 0.80 | – |\n"
+        "| C † | left | 1 | -0.50 | – | 100% / 0% / 0% | 0.70 | -0.80 | – |\n"
+        "| A † | center | 1 | +0.00 | – | 0% / 100% / 0% | 0.80 | +0.10 | – |\n"
+        "| B † | right | 1 | +0.70 | – | 0% / 0% / 100% | 0.80 | – | – |\n"
         "\n" + FOOTNOTE)
 
 
@@ -215,9 +217,9 @@ def test_report_uses_all_window_when_present(tmp_path, chart_spy):
     assert labels == ["C (2)", "A (3)", "B (1)"] and xs == pytest.approx([-0.1, -0.2 / 3, 0.7], abs=1e-6)
     # A: mean of −0.6, 0.4, 0.0; C: of 0.3, −0.5; both intervals clipped to [−1, 1]
     assert Path(paths.table).read_text() == "# Outlet bias (all)\n\n" + HEADER + (
-        "| C | center | 2 | -0.10 | [-1.00, +1.00] | 50% / 0% / 50% | 0.60 | – |\n"
-        "| A | center | 3 | -0.07 | [-1.00, +1.00] | 33% / 33% / 33% | 0.70 | – |\n"
-        "| B † | right | 1 | +0.70 | – | 0% / 0% / 100% | 0.80 | – |\n"
+        "| C | center | 2 | -0.10 | [-1.00, +1.00] | 50% / 0% / 50% | 0.60 | – | – |\n"
+        "| A | center | 3 | -0.07 | [-1.00, +1.00] | 33% / 33% / 33% | 0.70 | – | – |\n"
+        "| B † | right | 1 | +0.70 | – | 0% / 0% / 100% | 0.80 | – | – |\n"
         "\n" + FOOTNOTE)
 
 
@@ -250,3 +252,25 @@ def test_score_aggregate_report_end_to_end(tmp_path, articles_sample, tiny_model
     paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
     assert paths.outlets > 40 and png_size(Path(paths.outlet_chart))[1] > 40 * 20
     assert Path(paths.trend_chart).stat().st_size > 5_000
+
+
+def test_outlets_the_model_trained_on_are_marked_on_chart_and_table(tmp_path, chart_spy):
+    """Aggregated with --model: the outlet it trained on (A) gets a square on the chart, '■ seen' on its
+    tick label, a title line with the count, and 'yes' in the table with what a seen position means."""
+    from matplotlib.collections import PathCollection
+    from test_aggregate import _model_dir
+
+    scores = _windows_scores(tmp_path)
+    model = _model_dir(tmp_path, {"A": 50}, {})
+    _aggregate(scores, tmp_path / "agg", "all", model=str(model))
+    paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
+    (call,) = chart_spy
+    labels, xs, _ = drawn(call["fig"])
+    assert labels == ["C (2)", "A (3) ■ seen", "B (1)"]
+    squares = [c for c in call["fig"].axes[0].collections if isinstance(c, PathCollection)][1]
+    assert [round(float(x), 6) for x in squares.get_offsets()[:, 0]] == [xs[1]]
+    assert "1 of 3 outlets were in the model's training data" in call["fig"].axes[0].get_title()
+    table = Path(paths.table).read_text()
+    assert "| A | center | 3 | -0.07 | [-1.00, +1.00] | 33% / 33% / 33% | 0.70 | – | yes |" in table
+    assert "| C | center | 2 | -0.10 | [-1.00, +1.00] | 50% / 0% / 50% | 0.60 | – | no |" in table
+    assert "1 of 3 outlets are marked seen. Seen: the model was trained on articles of this outlet" in table

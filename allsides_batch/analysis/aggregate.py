@@ -7,8 +7,16 @@ One output row per outlet and window:
   clipped to the score's range [−1, 1]; null when n = 1 (no spread to estimate). The t interval
   assumes the outlet's articles are independent draws; for bounded scores its coverage is close to
   95% from about 20 articles on, which is why outlets under --min-articles are flagged ``low_n``.
-- ``outlet_label``: left if the mean is below −T, right if above +T, else center
-  (T = --label-threshold, default 1/3: the score range [−1, 1] cut into thirds).
+- ``outlet_label``: with the model's fitted outlet rule (--model, its outlet_rule.json; training/outlet_rule.py)
+  left below its lower threshold, right above its upper one, else center; ``label_set``: the labels the
+  outlet could have at --set-level (split-conformal, wider for outlets with few articles). With
+  --label-rule fixed, or without a rule: left if the mean is below −T, right if above +T, else center
+  (T = --label-threshold, default 1/3), and ``label_set`` null.
+- ``seen_in_training`` / ``domain_seen_in_training``: whether the model (--model, its
+  training_outlets.json) was trained on articles of this outlet's source name / of its URLs' registered
+  domain. A seen outlet's position is in-sample: the model remembers it, and it says little about how the
+  model places outlets it never saw. Null without --model, for a model directory without the file, and
+  (domain) for an outlet none of whose rows has a URL.
 - ``delta_vs_previous_window``: this window's mean minus the mean of the outlet's previous window
   that has articles (``previous_window_start`` names it); null for the first window and for ``all``.
 
@@ -31,6 +39,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import LABELS
 from ..config import AggregateConfig
 from ..domains import HOST_PATTERN, MULTI_PART_SUFFIXES
 from ..errors import UserError
@@ -45,6 +54,7 @@ from ..layout import (
     scores_root,
 )
 from ..metrics import t_critical
+from ..outlets import TRAINING_OUTLETS_FILE, read_training_outlets
 from ..storage import atomic_write_parquet, exists, expand_inputs, write_json
 
 if TYPE_CHECKING:
@@ -86,6 +96,8 @@ class AggregateSummary:
     domain_fallback_rows: int
     mapped_rows: int
     aggregated_at: str
+    outlets_seen_in_training: int | None = None  # outlets whose source or domain the model trained on
+    articles_from_seen_outlets: int | None = None
     ci_method: str = CI_METHOD
     notes: list[str] = field(default_factory=list)
 
@@ -231,23 +243,48 @@ def registered_domain(host: pl.Expr) -> pl.Expr:
 
 
 def _with_outlet(rows: pl.LazyFrame, cfg: AggregateConfig, names: list[str]) -> pl.LazyFrame:
-    """Add _outlet (the outlet key) and _fallback (keyed by source name for want of a URL).
-    Domains are worked out once per distinct host and joined back: hosts are few, URLs are not."""
+    """Add _outlet (the outlet key), _fallback (keyed by source name for want of a URL) and _domain (the
+    registered domain of the row's URL, null without one). Domains are worked out once per distinct host
+    and joined back: hosts are few, URLs are not."""
     import polars as pl
 
     source = pl.col("source").cast(pl.String).fill_null("(no source)")
-    if cfg.outlet_key == "source":
-        return rows.with_columns(_outlet=source, _fallback=pl.lit(False))
     urls = [c for c in URL_COLUMNS if c in names]
-    if not urls:
+    if cfg.outlet_key == "domain" and not urls:
         raise UserError("--outlet-key domain needs a url or source_url column in the scores; "
                         "score input that has one, or use --outlet-key source with --outlet-map")
-    rows = rows.with_columns(_host=pl.coalesce([pl.col(c).cast(pl.String).str.extract(HOST_PATTERN, 1) for c in urls]))
-    hosts = _collect(rows.select(pl.col("_host").unique().drop_nulls()))
-    hosts = hosts.with_columns(_domain=registered_domain(pl.col("_host")))
-    rows = rows.join(hosts.lazy(), on="_host", how="left")
-    return rows.with_columns(_outlet=pl.coalesce("_domain", source),
-                             _fallback=pl.col("_domain").is_null()).drop("_host", "_domain")
+    if urls:
+        rows = rows.with_columns(
+            _host=pl.coalesce([pl.col(c).cast(pl.String).str.extract(HOST_PATTERN, 1) for c in urls]))
+        hosts = _collect(rows.select(pl.col("_host").unique().drop_nulls()))
+        hosts = hosts.with_columns(_domain=registered_domain(pl.col("_host")))
+        rows = rows.join(hosts.lazy(), on="_host", how="left").drop("_host")
+    else:
+        rows = rows.with_columns(_domain=pl.lit(None, dtype=pl.String))
+    if cfg.outlet_key == "source":
+        return rows.with_columns(_outlet=source, _fallback=pl.lit(False))
+    return rows.with_columns(_outlet=pl.coalesce("_domain", source), _fallback=pl.col("_domain").is_null())
+
+
+def _with_seen(rows: pl.LazyFrame, cfg: AggregateConfig, notes: list[str]) -> pl.LazyFrame:
+    """Add _source_seen / _domain_seen: whether the model trained on this row's source name / URL domain
+    (null where that cannot be told)."""
+    import polars as pl
+
+    trained = read_training_outlets(cfg.model)
+    if trained is None:
+        if cfg.model:
+            notes.append(f"{cfg.model} has no {TRAINING_OUTLETS_FILE} (a model trained before it was recorded): "
+                         "seen_in_training and domain_seen_in_training are null; retrain to fill them")
+        else:
+            notes.append("no --model given: outlet_label uses the fixed ±T rule, and label_set, seen_in_training "
+                         "and domain_seen_in_training are null; give the model directory the scores came from")
+        unknown = pl.lit(None, dtype=pl.Boolean)
+        return rows.with_columns(_source_seen=unknown, _domain_seen=unknown)
+    source = pl.col("source").cast(pl.String)
+    return rows.with_columns(
+        _source_seen=source.is_in(list(trained.sources)).fill_null(False),
+        _domain_seen=pl.when(pl.col("_domain").is_not_null()).then(pl.col("_domain").is_in(list(trained.domains))))
 
 
 def _choose_model(lf: pl.LazyFrame, wanted: str | None) -> tuple[str, list[str], list[str]]:
@@ -327,7 +364,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     input_rows = _collect(rows.select(pl.len())).item()
     rows = rows.with_columns(_input=pl.col("_part").replace_strict(found_parts.inputs, default=pl.col("_part"),
                                                                    return_dtype=pl.String))
-    rows = _with_dates(_with_outlet(rows, cfg, names), schema["date"])
+    rows = _with_seen(_with_dates(_with_outlet(rows, cfg, names), schema["date"]), cfg, notes)
     # One article id in several input files. If its rows name different outlets, the id is ambiguous:
     # it is left out and counted, never moved to one of the outlets. Otherwise the row of the input path
     # that sorts first is kept (deterministic whatever order the files were scored in).
@@ -339,7 +376,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     rows = rows.with_columns(_mapped=pl.col("_outlet").is_in(list(mapping)), _outlet=pl.col("_outlet").replace(mapping))
     # One pass over the files; the counts and the aggregates below read this projection in memory.
     rows = _collect(rows.select("date", "label", "bias_score", "confidence", "_outlet", "_fallback", "_mapped",
-                                "_status", "_date")).lazy()
+                                "_status", "_date", "_source_seen", "_domain_seen")).lazy()
     bias, conf = pl.col("bias_score").cast(pl.Float64), pl.col("confidence").cast(pl.Float64)
     present = bias.is_not_null() & conf.is_not_null()
     # NaN, ±inf or out-of-range numbers never reach a mean or a label: counted and left out
@@ -369,7 +406,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     examples = _collect(rows.filter(~placed).select(pl.col("date").cast(pl.String).fill_null("<null>"))
                         .unique().sort("date").head(5))["date"].to_list()
 
-    table = _aggregate_rows(rows.filter(keep), cfg, model)
+    table = _apply_rule(_aggregate_rows(rows.filter(keep), cfg, model), cfg, notes)
     out_path = atomic_write_parquet(table.to_arrow(), aggregate_part(cfg.output, cfg.window))
     _remove_stale_parts(aggregate_window_dir(cfg.output, cfg.window))
     if counts["kept"] == 0:
@@ -389,7 +426,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
         excluded_rows={name: counts[f"x{i}"] for i, name in enumerate(checks)},
         domain_fallback_rows=counts["fallback"], mapped_rows=counts["mapped"],
         aggregated_at=table["aggregated_at"][0].isoformat() if table.height else _now().isoformat(),
-        notes=notes)
+        notes=notes, **_seen_counts(table, cfg))
     if counts["invalid"]:
         notes.append(f"{counts['invalid']} row(s) had a NaN, infinite or out-of-range bias_score or confidence "
                      "and were left out")
@@ -402,8 +439,48 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
                      "were deleted or rewritten since they were scored and were left out; rerun `score`")
     if counts["fallback"]:
         notes.append(f"{counts['fallback']} row(s) had no usable URL and were keyed by their source name")
+    if summary.outlets_seen_in_training:
+        notes.append(f"{summary.outlets_seen_in_training} of {summary.outlets} outlet(s) "
+                     f"({summary.articles_from_seen_outlets} of {counts['kept']} articles) are ones the model was "
+                     "trained on: their positions are in-sample (seen_in_training), not what it does on outlets "
+                     "it never saw")
     write_json(summary.summary_path, {"config": cfg.to_dict(), **summary.to_dict()})
     return summary
+
+
+def _apply_rule(table: pl.DataFrame, cfg: AggregateConfig, notes: list[str]) -> pl.DataFrame:
+    """outlet_label and label_set from the model's fitted outlet rule (--label-rule fitted), else the fixed ±T
+    label _aggregate_rows made and a null label_set."""
+    import polars as pl
+
+    from ..training.outlet_rule import RULE_FILE, read_outlet_rule
+
+    rule = read_outlet_rule(cfg.model) if cfg.label_rule == "fitted" else None
+    if rule is None:
+        if cfg.model and cfg.label_rule == "fitted":
+            notes.append(f"{cfg.model} has no {RULE_FILE} (not a linear model, or trained before the rule): "
+                         f"outlet_label uses the fixed ±{cfg.label_threshold:.3g} rule and label_set is null")
+        return table.with_columns(label_set=pl.lit(None, dtype=pl.List(pl.String)))
+    mean, n = table["mean_bias_score"].to_numpy(), table["n_articles"].to_numpy()
+    labels = [LABELS[i] for i in rule.labels(mean)] if table.height else []
+    sets = rule.sets(mean, n, cfg.set_level) if table.height else []
+    table = table.with_columns(outlet_label=pl.Series(labels, dtype=pl.String),
+                               label_set=pl.Series(sets, dtype=pl.List(pl.String)))
+    order = table.columns
+    order.insert(order.index("outlet_label") + 1, order.pop(order.index("label_set")))
+    return table.select(order)
+
+
+def _seen_counts(table: pl.DataFrame, cfg: AggregateConfig) -> dict:
+    """Outlets (distinct, over all windows) the model trained on, by source or domain, and their articles."""
+    import polars as pl
+
+    if not table.height or table["seen_in_training"].null_count() == table.height:
+        return {}
+    seen = table.filter(pl.col("seen_in_training").fill_null(False)
+                        | pl.col("domain_seen_in_training").fill_null(False))
+    return {"outlets_seen_in_training": seen["outlet"].n_unique(),
+            "articles_from_seen_outlets": int(seen["n_articles"].sum())}
 
 
 def _now() -> dt.datetime:
@@ -418,7 +495,12 @@ def _aggregate_rows(rows: pl.LazyFrame, cfg: AggregateConfig, model: str) -> pl.
     stats = [pl.len().alias("n_articles"), bias.mean().alias("mean_bias_score"),
              bias.std(ddof=1).alias("std_bias_score"),
              *[(label == name).mean().alias(f"share_{name}") for name in ("left", "center", "right")],
-             pl.col("confidence").cast(pl.Float64).mean().alias("mean_confidence")]
+             pl.col("confidence").cast(pl.Float64).mean().alias("mean_confidence"),
+             # any of the outlet's rows (null when none can tell: no --model, or no URL for the domain)
+             pl.when(pl.col("_source_seen").is_not_null().any()).then(pl.col("_source_seen").any())
+             .alias("seen_in_training"),
+             pl.when(pl.col("_domain_seen").is_not_null().any()).then(pl.col("_domain_seen").any())
+             .alias("domain_seen_in_training")]
     if cfg.window == "all":
         grouped = rows.group_by("_outlet").agg(pl.col("_date").min().alias("window_start"),
                                                pl.col("_date").max().alias("window_end"), *stats)
@@ -451,6 +533,7 @@ def _aggregate_rows(rows: pl.LazyFrame, cfg: AggregateConfig, model: str) -> pl.
         "outlet", "window", pl.col("window_start").cast(pl.Date), pl.col("window_end").cast(pl.Date),
         pl.col("n_articles").cast(pl.Int64), "mean_bias_score", "std_bias_score", "ci95_low", "ci95_high",
         "share_left", "share_center", "share_right", "mean_confidence", "outlet_label", "low_n",
+        pl.col("seen_in_training").cast(pl.Boolean), pl.col("domain_seen_in_training").cast(pl.Boolean),
         "delta_vs_previous_window", pl.col("previous_window_start").cast(pl.Date), "model_id", "aggregated_at")
 
 

@@ -23,6 +23,7 @@ from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
 from ..layout import Layout, run_summary
 from ..metrics import classification_report, outlet_agreement
+from ..outlets import read_training_outlets
 from ..storage import (
     atomic_write_text,
     exists,
@@ -143,12 +144,32 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
     if unscored:
         notes.append(f"{len(unscored)} labelled article(s) have no score (see unscored_reasons); "
                      "metrics cover the scored ones")
-    seen = seen_in_training(model_dir if model_dir is not None else _model_of_scores(scores_dir, model_id), cfg,
-                            labelled.files)
+    model_dir = model_dir if model_dir is not None else _model_of_scores(scores_dir, model_id)
+    seen = seen_in_training(model_dir, cfg, labelled.files)
+    overlap = outlets_in_training(model_dir, sources)
+    result["outlets_seen_in_training"] = overlap
+    if seen is None and overlap and overlap["outlets"]:
+        seen = (f"not held out: {overlap['outlets']} of {overlap['of_outlets']} evaluated outlet(s) "
+                f"({overlap['articles']} of {overlap['of_articles']} articles) were in the model's training data; "
+                "these figures overstate how it does on unseen outlets (evaluate on outlets it never saw)")
     result["held_out"] = seen is None
     if seen:
         notes.append(seen)
     return result
+
+
+def outlets_in_training(model_dir: str | None, sources: list[str]) -> dict | None:
+    """How many of the evaluated outlets (and their articles) the model was trained on, by source name
+    (its training_outlets.json); None for a model directory without the file."""
+    trained = read_training_outlets(model_dir)
+    if trained is None:
+        return None
+    counts: dict[str, int] = {}
+    for s in sources:
+        counts[s] = counts.get(s, 0) + 1
+    seen = [s for s in counts if s in trained.sources]
+    return {"outlets": len(seen), "of_outlets": len(counts), "articles": sum(counts[s] for s in seen),
+            "of_articles": len(sources)}
 
 
 def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.ndarray, cfg: EvaluateConfig) -> float:

@@ -21,6 +21,8 @@ from ..layout import (
     REPORT_OUTLET_CHART,
     REPORT_TABLE,
     REPORT_TREND_CHART,
+    REPORT_UNSEEN_CHART,
+    REPORT_UNSEEN_TABLE,
     WINDOW_PARTITION,
     aggregate_part,
     aggregate_summary,
@@ -42,6 +44,9 @@ class ReportPaths:
     trend_window: str | None
     outlets: int
     notes: list[str] = field(default_factory=list)
+    unseen_chart: str | None = None
+    unseen_table: str | None = None
+    unseen: dict | None = None  # outlet Spearman, accuracy and set coverage of the out-of-fold outlets
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +76,24 @@ def label_threshold(aggregates_dir: str, window: str) -> float:
         with open(path, encoding="utf-8") as fh:
             return float(json.load(fh).get("config", {}).get("label_threshold", OUTLET_LABEL_THRESHOLD))
     return OUTLET_LABEL_THRESHOLD
+
+
+def seen_flags(frame: pl.DataFrame) -> list[bool | None]:
+    """Per row: True where the model was trained on the outlet (by source name or URL domain), False where
+    it was not, None where the aggregates cannot tell (made without --model, or before the columns existed)."""
+    cols = [c for c in ("seen_in_training", "domain_seen_in_training") if c in frame.columns]
+    if not cols:
+        return [None] * frame.height
+    out = []
+    for values in zip(*(frame[c].to_list() for c in cols)):
+        known = [v for v in values if v is not None]
+        out.append(any(known) if known else None)
+    return out
+
+
+SEEN_MEANING = ("seen: the model was trained on articles of this outlet (its source name or web domain), so its "
+                "position is in-sample: the model remembers it, and it says little about how the model places "
+                "outlets it never saw")
 
 
 def latest_per_outlet(frame: pl.DataFrame) -> pl.DataFrame:
@@ -110,23 +133,35 @@ def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHO
     low_n = frame["low_n"].to_list()
     faces = ["white" if flag else col for flag, col in zip(low_n, colours)]
     ax.scatter(mean, y, s=sizes, c=faces, edgecolors=colours, linewidths=1.3, zorder=3)
-    ax.set_yticks(y, [f"{_short(o)} ({c})" for o, c in zip(frame["outlet"].to_list(), counts)], fontsize=8)
+    seen = seen_flags(frame)
+    framed = [i for i in y if seen[i]]
+    if framed:  # outlets the model trained on: a black square around the point
+        ax.scatter([mean[i] for i in framed], framed, s=[sizes[i] * 2.2 for i in framed], marker="s",
+                   facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
+    ax.set_yticks(y, [f"{_short(o)} ({c}){' ■ seen' if flag else ''}"
+                      for o, c, flag in zip(frame["outlet"].to_list(), counts, seen)], fontsize=8)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlim(*_score_range(frame, axis))
     ax.set_xlabel("mean bias score  (p_right − p_left):   ← left    center    right →")
     ax.grid(axis="x", color="0.9", lw=0.6)
     shown = f"{n} of {total} outlets (largest by articles)" if n < total else f"{n} outlets"
     zoomed = " (axis zoomed to the data)" if axis == "data" else ""
-    ax.set_title(title or f"Outlet bias with 95% intervals: {shown}{zoomed}", fontsize=10)
-    _legend(ax, biggest)
+    n_seen = sum(1 for flag in seen if flag)
+    in_sample = (f"\n■ {n_seen} of {n} outlets were in the model's training data: their positions are in-sample"
+                 if n_seen else "")
+    ax.set_title(title or f"Outlet bias with 95% intervals: {shown}{zoomed}{in_sample}", fontsize=10)
+    _legend(ax, biggest, seen=n_seen > 0)
     fig.tight_layout()
     return fig
 
 
-def _legend(ax, biggest: int) -> None:
+def _legend(ax, biggest: int, seen: bool = False) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", ls="", color=col, label=name) for name, col in COLOURS.items()]
+    if seen:
+        handles.append(Line2D([], [], marker="s", ls="", markerfacecolor="none", color="black",
+                              label="■ seen in training (in-sample)"))
     handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white", color="0.3",
                           label="low_n: fewer than min. articles"))
     handles.append(Line2D([], [], color="0.35", lw=1.2, label="95% interval"))
@@ -194,26 +229,37 @@ def summary_table(frame: pl.DataFrame, max_rows: int | None = None) -> str:
     frame = frame.sort("mean_bias_score")
     if max_rows is not None and frame.height > max_rows:
         frame = frame.sort("n_articles", descending=True).head(max_rows).sort("mean_bias_score")
-    lines = ["| outlet | label | n | mean | 95% CI | left / center / right | confidence | Δ previous |",
-             "| --- | --- | ---: | ---: | --- | --- | ---: | ---: |"]
-    for r in frame.iter_rows(named=True):
+    lines = ["| outlet | label | n | mean | 95% CI | left / center / right | confidence | Δ previous | seen |",
+             "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- |"]
+    seen = seen_flags(frame)
+    for r, flag in zip(frame.iter_rows(named=True), seen):
         name = r["outlet"].replace("|", "\\|") + (" †" if r["low_n"] else "")
         ci = "–" if r["ci95_low"] is None else f"[{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
         shares = f"{r['share_left']:.0%} / {r['share_center']:.0%} / {r['share_right']:.0%}"
         delta = "–" if r["delta_vs_previous_window"] is None else f"{r['delta_vs_previous_window']:+.2f}"
         lines.append(f"| {name} | {r['outlet_label']} | {r['n_articles']} | {r['mean_bias_score']:+.2f} | {ci} "
-                     f"| {shares} | {r['mean_confidence']:.2f} | {delta} |")
+                     f"| {shares} | {r['mean_confidence']:.2f} | {delta} | {_seen_cell(flag)} |")
     models = ", ".join(sorted(set(frame["model_id"].to_list())))
+    n_seen = sum(1 for flag in seen if flag)
     lines += ["", (f"† fewer articles than --min-articles. Model: {models}. "
                    "Interval: Student t, mean ± t(0.975, n−1)·s/√n.")]
+    if n_seen:
+        lines.append(f"{n_seen} of {frame.height} outlets are marked seen. {SEEN_MEANING.capitalize()}.")
+    elif all(flag is None for flag in seen):
+        lines.append("seen –: not known (aggregated without --model); a model's training outlets make their "
+                     "positions in-sample.")
     return "\n".join(lines) + "\n"
+
+
+def _seen_cell(flag: bool | None) -> str:
+    return "–" if flag is None else "yes" if flag else "no"
 
 
 # ------------------------------------------------------------------------------------------------- write
 
 def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None = None, *,
                  max_outlets: int | None = ReportConfig.max_outlets, dpi: int = ReportConfig.dpi,
-                 axis: str = ReportConfig.axis) -> ReportPaths:
+                 axis: str = ReportConfig.axis, model_dir: str | None = None) -> ReportPaths:
     """The outlet chart (latest window per outlet; `all` when present), the trend chart (finest window
     present besides `all`) and the table, under the names of layout.REPORT_FILES. Returns the paths written."""
     if not output_dir:
@@ -235,8 +281,134 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
                           join(output_dir, REPORT_TREND_CHART), dpi)
     heading = f"# Outlet bias ({outlet_window if outlet_window == 'all' else 'latest ' + outlet_window})\n\n"
     table = atomic_write_text(join(output_dir, REPORT_TABLE), heading + summary_table(frame))
-    return ReportPaths(outlet_chart=outlet_png, trend_chart=trend_png, table=table, outlet_window=outlet_window,
-                       trend_window=trend_window, outlets=frame.height, notes=notes)
+    paths = ReportPaths(outlet_chart=outlet_png, trend_chart=trend_png, table=table, outlet_window=outlet_window,
+                        trend_window=trend_window, outlets=frame.height, notes=notes)
+    if model_dir:
+        _unseen_report(model_dir, output_dir, paths, max_outlets=max_outlets, dpi=dpi)
+    return paths
+
+
+# ------------------------------------------------------------------------------- outlets it never saw
+
+def unseen_outlets(model_dir: str, min_articles: int | None = None, level: float = 0.9) -> tuple[pl.DataFrame, dict]:
+    """From the model's out-of-fold article scores (each scored by a model of its recipe that never saw its
+    outlet): per outlet its mean, AllSides label, fitted label and label set; and outlet Spearman, outlet
+    accuracy (fitted and ±1/3) over outlets with >= min_articles, set coverage over all."""
+    import numpy as np
+
+    from .. import LABELS
+    from ..metrics import spearman
+    from ..training.outlet_rule import FIXED, OOF_FILE, label_of, outlets_of, read_outlet_rule
+
+    rule = read_outlet_rule(model_dir)
+    path = os.path.join(model_dir, OOF_FILE)
+    if rule is None or not os.path.isfile(path):
+        raise UserError(f"{model_dir} has no out-of-fold scores ({OOF_FILE}) and outlet rule: train a linear model "
+                        "with --linear-outlet-folds (the default) to draw how it places outlets it never saw")
+    oof = pl.read_parquet(path)
+    labels = np.array([LABELS.index(v) for v in oof["label"].to_list()])
+    out = outlets_of(oof["source"].to_list(), labels, oof["bias_score"].to_numpy())
+    min_articles = rule.min_articles if min_articles is None else min_articles
+    sets = rule.sets(out.mean, out.n, level)
+    fitted = rule.labels(out.mean)
+    frame = pl.DataFrame({
+        "outlet": out.names, "n_articles": out.n, "oof_mean": out.mean,
+        "allsides_label": [LABELS[int(y)] for y in out.label], "outlet_label": [LABELS[int(y)] for y in fitted],
+        "label_set": sets, "covered": [LABELS[int(y)] in s for y, s in zip(out.label, sets)]})
+    big = out.n >= min_articles
+    stats = {"outlets": int(big.sum()), "all_outlets": len(out.names), "articles": int(out.n.sum()),
+             "spearman": spearman(out.mean[big], out.label[big]),
+             "accuracy_fitted": float((fitted[big] == out.label[big]).mean()) if big.any() else float("nan"),
+             "accuracy_fixed": float((label_of(out.mean[big], FIXED) == out.label[big]).mean()) if big.any()
+             else float("nan"),
+             "coverage": float(frame["covered"].mean()), "set_size": float(np.mean([len(s) for s in sets])),
+             "level": level, "min_articles": min_articles, "thresholds": list(rule.thresholds)}
+    return frame, stats
+
+
+def unseen_chart(frame: pl.DataFrame, stats: dict, *, max_outlets: int | None = 60) -> Figure:
+    """Out-of-fold outlet means left to right, coloured by the outlet's AllSides label; a cross where the
+    fitted rule labels it wrongly; the fitted thresholds as dashed lines; the label set beside each point."""
+    frame = frame.filter(pl.col("n_articles") >= stats["min_articles"])
+    total = frame.height
+    if max_outlets is not None and total > max_outlets:
+        frame = frame.sort("n_articles", descending=True).head(max_outlets)
+    frame = frame.sort("oof_mean")
+    n = frame.height
+    fig = Figure(figsize=(9.0, max(2.8, 1.6 + 0.22 * n)))
+    ax = fig.add_subplot()
+    lo, hi = stats["thresholds"]
+    for x in (lo, hi):
+        ax.axvline(x, color="0.3", lw=0.9, ls="--")
+    ax.axvline(0, color="0.75", lw=0.8)
+    y = list(range(n))
+    mean, truth = frame["oof_mean"].to_list(), frame["allsides_label"].to_list()
+    right = [a == b for a, b in zip(frame["outlet_label"].to_list(), truth)]
+    for ok, marker in ((True, "o"), (False, "X")):
+        idx = [i for i in y if right[i] is ok]
+        if idx:
+            ax.scatter([mean[i] for i in idx], idx, c=[COLOURS[truth[i]] for i in idx], marker=marker, s=46, zorder=3)
+    short = {"left": "L", "center": "C", "right": "R"}
+    for i, s in enumerate(frame["label_set"].to_list()):
+        ax.annotate("{" + ",".join(short[v] for v in s) + "}", (mean[i], i), xytext=(7, -3),
+                    textcoords="offset points", fontsize=7, color="0.3")
+    ax.set_yticks(y, [f"{_short(o)} ({c})" for o, c in zip(frame["outlet"].to_list(), frame["n_articles"].to_list())],
+                  fontsize=8)
+    ax.set_ylim(n - 0.5, -0.5)
+    span = max(abs(v) for v in mean + [lo, hi]) * 1.25 + 0.02
+    ax.set_xlim(-span, span)
+    ax.set_xlabel("out-of-fold mean bias score (p_right − p_left):   ← left    right →")
+    ax.grid(axis="x", color="0.9", lw=0.6)
+    shown = f"{n} of {total}" if n < total else f"{n}"
+    ax.set_title(
+        f"How the model places outlets it never saw: {shown} outlets with ≥ {stats['min_articles']} articles\n"
+        f"outlet Spearman {stats['spearman']:.2f} · outlet accuracy {stats['accuracy_fitted']:.2f} fitted rule "
+        f"(±1/3: {stats['accuracy_fixed']:.2f}) · {stats['level']:.0%} sets cover {stats['coverage']:.2f} "
+        f"of {stats['all_outlets']} outlets", fontsize=9)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=col, label=f"AllSides: {name}") for name, col in COLOURS.items()]
+    handles += [Line2D([], [], marker="X", ls="", color="0.3", label="fitted label wrong"),
+                Line2D([], [], color="0.3", ls="--", label="fitted thresholds"),
+                Line2D([], [], ls="", label="{L,C,R}: label set")]
+    ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.9)
+    fig.tight_layout()
+    return fig
+
+
+def unseen_table(frame: pl.DataFrame, stats: dict) -> str:
+    lines = ["# How the model places outlets it never saw (out of fold)\n",
+             f"Every article scored by a model of the same recipe that never saw its outlet. Over the "
+             f"{stats['outlets']} outlets with at least {stats['min_articles']} articles: outlet Spearman "
+             f"{stats['spearman']:.3f}, outlet accuracy {stats['accuracy_fitted']:.3f} with the fitted rule "
+             f"(thresholds {stats['thresholds'][0]:+.3f} / {stats['thresholds'][1]:+.3f}, fitted on these same "
+             f"outlets, so slightly optimistic; docs/results.md measures it on held-out folds) and "
+             f"{stats['accuracy_fixed']:.3f} with ±1/3. {stats['level']:.0%} label sets cover "
+             f"{stats['coverage']:.3f} of all {stats['all_outlets']} outlets (mean size {stats['set_size']:.2f}).\n",
+             "| outlet | n | out-of-fold mean | AllSides | outlet_label | label_set |",
+             "| --- | ---: | ---: | --- | --- | --- |"]
+    ordered = frame.with_columns(big=pl.col("n_articles") >= stats["min_articles"]).sort(
+        ["big", "oof_mean"], descending=[True, False])
+    for r in ordered.iter_rows(named=True):
+        name = r["outlet"].replace("|", "\\|") + ("" if r["big"] else " †")
+        lines.append(f"| {name} | {r['n_articles']} | {r['oof_mean']:+.3f} | {r['allsides_label']} | "
+                     f"{r['outlet_label']} | {', '.join(r['label_set'])} |")
+    lines += ["", f"† fewer than {stats['min_articles']} articles (listed after the others)."]
+    return "\n".join(lines) + "\n"
+
+
+def _unseen_report(model_dir: str, output_dir: str, paths: ReportPaths, *, max_outlets: int | None, dpi: int) -> None:
+    from ..training.outlet_rule import OOF_FILE
+
+    if not os.path.isfile(os.path.join(model_dir, OOF_FILE)):
+        paths.notes.append(f"{model_dir} has no {OOF_FILE}: no picture of how it places outlets it never saw "
+                           "(train a linear model with --linear-outlet-folds, the default)")
+        return
+    frame, stats = unseen_outlets(model_dir)
+    paths.unseen_chart = _save(unseen_chart(frame, stats, max_outlets=min(max_outlets or 60, 60)),
+                               join(output_dir, REPORT_UNSEEN_CHART), dpi)
+    paths.unseen_table = atomic_write_text(join(output_dir, REPORT_UNSEEN_TABLE), unseen_table(frame, stats))
+    paths.unseen = stats
 
 
 def _save(fig: Figure, path: str, dpi: int) -> str:

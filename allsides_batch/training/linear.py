@@ -21,7 +21,8 @@ from .. import LABELS
 from ..errors import UserError
 from ..linear_model import TOKEN_PATTERN, LinearModel, tfidf_rows
 
-__all__ = ["LinearModel", "TOKEN_PATTERN", "fit_linear", "fit_linear_model", "outlet_sample_weights", "tfidf_rows"]
+__all__ = ["LinearModel", "TOKEN_PATTERN", "fit_linear", "fit_linear_model", "fit_recipe", "outlet_sample_weights",
+           "tfidf_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,14 @@ def fit_linear(texts: list[str], labels: np.ndarray, sources: list[str], *, ngra
     return model, float(np.average(-np.log(p), weights=weights))
 
 
+def fit_recipe(cfg, texts, labels, sources) -> tuple[LinearModel, float]:
+    """fit_linear with a TrainConfig's linear_* settings (the first fit, the refit and the outlet rule's
+    out-of-fold fits alike)."""
+    return fit_linear(texts, labels, sources, ngram_max=cfg.linear_ngram_max, max_features=cfg.linear_max_features,
+                      min_df=cfg.linear_min_df, min_outlets=cfg.linear_min_outlets, c=cfg.linear_c,
+                      outlet_weight=cfg.linear_outlet_weight, class_weight=cfg.linear_class_weight)
+
+
 def fit_linear_model(cfg, train_data, val_data, test_data=None):
     """train.fit for kind linear: fit on train_data, report (and with --calibrate, fit the temperature)
     on val_data, report test_data. Returns a train.Fitted."""
@@ -105,11 +114,8 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
     started = time.perf_counter()
     log.info(f"linear: TF-IDF 1-{cfg.linear_ngram_max}-grams, {cfg.linear_max_features} features, C {cfg.linear_c}, "
              f"outlet weight {cfg.linear_outlet_weight}")
-    def fit(texts, labels, sources):  # the recipe's settings, for the first fit and the refit alike
-        return fit_linear(texts, labels, sources, ngram_max=cfg.linear_ngram_max,
-                          max_features=cfg.linear_max_features, min_df=cfg.linear_min_df,
-                          min_outlets=cfg.linear_min_outlets, c=cfg.linear_c, outlet_weight=cfg.linear_outlet_weight,
-                          class_weight=cfg.linear_class_weight)
+    def fit(texts, labels, sources):
+        return fit_recipe(cfg, texts, labels, sources)
 
     model, train_loss = fit(train_data.texts, train_data.labels, train_data.sources)
     val_logits = model.logits(val_data.texts)

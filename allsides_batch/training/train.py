@@ -12,6 +12,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..config import TrainConfig
 from ..errors import UserError
 from ..model import (
@@ -20,6 +22,7 @@ from ..model import (
     save_model,
     write_model_kind,
 )
+from ..outlets import TRAINING_OUTLETS_FILE, training_outlets
 from ..stall import stall_point
 from ..storage import write_json
 from ..text.masking import MASK_VERSION
@@ -93,8 +96,22 @@ def train_model(cfg: TrainConfig) -> TrainResult:
         "precision": str(fitted.dtype).replace("torch.", ""), "steps": fitted.steps,
         "package_versions": package_versions(), "git_commit": git_commit(),
     }
-    _write_output(cfg, fitted, prep, recipe)
+    refit = bool(fitted.metrics.get("refit_on_validation"))
+    fitted_rows = [train_data, val_data] if refit else [train_data]
+    outlets = training_outlets([s for d in fitted_rows for s in d.sources], _urls(fitted_rows),
+                               val_data.sources, _urls([val_data]), refit)
+    rule = fit_outlet_rule(cfg, data.subset(np.concatenate([train_idx, val_idx]) if refit else train_idx),
+                           fitted.calibration)
+    if rule is not None:
+        recipe["outlet_rule_seconds"] = rule["seconds"]
+    _write_output(cfg, fitted, prep, recipe, outlets, rule)
     return TrainResult(output_dir=cfg.output, metrics=fitted.metrics)
+
+
+def _urls(parts: list[LabelledData]) -> list[str | None] | None:
+    if any(d.urls is None for d in parts):
+        return None
+    return [u for d in parts for u in d.urls]
 
 
 def fit(cfg: TrainConfig, train_data: LabelledData, val_data: LabelledData,
@@ -143,7 +160,49 @@ def save_fitted(fitted: Fitted, out_dir: str, prep: TextPrep) -> None:
         fitted.calibration.save(out_dir)
 
 
-def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict) -> None:
+def fit_outlet_rule(cfg: TrainConfig, data: LabelledData, calibration) -> dict | None:
+    """For kind linear with linear_outlet_folds: score `data` (the rows the saved model was fitted on) out of
+    fold and fit the outlet rule on those outlets (training/outlet_rule.py). Returns {"rule": JSON,
+    "oof": Parquet table, "seconds"}, or None (another kind, folds 0, or too few outlets: a warning says why)."""
+    import time
+
+    import pyarrow as pa
+
+    from .outlet_rule import fit_rule, oof_scores, outlets_of, rule_report
+
+    if cfg.kind != "linear" or not cfg.linear_outlet_folds:
+        return None
+    started = time.perf_counter()
+    folds = cfg.linear_outlet_folds
+    jobs = min(folds, os.cpu_count() or 1) if len(data) >= 5000 else 1  # small data: no process start-up
+    try:
+        scores, assign = oof_scores(cfg, data, folds, jobs=jobs,
+                                    temperature=calibration.temperature if calibration is not None else 1.0)
+    except UserError as exc:
+        log.warning(f"no outlet rule fitted ({exc}); aggregate will label outlets with the fixed ±T rule")
+        return None
+    outlets = outlets_of(data.sources, data.labels, scores)
+    rule = fit_rule(outlets, OUTLET_MIN_ARTICLES)
+    seconds = time.perf_counter() - started
+    report = rule_report(outlets, rule)
+    log.info(f"outlet rule: thresholds {rule.thresholds[0]:+.3f} / {rule.thresholds[1]:+.3f} on {report['outlets']} "
+             f"outlets with >= {OUTLET_MIN_ARTICLES} articles (out-of-fold outlet accuracy "
+             f"{report['accuracy_fitted']:.3f}, in-sample for the thresholds; ±1/3 {report['accuracy_fixed']:.3f}; "
+             f"{seconds:.0f} s)")
+    from .. import LABELS
+
+    oof = pa.table({"id": pa.array(data.ids, pa.string()), "source": pa.array(data.sources, pa.string()),
+                    "url": pa.array(data.urls if data.urls is not None else [None] * len(data), pa.string()),
+                    "label": pa.array([LABELS[int(y)] for y in data.labels], pa.string()),
+                    "bias_score": pa.array(scores, pa.float64()), "fold": pa.array(assign, pa.int32())})
+    meta = {"method": "thresholds on out-of-fold outlet means (most outlets right), split-conformal label sets",
+            "folds": folds, "group_by": cfg.group_by, "articles": len(data), "outlets": len(outlets.names),
+            "fit_report": report, "seconds": round(seconds, 1)}
+    return {"rule": {**rule.to_json(), **meta}, "oof": oof, "seconds": round(seconds, 1)}
+
+
+def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict, outlets: dict,
+                  rule: dict | None = None) -> None:
     """Write everything to a sibling temporary directory, then move it into place: an interrupted run
     never leaves a half-written model where a good one was. With --overwrite the old model is renamed to
     `<output>.old-<pid>` before the new one moves in and deleted after, so a kill between the two renames
@@ -156,6 +215,14 @@ def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict
         save_fitted(fitted, tmp, prep)
         write_json(os.path.join(tmp, "training_recipe.json"), recipe)
         write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
+        write_json(os.path.join(tmp, TRAINING_OUTLETS_FILE), outlets)
+        if rule is not None:
+            import pyarrow.parquet as pq
+
+            from .outlet_rule import OOF_FILE, RULE_FILE
+
+            write_json(os.path.join(tmp, RULE_FILE), rule["rule"])
+            pq.write_table(rule["oof"], os.path.join(tmp, OOF_FILE))
         with open(os.path.join(tmp, "README.md"), "w") as fh:
             fh.write(model_card(cfg, recipe, fitted.metrics))
         stall_point(STALL_ENV, "staged")
