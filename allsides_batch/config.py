@@ -337,8 +337,8 @@ class AggregateConfig:
     model_id: str | None = field(default=None, metadata={"help": "aggregate only this model's scores"})
     model: str | None = field(
         default=None,
-        metadata={"help": "the model directory the scores came from: its training_outlets.json marks the outlets "
-                          "it was trained on (seen_in_training)"},
+        metadata={"help": "the model directory the scores came from: marks the outlets it was trained on "
+                          "(seen_in_training) and gives its fitted outlet rule (outlet_label, label_set)"},
     )
     label_rule: Literal["fitted", "fixed"] = field(
         default="fitted",
@@ -408,8 +408,6 @@ class EvaluateConfig:
             raise ConfigError("min_articles", f"must be >= 1, got {self.min_articles}")
         if not 0.0 <= self.label_threshold < 1.0:
             raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
-        if not 0.0 < self.set_level < 1.0:
-            raise ConfigError("set_level", f"must be in (0, 1), got {self.set_level}")
 
 
 @dataclass

@@ -274,3 +274,14 @@ def test_outlets_the_model_trained_on_are_marked_on_chart_and_table(tmp_path, ch
     assert "| A | center | 3 | -0.07 | [-1.00, +1.00] | 33% / 33% / 33% | 0.70 | – | yes |" in table
     assert "| C | center | 2 | -0.10 | [-1.00, +1.00] | 50% / 0% / 50% | 0.60 | – | no |" in table
     assert "1 of 3 outlets are marked seen. Seen: the model was trained on articles of this outlet" in table
+
+
+def test_table_lists_outlets_with_enough_articles_first_and_the_chart_names_model_and_window(tmp_path, chart_spy):
+    scores = _windows_scores(tmp_path)
+    outlet_aggregates(AggregateConfig(scores=str(scores), output=str(tmp_path / "agg"), window="all", min_articles=3))
+    paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
+    rows = [line.split(" | ")[0] for line in Path(paths.table).read_text().splitlines() if line.startswith("| ")][2:]
+    assert rows == ["| A", "| C †", "| B †"]  # A has 3 articles; C (−0.10) and B (+0.70) fewer, after it
+    (call,) = chart_spy
+    title = call["fig"].axes[0].get_title()
+    assert "model m1 · all dates · 2020-01-" in title

@@ -104,7 +104,7 @@ def latest_per_outlet(frame: pl.DataFrame) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------------------ charts
 
 def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHOLD, max_outlets: int | None = None,
-                 title: str | None = None, axis: str = "full") -> Figure:
+                 title: str | None = None, axis: str = "full", caption: str | None = None) -> Figure:
     """Outlets on a left-to-right axis at their mean bias score with 95% intervals; marker area by
     article count, colour by outlet label, hollow markers for low_n. One row per outlet, sorted by
     mean, so the chart stays readable with hundreds of outlets (the figure grows in height).
@@ -149,7 +149,8 @@ def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHO
     n_seen = sum(1 for flag in seen if flag)
     in_sample = (f"\n■ {n_seen} of {n} outlets were in the model's training data: their positions are in-sample"
                  if n_seen else "")
-    ax.set_title(title or f"Outlet bias with 95% intervals: {shown}{zoomed}{in_sample}", fontsize=10)
+    caption = f"\n{caption}" if caption else ""
+    ax.set_title(title or f"Outlet bias with 95% intervals: {shown}{zoomed}{caption}{in_sample}", fontsize=10)
     _legend(ax, biggest, seen=n_seen > 0)
     fig.tight_layout()
     return fig
@@ -225,10 +226,11 @@ def trend_chart(frame: pl.DataFrame, outlets: list[str] | None = None, *, top: i
 # ------------------------------------------------------------------------------------------------- table
 
 def summary_table(frame: pl.DataFrame, max_rows: int | None = None) -> str:
-    """Markdown table, one row per outlet sorted left to right; low_n outlets marked †."""
-    frame = frame.sort("mean_bias_score")
+    """Markdown table, one row per outlet: outlets with at least --min-articles first, each group sorted left
+    to right; low_n outlets marked †."""
     if max_rows is not None and frame.height > max_rows:
-        frame = frame.sort("n_articles", descending=True).head(max_rows).sort("mean_bias_score")
+        frame = frame.sort("n_articles", descending=True).head(max_rows)
+    frame = frame.sort(["low_n", "mean_bias_score"])
     lines = ["| outlet | label | n | mean | 95% CI | left / center / right | confidence | Δ previous | seen |",
              "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- |"]
     seen = seen_flags(frame)
@@ -251,6 +253,16 @@ def summary_table(frame: pl.DataFrame, max_rows: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def chart_caption(frame: pl.DataFrame, window: str) -> str:
+    """Model id, window and the dates the points cover, for the chart's title."""
+    models = ", ".join(sorted(set(frame["model_id"].to_list()))) if "model_id" in frame.columns else "?"
+    starts = [d for d in frame["window_start"].to_list() if d is not None]
+    ends = [d for d in frame["window_end"].to_list() if d is not None]
+    dates = f"{min(starts)} to {max(ends)}" if starts and ends else "undated"
+    which = "all dates" if window == "all" else f"each outlet's latest {window}"
+    return f"model {models} · {which} · {dates}"
+
+
 def _seen_cell(flag: bool | None) -> str:
     return "–" if flag is None else "yes" if flag else "no"
 
@@ -270,7 +282,7 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
     os.makedirs(output_dir, exist_ok=True)
     notes: list[str] = []
     fig = outlet_chart(frame, threshold=label_threshold(aggregates_dir, outlet_window), max_outlets=max_outlets,
-                       axis=axis)
+                       axis=axis, caption=chart_caption(frame, outlet_window))
     outlet_png = _save(fig, join(output_dir, REPORT_OUTLET_CHART), dpi)
     trend_window = next((w for w in reversed(windows) if w != "all"), None)
     trend_png = None

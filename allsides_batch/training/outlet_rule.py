@@ -32,7 +32,7 @@ import numpy as np
 from .. import LABELS
 from ..config import TrainConfig
 from ..errors import UserError
-from .data import LabelledData
+from .data import LabelledData, outlet_folds
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,10 @@ def oof_scores(cfg: TrainConfig, data: LabelledData, folds: int, jobs: int = 1,
     """(bias score, fold) of every article of `data`, each scored by a linear model of cfg's recipe fitted on
     the other folds (outlet-grouped by cfg.group_by, label-stratified: cv's folds), its logits divided by
     the saved model's `temperature` as the scorer does. `jobs` folds at once."""
-    from .cv import fold_assignment, split_fold
-
     started = time.perf_counter()
-    assign = fold_assignment(cfg, data, folds, "outlet")
-    parts = [(cfg, f, *split_fold(data, assign, f), temperature) for f in range(folds)]
+    assign = outlet_folds(data.groups(cfg.group_by), data.labels, folds, cfg.seed)  # cv's outlet folds
+    parts = [(cfg, f, data.subset(np.flatnonzero(assign != f)), data.subset(np.flatnonzero(assign == f)), temperature)
+             for f in range(folds)]
     if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor

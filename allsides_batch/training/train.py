@@ -102,8 +102,6 @@ def train_model(cfg: TrainConfig) -> TrainResult:
                                val_data.sources, _urls([val_data]), refit)
     rule = fit_outlet_rule(cfg, data.subset(np.concatenate([train_idx, val_idx]) if refit else train_idx),
                            fitted.calibration)
-    if rule is not None:
-        recipe["outlet_rule_seconds"] = rule["seconds"]
     _write_output(cfg, fitted, prep, recipe, outlets, rule)
     return TrainResult(output_dir=cfg.output, metrics=fitted.metrics)
 
