@@ -16,6 +16,7 @@ COMMANDS = {
     "aggregate": ("allsides_batch.commands.aggregate", "Per-outlet (and per-window) statistics of article scores."),
     "evaluate": ("allsides_batch.commands.evaluate", "Accuracy, macro-F1, calibration and outlet-level agreement."),
     "report": ("allsides_batch.commands.report", "Outlet chart, trend chart and markdown table from aggregates."),
+    "explain": ("allsides_batch.commands.explain", "The terms that place an article or an outlet (linear models)."),
     "nightly": ("allsides_batch.commands.nightly", "The nightly job here: train models/latest if absent, then "
                                                    "score, aggregate and chart on Prefect's local server."),
 }

@@ -68,6 +68,17 @@ class LinearModel:
         """(N, C) float32 decision values."""
         return self.logits_and_words(texts)[0]
 
+    def bias_weights(self) -> np.ndarray:
+        """(V,) each term's weight on the bias logit, logit_right − logit_left: coef_right − coef_left."""
+        return (self.coef[LABELS.index("right")] - self.coef[LABELS.index("left")]).astype(np.float64)
+
+    def strongest_terms(self, top: int = 20) -> dict[str, list[tuple[str, float]]]:
+        """The `top` terms with the largest bias weights each way: what pushes any article right or left."""
+        w = self.bias_weights()
+        order = np.argsort(w, kind="stable")
+        return {"right": [(self.vocabulary[i], float(w[i])) for i in order[::-1][:top]],
+                "left": [(self.vocabulary[i], float(w[i])) for i in order[:top]]}
+
     # ---- files
     def save(self, model_dir: str) -> None:
         from safetensors.numpy import save_file

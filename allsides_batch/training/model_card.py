@@ -31,8 +31,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
-    """A model card with the same per-epoch table as the published DistilBERT-AllSides card."""
+def term_lines(terms: dict[str, list[tuple[str, float]]] | None) -> list[str]:
+    """The card's section on the n-grams with the largest weights on the bias logit (linear models)."""
+    if not terms:
+        return []
+    lines = ["", "## Terms that push hardest", "",
+             "The n-grams with the largest weights on the bias logit (logit_right − logit_left) of the linear "
+             "model: each occurrence moves an article that way, scaled by its TF-IDF value. `allsides-batch "
+             "explain` gives one article's or one outlet's own contributions.", "",
+             "| pushes right | weight | pushes left | weight |", "| --- | ---: | --- | ---: |"]
+    for (rt, rw), (lt, lw) in zip(terms["right"], terms["left"]):
+        lines.append(f"| `{rt}` | {rw:+.3f} | `{lt}` | {lw:+.3f} |")
+    return lines
+
+
+def model_card(cfg: TrainConfig, recipe: dict, metrics: dict,
+               terms: dict[str, list[tuple[str, float]]] | None = None) -> str:
+    """A model card with the same per-epoch table as the published DistilBERT-AllSides card (and, for a
+    linear model or an ensemble's linear half, the strongest terms each way)."""
     what = {
         "transformer": f"Fine-tuned from `{cfg.base_model}`",
         "linear": (f"TF-IDF (word 1-{cfg.linear_ngram_max}-grams of the whole article, sublinear tf) + logistic "
@@ -74,6 +90,7 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict) -> str:
               f"{c['linear_min_df']}, C {c['linear_c']}, outlet weight {c['linear_outlet_weight']}",
               f"- split: {c['split']} grouped by {c['group_by']}, validation share {c['val_fraction']}, "
               f"seed {c['seed']}"]
+    lines += term_lines(terms)
     if cfg.kind == "linear":
         return "\n".join(lines + ["", "## Training hyperparameters", "", *linear, "", "## Framework versions", "",
                                   *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], ""])

@@ -199,6 +199,13 @@ def fit_outlet_rule(cfg: TrainConfig, data: LabelledData, calibration) -> dict |
     return {"rule": {**rule.to_json(), **meta}, "oof": oof, "seconds": round(seconds, 1)}
 
 
+def _strongest_terms(fitted: Fitted) -> dict | None:
+    """The linear model's (or an ensemble's linear half's) strongest terms each way, for the model card."""
+    linear = fitted.model if fitted.kind == "linear" else (
+        fitted.model["linear"].model if fitted.kind == "ensemble" else None)
+    return linear.strongest_terms(20) if linear is not None else None
+
+
 def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict, outlets: dict,
                   rule: dict | None = None) -> None:
     """Write everything to a sibling temporary directory, then move it into place: an interrupted run
@@ -222,7 +229,7 @@ def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict
             write_json(os.path.join(tmp, RULE_FILE), rule["rule"])
             pq.write_table(rule["oof"], os.path.join(tmp, OOF_FILE))
         with open(os.path.join(tmp, "README.md"), "w") as fh:
-            fh.write(model_card(cfg, recipe, fitted.metrics))
+            fh.write(model_card(cfg, recipe, fitted.metrics, _strongest_terms(fitted)))
         stall_point(STALL_ENV, "staged")
     except BaseException:
         # a full disk or Ctrl-C while staging: the half-written copy goes, --output is untouched
