@@ -17,7 +17,8 @@ TABLE_COLUMNS = ("outlet", "n_articles", "mean_bias_score", "ci95_low", "ci95_hi
 # The report files the night links to, in the order the summary lists them.
 REPORT_FILES = (("outlet_chart", "outlet chart"), ("trend_chart", "trend chart"), ("table", "summary table"),
                 ("unseen_chart", "outlets the model never saw (chart)"),
-                ("unseen_table", "outlets the model never saw (table)"))
+                ("unseen_table", "outlets the model never saw (table)"),
+                ("terms", "why the top outlets sit where they do"))
 
 
 def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
@@ -127,9 +128,10 @@ def console_summary(s: dict, top: int = 15) -> str:
         lines.append(f"  table:      {s['report']['table']}")
     unseen = s["report"].get("unseen")
     if unseen:
+        figures = (f"Spearman {unseen['spearman']:.2f}, outlet accuracy {unseen['accuracy_fitted']:.2f}, "
+                   if unseen["outlets"] >= 2 else f"no outlet with {unseen['min_articles']}+ articles to rank, ")
         lines.append(f"  unseen:     {s['report']['unseen_chart']} (outlets the model never saw, out of fold: "
-                     f"Spearman {unseen['spearman']:.2f}, outlet accuracy {unseen['accuracy_fitted']:.2f}, "
-                     f"{unseen['level']:.0%} sets cover {unseen['coverage']:.2f})")
+                     f"{figures}{unseen['level']:.0%} sets cover {unseen['coverage']:.2f})")
     seen = s.get("outlets_seen_in_training")
     if seen:
         lines.append(f"  in-sample:  {seen} outlet(s) tonight were in the model's training data (marked seen)")

@@ -131,10 +131,38 @@ def aggregate_task(scores: str, output: str, window: str, model_id: str, until: 
 
 
 @task(name="report", **storage_task)
-def report_task(aggregates: str, output: str, model_dir: str | None = None) -> dict:
+def report_task(aggregates: str, output: str, model_dir: str | None = None, corpus: list[str] | None = None,
+                top_outlets: int = 6) -> dict:
+    """The night's report; with a linear model (or ensemble) and the corpus, also terms.md: why its
+    `top_outlets` largest outlets sit where they do."""
     from allsides_batch.analysis.report import write_report
 
-    return write_report(aggregates, output, model_dir=model_dir).to_dict()
+    paths = write_report(aggregates, output, model_dir=model_dir).to_dict()
+    if model_dir and corpus:
+        paths["terms"] = write_outlet_terms(aggregates, output, model_dir, corpus, top_outlets)
+    return paths
+
+
+def write_outlet_terms(aggregates: str, output: str, model_dir: str, corpus: list[str], top: int) -> str | None:
+    import os
+
+    from allsides_batch.analysis.explain import outlet_terms, outlet_terms_markdown
+    from allsides_batch.analysis.report import available_windows, read_aggregates
+    from allsides_batch.model import read_model_kind
+    from allsides_batch.storage import atomic_write_text, join
+
+    if read_model_kind(model_dir)["kind"] not in ("linear", "ensemble"):
+        return None
+    import polars as pl
+
+    frame = read_aggregates(aggregates, available_windows(aggregates)[0])
+    totals = frame.group_by("outlet").agg(pl.col("n_articles").sum().alias("n"))
+    outlets = totals.sort(["n", "outlet"], descending=[True, False])["outlet"].head(top).to_list()
+    terms = outlet_terms(model_dir, corpus, outlets) if outlets else {}
+    if not terms:
+        return None
+    os.makedirs(output, exist_ok=True)
+    return atomic_write_text(join(output, "terms.md"), outlet_terms_markdown(terms, model_dir))
 
 
 @flow(name="score-shard", log_prints=True, persist_result=False)
@@ -249,7 +277,7 @@ def score_corpus_flow(
         log.warning("%d of %d outlets (%d articles) tonight are ones the model was trained on: their positions are "
                     "in-sample, marked seen_in_training", agg["outlets_seen_in_training"], agg["outlets"],
                     agg["articles_from_seen_outlets"])
-    report = report_task(aggregates, night_report(output, run_date), model_dir)
+    report = report_task(aggregates, night_report(output, run_date), model_dir, corpus)
     shard_summaries = artifacts.read_run_summaries(output, run_ids)
     summary = artifacts.night_summary(run_date, score_id, model_dir, output, shard_summaries, agg, report,
                                       time.perf_counter() - started, fan_out, len(files))

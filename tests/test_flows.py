@@ -274,6 +274,16 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
     expected = softmax(LinearModel.load(model_dir).logits(texts))
     assert scores["id"].to_pylist() == corpus["id"]
     np.testing.assert_allclose(scores["p_right"].to_numpy(), expected[:, 2], atol=1e-6)
+    # the night's report: the in-sample outlets marked (the model trained on this very corpus), the
+    # out-of-fold picture of outlets it never saw, and why its largest outlets sit where they do
+    report = tmp_path / "out" / "nights" / RUN_DATE / "report"
+    outlets = len(set(corpus["source"]))
+    assert f"in-sample:  {outlets} outlet(s) tonight were in the model's training data" in text
+    assert (report / "unseen.png").stat().st_size > 10_000 and "outlet Spearman" in (report / "unseen.md").read_text()
+    terms = (report / "terms.md").read_text()
+    assert terms.count("\n## ") == 6 and "| pushes right | contribution |" in terms
+    table = (report / "summary.md").read_text()
+    assert "| yes |" in table and "| no |" not in table and "marked seen" in table
 
 
 # ------------------------------------------------------------------ a date-partitioned corpus, windows

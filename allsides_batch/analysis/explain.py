@@ -145,3 +145,42 @@ def markdown(result: dict, what: str) -> str:
     for i in range(max(len(right), len(left))):
         lines.append(f"| {cell(right[i] if i < len(right) else None)} | {cell(left[i] if i < len(left) else None)} |")
     return "\n".join(lines) + "\n"
+
+
+def outlet_terms(model_dir: str, inputs: list[str], outlets: list[str], top: int = 10,
+                 max_articles: int = 500) -> dict[str, dict]:
+    """explain_rows for each of `outlets` over its articles in `inputs` (at most `max_articles` each, the
+    first ones read), reading the files once."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ..storage import expand_inputs
+
+    explainer = load_explainer(model_dir)
+    wanted, rows = set(outlets), {o: [] for o in outlets}
+    for url in expand_inputs(inputs):
+        names = pq.read_schema(url).names
+        if not {"source", "text"} <= set(names):
+            continue
+        table = pq.read_table(url, columns=[c for c in ("id", "source", "title", "text") if c in names])
+        table = table.filter(pc.is_in(pc.cast(table["source"], "string"), value_set=pa_strings(sorted(wanted))))
+        for r in table.to_pylist():
+            if len(rows[r["source"]]) < max_articles:
+                rows[r["source"]].append(r)
+    return {o: explain_rows(explainer, rows[o], top) for o in outlets if rows[o]}
+
+
+def pa_strings(values: list[str]):
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def outlet_terms_markdown(terms: dict[str, dict], model_dir: str) -> str:
+    lines = ["# Why each outlet sits where it does", "",
+             f"The n-grams that contribute most to each outlet's position, summed over its articles and averaged "
+             f"per article (exact contributions to the bias logit of the linear model in `{model_dir}`; "
+             "`allsides-batch explain --outlet NAME` for any other outlet).", ""]
+    for outlet, result in terms.items():
+        lines += [markdown(result, f"## {outlet}"), ""]
+    return "\n".join(lines)

@@ -341,7 +341,12 @@ def unseen_outlets(model_dir: str, min_articles: int | None = None, level: float
 def unseen_chart(frame: pl.DataFrame, stats: dict, *, max_outlets: int | None = 60) -> Figure:
     """Out-of-fold outlet means left to right, coloured by the outlet's AllSides label; a cross where the
     fitted rule labels it wrongly; the fitted thresholds as dashed lines; the label set beside each point."""
-    frame = frame.filter(pl.col("n_articles") >= stats["min_articles"])
+    big = frame.filter(pl.col("n_articles") >= stats["min_articles"])
+    which = f"outlets with ≥ {stats['min_articles']} articles"
+    if big.height >= 5:
+        frame = big
+    else:  # a small training set: every outlet, the largest first if too many
+        which = f"outlets (fewer than 5 have ≥ {stats['min_articles']} articles: all shown)"
     total = frame.height
     if max_outlets is not None and total > max_outlets:
         frame = frame.sort("n_articles", descending=True).head(max_outlets)
@@ -373,9 +378,9 @@ def unseen_chart(frame: pl.DataFrame, stats: dict, *, max_outlets: int | None = 
     ax.grid(axis="x", color="0.9", lw=0.6)
     shown = f"{n} of {total}" if n < total else f"{n}"
     ax.set_title(
-        f"How the model places outlets it never saw: {shown} outlets with ≥ {stats['min_articles']} articles\n"
-        f"outlet Spearman {stats['spearman']:.2f} · outlet accuracy {stats['accuracy_fitted']:.2f} fitted rule "
-        f"(±1/3: {stats['accuracy_fixed']:.2f}) · {stats['level']:.0%} sets cover {stats['coverage']:.2f} "
+        f"How the model places outlets it never saw: {shown} {which}\n"
+        f"outlet Spearman {_num(stats['spearman'])} · outlet accuracy {_num(stats['accuracy_fitted'])} fitted rule "
+        f"(±1/3: {_num(stats['accuracy_fixed'])}) · {stats['level']:.0%} sets cover {stats['coverage']:.2f} "
         f"of {stats['all_outlets']} outlets", fontsize=9)
     from matplotlib.lines import Line2D
 
@@ -386,6 +391,10 @@ def unseen_chart(frame: pl.DataFrame, stats: dict, *, max_outlets: int | None = 
     ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.9)
     fig.tight_layout()
     return fig
+
+
+def _num(value: float) -> str:
+    return "–" if value != value else f"{value:.2f}"  # NaN: no outlet large enough to measure
 
 
 def unseen_table(frame: pl.DataFrame, stats: dict) -> str:
