@@ -194,7 +194,9 @@ def test_report_without_all_uses_each_outlets_latest_window(tmp_path, chart_spy)
     assert used == {"A": ("month", dt.date(2020, 2, 1)), "B": ("month", dt.date(2020, 1, 1)),
                     "C": ("month", dt.date(2020, 3, 1))}
     labels, xs, colours = drawn(call["fig"])
-    assert labels == ["C (1)", "A (1)", "B (1)"] and xs == [-0.5, 0.0, 0.7]  # each outlet's latest month, not Jan
+    # each outlet's latest month, not Jan, and the label says which
+    assert labels == ["C (1) · month of 2020-03-01", "A (1) · month of 2020-02-01", "B (1) · month of 2020-01-01"]
+    assert xs == [-0.5, 0.0, 0.7]
     assert colours == ["#2166ac", "#8c6bb1", "#b2182b"]  # left, center, right at T = 1/3
     assert bands(call["fig"]) == [(-1.0, round(-1 / 3, 6)), (round(-1 / 3, 6), round(1 / 3, 6)), (round(1 / 3, 6), 1.0)]
     # Δ previous: A's February against its January (0.0 − (−0.1)), C's March against its January (−0.5 − 0.3)

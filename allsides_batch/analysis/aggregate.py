@@ -458,8 +458,15 @@ def _apply_rule(table: pl.DataFrame, cfg: AggregateConfig, notes: list[str]) -> 
     rule = read_outlet_rule(cfg.model) if cfg.label_rule == "fitted" else None
     if rule is None:
         if cfg.model and cfg.label_rule == "fitted":
-            notes.append(f"{cfg.model} has no {RULE_FILE} (not a linear model, or trained before the rule): "
-                         f"outlet_label uses the fixed ±{cfg.label_threshold:.3g} rule and label_set is null")
+            older = [n for n in notes if n.startswith(f"{cfg.model} has no {TRAINING_OUTLETS_FILE}")]
+            if older:  # a model from before both files: one line for both
+                notes.remove(older[0])
+                notes.append(f"{cfg.model} has no {TRAINING_OUTLETS_FILE} or {RULE_FILE} (trained before they were "
+                             f"recorded): outlet_label uses the fixed ±{cfg.label_threshold:.3g} rule, and label_set, "
+                             "seen_in_training and domain_seen_in_training are null; retrain to fill them")
+            else:
+                notes.append(f"{cfg.model} has no {RULE_FILE} (not a linear model, or trained before the rule): "
+                             f"outlet_label uses the fixed ±{cfg.label_threshold:.3g} rule and label_set is null")
         return table.with_columns(label_set=pl.lit(None, dtype=pl.List(pl.String)))
     mean, n = table["mean_bias_score"].to_numpy(), table["n_articles"].to_numpy()
     labels = [LABELS[i] for i in rule.labels(mean)] if table.height else []

@@ -138,8 +138,13 @@ def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHO
     if framed:  # outlets the model trained on: a black square around the point
         ax.scatter([mean[i] for i in framed], framed, s=[sizes[i] * 2.2 for i in framed], marker="s",
                    facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
-    ax.set_yticks(y, [f"{_short(o)} ({c}){' ■ seen' if flag else ''}"
-                      for o, c, flag in zip(frame["outlet"].to_list(), counts, seen)], fontsize=8)
+    # latest windows that differ between outlets: each point says which window it is
+    starts = frame["window_start"].to_list() if "window_start" in frame.columns else [None] * n
+    windows = frame["window"].to_list() if "window" in frame.columns else ["all"] * n
+    dated = len(set(starts)) > 1 and any(w != "all" for w in windows)
+    ax.set_yticks(y, [f"{_short(o)} ({c}){f' · {w} of {d}' if dated else ''}{' ■ seen' if flag else ''}"
+                      for o, c, flag, w, d in zip(frame["outlet"].to_list(), counts, seen, windows, starts)],
+                  fontsize=8)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlim(*_score_range(frame, axis))
     ax.set_xlabel("mean bias score  (p_right − p_left):   ← left    center    right →")
