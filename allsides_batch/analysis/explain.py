@@ -151,29 +151,24 @@ def outlet_terms(model_dir: str, inputs: list[str], outlets: list[str], top: int
                  max_articles: int = 500) -> dict[str, dict]:
     """explain_rows for each of `outlets` over its articles in `inputs` (at most `max_articles` each, the
     first ones read), reading the files once."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from ..storage import expand_inputs
 
     explainer = load_explainer(model_dir)
-    wanted, rows = set(outlets), {o: [] for o in outlets}
+    wanted, rows = pa.array(sorted(set(outlets)), pa.string()), {o: [] for o in outlets}
     for url in expand_inputs(inputs):
         names = pq.read_schema(url).names
         if not {"source", "text"} <= set(names):
             continue
         table = pq.read_table(url, columns=[c for c in ("id", "source", "title", "text") if c in names])
-        table = table.filter(pc.is_in(pc.cast(table["source"], "string"), value_set=pa_strings(sorted(wanted))))
+        table = table.filter(pc.is_in(pc.cast(table["source"], "string"), value_set=wanted))
         for r in table.to_pylist():
             if len(rows[r["source"]]) < max_articles:
                 rows[r["source"]].append(r)
     return {o: explain_rows(explainer, rows[o], top) for o in outlets if rows[o]}
-
-
-def pa_strings(values: list[str]):
-    import pyarrow as pa
-
-    return pa.array(values, pa.string())
 
 
 def outlet_terms_markdown(terms: dict[str, dict], model_dir: str) -> str:
