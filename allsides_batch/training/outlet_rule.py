@@ -261,8 +261,11 @@ def rule_report(outlets: Outlets, rule: OutletRule, level: float = DEFAULT_SET_L
         bins[size_bin(lo)] = {"outlets": int(mask.sum()),
                               "coverage": float(covered[mask].mean()) if mask.any() else float("nan"),
                               "set_size": float(size[mask].mean()) if mask.any() else float("nan")}
+    def accuracy(labels: np.ndarray) -> float:  # NaN with no outlet large enough
+        return float((labels == outlets.label[big]).mean()) if big.any() else float("nan")
+
     return {"outlets": int(big.sum()),
-            "accuracy_fitted": float((rule.labels(outlets.mean[big]) == outlets.label[big]).mean()),
-            "accuracy_fixed": float((label_of(outlets.mean[big], FIXED) == outlets.label[big]).mean()),
+            "accuracy_fitted": accuracy(rule.labels(outlets.mean[big])),
+            "accuracy_fixed": accuracy(label_of(outlets.mean[big], FIXED)),
             "coverage": float(covered.mean()), "set_size": float(size.mean()), "level": level,
             "all_outlets": len(outlets.names), "by_size": bins}
