@@ -129,14 +129,20 @@ def test_aggregate_applies_the_fitted_rule_and_keeps_the_fixed_one_by_flag(train
         summary = outlet_aggregates(AggregateConfig(scores=str(scores), output=str(tmp_path / name), **kw))
         return summary, {r["outlet"]: r for r in pq.read_table(summary.output_path).to_pylist()}
 
-    _, fitted = agg("fitted", model=str(trained))
+    summary, fitted = agg("fitted", model=str(trained))
+    from allsides_batch.analysis.report import label_bands
+
+    assert summary.label_rule == "fitted" and summary.label_thresholds == pytest.approx(list(rule.thresholds))
+    assert label_bands(str(tmp_path / "fitted"), "all") == pytest.approx(rule.thresholds)  # the chart's bands
     assert fitted["Small"]["outlet_label"] == "left" and fitted["Big"]["outlet_label"] == "center"
     assert "center" in fitted["Big"]["label_set"]
     assert "left" in fitted["Small"]["label_set"]
     assert len(fitted["Small"]["label_set"]) >= len(fitted["Big"]["label_set"])
     expected = rule.sets(np.array([fitted["Big"]["mean_bias_score"]]), np.array([300]), 0.9)[0]
     assert fitted["Big"]["label_set"] == expected
-    _, fixed = agg("fixed", model=str(trained), label_rule="fixed")
+    summary, fixed = agg("fixed", model=str(trained), label_rule="fixed")
+    assert summary.label_rule == "fixed"
+    assert label_bands(str(tmp_path / "fixed"), "all") == pytest.approx((-1 / 3, 1 / 3))
     assert fixed["Small"]["outlet_label"] == ("left" if below < -1 / 3 else "center")
     assert fixed["Big"]["label_set"] is None
     _, wider = agg("wider", model=str(trained), set_level=0.99)

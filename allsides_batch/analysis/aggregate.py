@@ -96,6 +96,8 @@ class AggregateSummary:
     domain_fallback_rows: int
     mapped_rows: int
     aggregated_at: str
+    label_rule: str = "fixed"  # what outlet_label came from: the model's fitted outlet rule, or ±T
+    label_thresholds: list[float] | None = None  # (lower, upper) cut points of the mean that outlet_label used
     outlets_seen_in_training: int | None = None  # outlets whose source or domain the model trained on
     articles_from_seen_outlets: int | None = None
     ci_method: str = CI_METHOD
@@ -406,7 +408,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     examples = _collect(rows.filter(~placed).select(pl.col("date").cast(pl.String).fill_null("<null>"))
                         .unique().sort("date").head(5))["date"].to_list()
 
-    table = _apply_rule(_aggregate_rows(rows.filter(keep), cfg, model), cfg, notes)
+    table, thresholds = _apply_rule(_aggregate_rows(rows.filter(keep), cfg, model), cfg, notes)
     out_path = atomic_write_parquet(table.to_arrow(), aggregate_part(cfg.output, cfg.window))
     _remove_stale_parts(aggregate_window_dir(cfg.output, cfg.window))
     if counts["kept"] == 0:
@@ -426,7 +428,9 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
         excluded_rows={name: counts[f"x{i}"] for i, name in enumerate(checks)},
         domain_fallback_rows=counts["fallback"], mapped_rows=counts["mapped"],
         aggregated_at=table["aggregated_at"][0].isoformat() if table.height else _now().isoformat(),
-        notes=notes, **_seen_counts(table, cfg))
+        notes=notes, label_rule="fitted" if thresholds else "fixed",
+        label_thresholds=list(thresholds) if thresholds else [-cfg.label_threshold, cfg.label_threshold],
+        **_seen_counts(table, cfg))
     if counts["invalid"]:
         notes.append(f"{counts['invalid']} row(s) had a NaN, infinite or out-of-range bias_score or confidence "
                      "and were left out")
@@ -448,9 +452,10 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     return summary
 
 
-def _apply_rule(table: pl.DataFrame, cfg: AggregateConfig, notes: list[str]) -> pl.DataFrame:
+def _apply_rule(table: pl.DataFrame, cfg: AggregateConfig,
+                notes: list[str]) -> tuple[pl.DataFrame, tuple[float, float] | None]:
     """outlet_label and label_set from the model's fitted outlet rule (--label-rule fitted), else the fixed ±T
-    label _aggregate_rows made and a null label_set."""
+    label _aggregate_rows made and a null label_set. Also returns the fitted thresholds (None for ±T)."""
     import polars as pl
 
     from ..training.outlet_rule import RULE_FILE, read_outlet_rule
@@ -467,7 +472,7 @@ def _apply_rule(table: pl.DataFrame, cfg: AggregateConfig, notes: list[str]) -> 
             else:
                 notes.append(f"{cfg.model} has no {RULE_FILE} (not a linear model, or trained before the rule): "
                              f"outlet_label uses the fixed ±{cfg.label_threshold:.3g} rule and label_set is null")
-        return table.with_columns(label_set=pl.lit(None, dtype=pl.List(pl.String)))
+        return table.with_columns(label_set=pl.lit(None, dtype=pl.List(pl.String))), None
     mean, n = table["mean_bias_score"].to_numpy(), table["n_articles"].to_numpy()
     labels = [LABELS[i] for i in rule.labels(mean)] if table.height else []
     sets = rule.sets(mean, n, cfg.set_level) if table.height else []
@@ -475,7 +480,7 @@ def _apply_rule(table: pl.DataFrame, cfg: AggregateConfig, notes: list[str]) -> 
                                label_set=pl.Series(sets, dtype=pl.List(pl.String)))
     order = table.columns
     order.insert(order.index("outlet_label") + 1, order.pop(order.index("label_set")))
-    return table.select(order)
+    return table.select(order), rule.thresholds
 
 
 def _seen_counts(table: pl.DataFrame, cfg: AggregateConfig) -> dict:

@@ -69,13 +69,19 @@ def read_aggregates(aggregates_dir: str, window: str) -> pl.DataFrame:
     return pl.read_parquet(aggregate_part(aggregates_dir, window))
 
 
-def label_threshold(aggregates_dir: str, window: str) -> float:
-    """The --label-threshold the aggregates were made with (from their summary), for the chart's bands."""
+def label_bands(aggregates_dir: str, window: str) -> tuple[float, float]:
+    """The cut points outlet_label used (from the aggregates' summary: the fitted outlet rule's thresholds,
+    or ±--label-threshold), for the chart's bands."""
     path = aggregate_summary(aggregates_dir, window)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
-            return float(json.load(fh).get("config", {}).get("label_threshold", OUTLET_LABEL_THRESHOLD))
-    return OUTLET_LABEL_THRESHOLD
+            summary = json.load(fh)
+        if summary.get("label_thresholds"):
+            lo, hi = summary["label_thresholds"]
+            return float(lo), float(hi)
+        t = float(summary.get("config", {}).get("label_threshold", OUTLET_LABEL_THRESHOLD))
+        return -t, t
+    return -OUTLET_LABEL_THRESHOLD, OUTLET_LABEL_THRESHOLD
 
 
 def seen_flags(frame: pl.DataFrame) -> list[bool | None]:
@@ -104,7 +110,8 @@ def latest_per_outlet(frame: pl.DataFrame) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------------------ charts
 
 def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHOLD, max_outlets: int | None = None,
-                 title: str | None = None, axis: str = "full", caption: str | None = None) -> Figure:
+                 title: str | None = None, axis: str = "full", caption: str | None = None,
+                 bands: tuple[float, float] | None = None) -> Figure:
     """Outlets on a left-to-right axis at their mean bias score with 95% intervals; marker area by
     article count, colour by outlet label, hollow markers for low_n. One row per outlet, sorted by
     mean, so the chart stays readable with hundreds of outlets (the figure grows in height).
@@ -118,7 +125,8 @@ def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHO
     n = frame.height
     fig = Figure(figsize=(9.0, max(2.6, 1.3 + 0.22 * n)))
     ax = fig.add_subplot()
-    for lo, hi, name in ((-1, -threshold, "left"), (-threshold, threshold, "center"), (threshold, 1, "right")):
+    cut_lo, cut_hi = bands if bands is not None else (-threshold, threshold)  # where outlet_label changes
+    for lo, hi, name in ((-1, cut_lo, "left"), (cut_lo, cut_hi, "center"), (cut_hi, 1, "right")):
         ax.axvspan(lo, hi, color=COLOURS[name], alpha=0.06, lw=0)
     ax.axvline(0, color="0.6", lw=0.8)
     y = list(range(n))
@@ -286,7 +294,7 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
     frame = latest_per_outlet(read_aggregates(aggregates_dir, outlet_window))
     os.makedirs(output_dir, exist_ok=True)
     notes: list[str] = []
-    fig = outlet_chart(frame, threshold=label_threshold(aggregates_dir, outlet_window), max_outlets=max_outlets,
+    fig = outlet_chart(frame, bands=label_bands(aggregates_dir, outlet_window), max_outlets=max_outlets,
                        axis=axis, caption=chart_caption(frame, outlet_window))
     outlet_png = _save(fig, join(output_dir, REPORT_OUTLET_CHART), dpi)
     trend_window = next((w for w in reversed(windows) if w != "all"), None)
