@@ -30,6 +30,8 @@ REPORT_OUTLET_CHART, REPORT_TREND_CHART, REPORT_TABLE = "outlets.png", "trend.pn
 REPORT_FILES = (REPORT_OUTLET_CHART, REPORT_TREND_CHART, REPORT_TABLE)
 # with a model that kept its out-of-fold scores: how it places outlets it never saw
 REPORT_UNSEEN_CHART, REPORT_UNSEEN_TABLE = "unseen.png", "unseen.md"
+# with a linear model and the corpus: why the largest outlets sit where they do
+REPORT_TERMS = "terms.md"
 NIGHTS_DIR, NIGHT_AGGREGATES, NIGHT_REPORT = "nights", "aggregates", "report"
 
 

@@ -72,6 +72,10 @@ class LinearModel:
         """(V,) each term's weight on the bias logit, logit_right − logit_left: coef_right − coef_left."""
         return (self.coef[LABELS.index("right")] - self.coef[LABELS.index("left")]).astype(np.float64)
 
+    def bias_intercept(self) -> float:
+        """The bias logit's constant: intercept_right − intercept_left."""
+        return float(self.intercept[LABELS.index("right")] - self.intercept[LABELS.index("left")])
+
     def strongest_terms(self, top: int = 20) -> dict[str, list[tuple[str, float]]]:
         """The `top` terms with the largest bias weights each way: what pushes any article right or left."""
         w = self.bias_weights()

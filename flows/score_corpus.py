@@ -135,34 +135,13 @@ def report_task(aggregates: str, output: str, model_dir: str | None = None, corp
                 top_outlets: int = 6) -> dict:
     """The night's report; with a linear model (or ensemble) and the corpus, also terms.md: why its
     `top_outlets` largest outlets sit where they do."""
+    from allsides_batch.analysis.explain import write_outlet_terms
     from allsides_batch.analysis.report import write_report
 
     paths = write_report(aggregates, output, model_dir=model_dir).to_dict()
     if model_dir and corpus:
         paths["terms"] = write_outlet_terms(aggregates, output, model_dir, corpus, top_outlets)
     return paths
-
-
-def write_outlet_terms(aggregates: str, output: str, model_dir: str, corpus: list[str], top: int) -> str | None:
-    import os
-
-    from allsides_batch.analysis.explain import outlet_terms, outlet_terms_markdown
-    from allsides_batch.analysis.report import available_windows, read_aggregates
-    from allsides_batch.model import read_model_kind
-    from allsides_batch.storage import atomic_write_text, join
-
-    if read_model_kind(model_dir)["kind"] not in ("linear", "ensemble"):
-        return None
-    import polars as pl
-
-    frame = read_aggregates(aggregates, available_windows(aggregates)[0])
-    totals = frame.group_by("outlet").agg(pl.col("n_articles").sum().alias("n"))
-    outlets = totals.sort(["n", "outlet"], descending=[True, False])["outlet"].head(top).to_list()
-    terms = outlet_terms(model_dir, corpus, outlets) if outlets else {}
-    if not terms:
-        return None
-    os.makedirs(output, exist_ok=True)
-    return atomic_write_text(join(output, "terms.md"), outlet_terms_markdown(terms, model_dir))
 
 
 @flow(name="score-shard", log_prints=True, persist_result=False)

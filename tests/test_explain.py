@@ -91,7 +91,7 @@ def test_model_card_lists_the_strongest_terms(model_and_scores):
 
     model, _ = model_and_scores
     card = (model / "README.md").read_text()
-    terms = load_explainer(str(model)).card_terms(5)
+    terms = load_explainer(str(model)).model.strongest_terms(5)
     assert "Terms that push hardest" in card
     for term, _ in terms["right"] + terms["left"]:
         assert f"`{term}`" in card

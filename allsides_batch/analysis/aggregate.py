@@ -54,8 +54,9 @@ from ..layout import (
     scores_root,
 )
 from ..metrics import t_critical
-from ..outlets import TRAINING_OUTLETS_FILE, read_training_outlets
+from ..outlets import TRAINING_OUTLETS_FILE, TrainingOutlets, read_training_outlets
 from ..storage import atomic_write_parquet, exists, expand_inputs, write_json
+from ..training.outlet_rule import RULE_FILE, OutletRule, read_outlet_rule
 
 if TYPE_CHECKING:
     import polars as pl
@@ -268,19 +269,32 @@ def _with_outlet(rows: pl.LazyFrame, cfg: AggregateConfig, names: list[str]) -> 
     return rows.with_columns(_outlet=pl.coalesce("_domain", source), _fallback=pl.col("_domain").is_null())
 
 
-def _with_seen(rows: pl.LazyFrame, cfg: AggregateConfig, notes: list[str]) -> pl.LazyFrame:
+def _model_files_note(cfg: AggregateConfig, trained: TrainingOutlets | None, rule: OutletRule | None) -> str | None:
+    """One line on what the model directory (--model) could not give: its training outlets, its rule, both."""
+    T = f"±{cfg.label_threshold:.3g}"
+    if not cfg.model:
+        return (f"no --model given: outlet_label uses the fixed {T} rule, and label_set, seen_in_training and "
+                "domain_seen_in_training are null; give the model directory the scores came from")
+    no_rule = rule is None and cfg.label_rule == "fitted"
+    if trained is None and no_rule:
+        return (f"{cfg.model} has no {TRAINING_OUTLETS_FILE} or {RULE_FILE} (trained before they were recorded): "
+                f"outlet_label uses the fixed {T} rule, and label_set, seen_in_training and domain_seen_in_training "
+                "are null; retrain to fill them")
+    if trained is None:
+        return (f"{cfg.model} has no {TRAINING_OUTLETS_FILE} (a model trained before it was recorded): "
+                "seen_in_training and domain_seen_in_training are null; retrain to fill them")
+    if no_rule:
+        return (f"{cfg.model} has no {RULE_FILE} (not a linear model, or trained before the rule): outlet_label "
+                f"uses the fixed {T} rule and label_set is null")
+    return None
+
+
+def _with_seen(rows: pl.LazyFrame, trained: TrainingOutlets | None) -> pl.LazyFrame:
     """Add _source_seen / _domain_seen: whether the model trained on this row's source name / URL domain
     (null where that cannot be told)."""
     import polars as pl
 
-    trained = read_training_outlets(cfg.model)
     if trained is None:
-        if cfg.model:
-            notes.append(f"{cfg.model} has no {TRAINING_OUTLETS_FILE} (a model trained before it was recorded): "
-                         "seen_in_training and domain_seen_in_training are null; retrain to fill them")
-        else:
-            notes.append("no --model given: outlet_label uses the fixed ±T rule, and label_set, seen_in_training "
-                         "and domain_seen_in_training are null; give the model directory the scores came from")
         unknown = pl.lit(None, dtype=pl.Boolean)
         return rows.with_columns(_source_seen=unknown, _domain_seen=unknown)
     source = pl.col("source").cast(pl.String)
@@ -359,6 +373,11 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
                         f"(found: {', '.join(names)}); give the output directory of `score`")
 
     model, found, notes = _choose_model(scan, cfg.model_id)
+    trained = read_training_outlets(cfg.model)
+    rule = read_outlet_rule(cfg.model) if cfg.label_rule == "fitted" else None
+    missing = _model_files_note(cfg, trained, rule)
+    if missing:
+        notes.append(missing)
     mapping = read_outlet_map(cfg.outlet_map) if cfg.outlet_map else {}
     rows = scan.filter(pl.col("model_id") == model).select(
         "id", "source", "date", "label", "bias_score", "confidence", "scored_at", "_part",
@@ -366,7 +385,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     input_rows = _collect(rows.select(pl.len())).item()
     rows = rows.with_columns(_input=pl.col("_part").replace_strict(found_parts.inputs, default=pl.col("_part"),
                                                                    return_dtype=pl.String))
-    rows = _with_seen(_with_dates(_with_outlet(rows, cfg, names), schema["date"]), cfg, notes)
+    rows = _with_seen(_with_dates(_with_outlet(rows, cfg, names), schema["date"]), trained)
     # One article id in several input files. If its rows name different outlets, the id is ambiguous:
     # it is left out and counted, never moved to one of the outlets. Otherwise the row of the input path
     # that sorts first is kept (deterministic whatever order the files were scored in).
@@ -408,7 +427,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     examples = _collect(rows.filter(~placed).select(pl.col("date").cast(pl.String).fill_null("<null>"))
                         .unique().sort("date").head(5))["date"].to_list()
 
-    table, thresholds = _apply_rule(_aggregate_rows(rows.filter(keep), cfg, model), cfg, notes)
+    table = _apply_rule(_aggregate_rows(rows.filter(keep), cfg, model), rule, cfg.set_level)
     out_path = atomic_write_parquet(table.to_arrow(), aggregate_part(cfg.output, cfg.window))
     _remove_stale_parts(aggregate_window_dir(cfg.output, cfg.window))
     if counts["kept"] == 0:
@@ -428,9 +447,9 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
         excluded_rows={name: counts[f"x{i}"] for i, name in enumerate(checks)},
         domain_fallback_rows=counts["fallback"], mapped_rows=counts["mapped"],
         aggregated_at=table["aggregated_at"][0].isoformat() if table.height else _now().isoformat(),
-        notes=notes, label_rule="fitted" if thresholds else "fixed",
-        label_thresholds=list(thresholds) if thresholds else [-cfg.label_threshold, cfg.label_threshold],
-        **_seen_counts(table, cfg))
+        notes=notes, label_rule="fitted" if rule else "fixed",
+        label_thresholds=list(rule.thresholds) if rule else [-cfg.label_threshold, cfg.label_threshold],
+        **_seen_counts(table))
     if counts["invalid"]:
         notes.append(f"{counts['invalid']} row(s) had a NaN, infinite or out-of-range bias_score or confidence "
                      "and were left out")
@@ -452,38 +471,24 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     return summary
 
 
-def _apply_rule(table: pl.DataFrame, cfg: AggregateConfig,
-                notes: list[str]) -> tuple[pl.DataFrame, tuple[float, float] | None]:
-    """outlet_label and label_set from the model's fitted outlet rule (--label-rule fitted), else the fixed ±T
-    label _aggregate_rows made and a null label_set. Also returns the fitted thresholds (None for ±T)."""
+def _apply_rule(table: pl.DataFrame, rule: OutletRule | None, level: float) -> pl.DataFrame:
+    """outlet_label and label_set (at `level`) from the model's fitted outlet rule; without one, the fixed ±T
+    label _aggregate_rows made and a null label_set."""
     import polars as pl
 
-    from ..training.outlet_rule import RULE_FILE, read_outlet_rule
-
-    rule = read_outlet_rule(cfg.model) if cfg.label_rule == "fitted" else None
     if rule is None:
-        if cfg.model and cfg.label_rule == "fitted":
-            older = [n for n in notes if n.startswith(f"{cfg.model} has no {TRAINING_OUTLETS_FILE}")]
-            if older:  # a model from before both files: one line for both
-                notes.remove(older[0])
-                notes.append(f"{cfg.model} has no {TRAINING_OUTLETS_FILE} or {RULE_FILE} (trained before they were "
-                             f"recorded): outlet_label uses the fixed ±{cfg.label_threshold:.3g} rule, and label_set, "
-                             "seen_in_training and domain_seen_in_training are null; retrain to fill them")
-            else:
-                notes.append(f"{cfg.model} has no {RULE_FILE} (not a linear model, or trained before the rule): "
-                             f"outlet_label uses the fixed ±{cfg.label_threshold:.3g} rule and label_set is null")
-        return table.with_columns(label_set=pl.lit(None, dtype=pl.List(pl.String))), None
+        return table.with_columns(label_set=pl.lit(None, dtype=pl.List(pl.String)))
     mean, n = table["mean_bias_score"].to_numpy(), table["n_articles"].to_numpy()
     labels = [LABELS[i] for i in rule.labels(mean)] if table.height else []
-    sets = rule.sets(mean, n, cfg.set_level) if table.height else []
+    sets = rule.sets(mean, n, level) if table.height else []
     table = table.with_columns(outlet_label=pl.Series(labels, dtype=pl.String),
                                label_set=pl.Series(sets, dtype=pl.List(pl.String)))
     order = table.columns
     order.insert(order.index("outlet_label") + 1, order.pop(order.index("label_set")))
-    return table.select(order), rule.thresholds
+    return table.select(order)
 
 
-def _seen_counts(table: pl.DataFrame, cfg: AggregateConfig) -> dict:
+def _seen_counts(table: pl.DataFrame) -> dict:
     """Outlets (distinct, over all windows) the model trained on, by source or domain, and their articles."""
     import polars as pl
 

@@ -35,6 +35,7 @@ from ..storage import (
     schema_names,
     write_json,
 )
+from ..training.outlet_rule import label_of
 
 PROB_COLUMNS = ("p_left", "p_center", "p_right")
 
@@ -164,9 +165,7 @@ def outlets_in_training(model_dir: str | None, sources: list[str]) -> dict | Non
     trained = read_training_outlets(model_dir)
     if trained is None:
         return None
-    counts: dict[str, int] = {}
-    for s in sources:
-        counts[s] = counts.get(s, 0) + 1
+    counts = Counter(sources)
     seen = [s for s in counts if s in trained.sources]
     return {"outlets": len(seen), "of_outlets": len(counts), "articles": sum(counts[s] for s in seen),
             "of_articles": len(sources)}
@@ -183,8 +182,7 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
     for rows in groups.values():
         if len(rows) < cfg.min_articles:
             continue
-        mean = score[rows].mean()
-        predicted = 0 if mean < -cfg.label_threshold else 2 if mean > cfg.label_threshold else 1
+        predicted = label_of(score[rows].mean(), (-cfg.label_threshold, cfg.label_threshold))
         hits.append(predicted == np.bincount(y_true[rows], minlength=len(LABELS)).argmax())
     return float(np.mean(hits)) if hits else float("nan")
 

@@ -19,12 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import LABELS
 from ..errors import UserError
 from ..linear_model import LinearModel
 from ..text.prep import TextPrep, prepare_text
-
-LEFT, RIGHT = LABELS.index("left"), LABELS.index("right")
 
 
 @dataclass
@@ -35,13 +32,8 @@ class LinearExplainer:
     member: str | None  # "linear" for an ensemble's linear half
 
     @property
-    def weights(self) -> np.ndarray:
-        """(V,) each term's weight on the bias logit: coef_right − coef_left."""
-        return self.model.bias_weights()
-
-    @property
     def intercept(self) -> float:
-        return float(self.model.intercept[RIGHT] - self.model.intercept[LEFT])
+        return self.model.bias_intercept()
 
     def contributions(self, titles, texts, sources):
         """((N, V) sparse per-article term contributions to the bias logit, (N,) bias logits)."""
@@ -49,23 +41,20 @@ class LinearExplainer:
 
         prepared = [prepare_text(t, x, self.prep, source=s) for t, x, s in zip(titles, texts, sources)]
         x = sp.csr_matrix(self.model.features(prepared), dtype=np.float64)
-        contrib = x.multiply(self.weights[None, :]).tocsr()
+        contrib = x.multiply(self.model.bias_weights()[None, :]).tocsr()
         return contrib, np.asarray(contrib.sum(axis=1)).ravel() + self.intercept
 
-    def top_terms(self, contrib_row, top: int) -> dict:
-        """The `top` terms pushing right (largest positive) and left (most negative) in a (1, V) row."""
-        row = np.asarray(contrib_row.todense()).ravel() if hasattr(contrib_row, "todense") else np.asarray(contrib_row)
+    def top_terms(self, row: np.ndarray, top: int) -> dict:
+        """The `top` terms pushing right (largest positive) and left (most negative) in a (V,) row of
+        contributions; a term that pushes the other way, or not at all, is never listed."""
         order = np.argsort(row, kind="stable")
         vocab = self.model.vocabulary
 
         def pick(idx):
-            return [{"term": vocab[i], "contribution": round(float(row[i]), 6)} for i in idx if row[i] != 0]
+            return [{"term": vocab[i], "contribution": round(float(row[i]), 6)} for i in idx]
 
-        return {"right": pick(order[::-1][:top]), "left": pick(order[:top])}
-
-    def card_terms(self, top: int = 20) -> dict:
-        """The model's own strongest terms (weights, not contributions): what pushes any article."""
-        return self.model.strongest_terms(top)
+        return {"right": pick([i for i in order[::-1][:top] if row[i] > 0]),
+                "left": pick([i for i in order[:top] if row[i] < 0])}
 
 
 def load_explainer(model_dir: str) -> LinearExplainer:
@@ -169,6 +158,29 @@ def outlet_terms(model_dir: str, inputs: list[str], outlets: list[str], top: int
             if len(rows[r["source"]]) < max_articles:
                 rows[r["source"]].append(r)
     return {o: explain_rows(explainer, rows[o], top) for o in outlets if rows[o]}
+
+
+def write_outlet_terms(aggregates_dir: str, output_dir: str, model_dir: str, inputs: list[str], top: int = 6
+                       ) -> str | None:
+    """REPORT_TERMS under `output_dir`: why the `top` largest outlets of the aggregates sit where they do, from
+    their articles in `inputs`. None for a model explain cannot decompose (a transformer) or no such article."""
+    import polars as pl
+
+    from ..layout import REPORT_TERMS
+    from ..model import read_model_kind
+    from ..storage import atomic_write_text, join
+    from .report import available_windows, read_aggregates
+
+    if read_model_kind(model_dir)["kind"] not in ("linear", "ensemble"):
+        return None
+    frame = read_aggregates(aggregates_dir, available_windows(aggregates_dir)[0])
+    totals = frame.group_by("outlet").agg(pl.col("n_articles").sum().alias("n"))
+    outlets = totals.sort(["n", "outlet"], descending=[True, False])["outlet"].head(top).to_list()
+    terms = outlet_terms(model_dir, inputs, outlets) if outlets else {}
+    if not terms:
+        return None
+    os.makedirs(output_dir, exist_ok=True)
+    return atomic_write_text(join(output_dir, REPORT_TERMS), outlet_terms_markdown(terms, model_dir))
 
 
 def outlet_terms_markdown(terms: dict[str, dict], model_dir: str) -> str:

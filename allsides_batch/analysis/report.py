@@ -315,15 +315,16 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
 
 # ------------------------------------------------------------------------------- outlets it never saw
 
-def unseen_outlets(model_dir: str, min_articles: int | None = None, level: float = 0.9) -> tuple[pl.DataFrame, dict]:
+def unseen_outlets(model_dir: str, level: float = 0.9) -> tuple[pl.DataFrame, dict]:
     """From the model's out-of-fold article scores (each scored by a model of its recipe that never saw its
-    outlet): per outlet its mean, AllSides label, fitted label and label set; and outlet Spearman, outlet
-    accuracy (fitted and ±1/3) over outlets with >= min_articles, set coverage over all."""
+    outlet): per outlet its mean, AllSides label, fitted label and label set; and outlet Spearman plus
+    outlet_rule.rule_report's figures (accuracy fitted and ±1/3 over outlets with the rule's min_articles,
+    set coverage and size over all)."""
     import numpy as np
 
     from .. import LABELS
     from ..metrics import spearman
-    from ..training.outlet_rule import FIXED, OOF_FILE, label_of, outlets_of, read_outlet_rule
+    from ..training.outlet_rule import OOF_FILE, outlets_of, read_outlet_rule, rule_report
 
     rule = read_outlet_rule(model_dir)
     path = os.path.join(model_dir, OOF_FILE)
@@ -333,21 +334,15 @@ def unseen_outlets(model_dir: str, min_articles: int | None = None, level: float
     oof = pl.read_parquet(path)
     labels = np.array([LABELS.index(v) for v in oof["label"].to_list()])
     out = outlets_of(oof["source"].to_list(), labels, oof["bias_score"].to_numpy())
-    min_articles = rule.min_articles if min_articles is None else min_articles
     sets = rule.sets(out.mean, out.n, level)
-    fitted = rule.labels(out.mean)
     frame = pl.DataFrame({
         "outlet": out.names, "n_articles": out.n, "oof_mean": out.mean,
-        "allsides_label": [LABELS[int(y)] for y in out.label], "outlet_label": [LABELS[int(y)] for y in fitted],
-        "label_set": sets, "covered": [LABELS[int(y)] in s for y, s in zip(out.label, sets)]})
-    big = out.n >= min_articles
-    stats = {"outlets": int(big.sum()), "all_outlets": len(out.names), "articles": int(out.n.sum()),
-             "spearman": spearman(out.mean[big], out.label[big]),
-             "accuracy_fitted": float((fitted[big] == out.label[big]).mean()) if big.any() else float("nan"),
-             "accuracy_fixed": float((label_of(out.mean[big], FIXED) == out.label[big]).mean()) if big.any()
-             else float("nan"),
-             "coverage": float(frame["covered"].mean()), "set_size": float(np.mean([len(s) for s in sets])),
-             "level": level, "min_articles": min_articles, "thresholds": list(rule.thresholds)}
+        "allsides_label": [LABELS[int(y)] for y in out.label],
+        "outlet_label": [LABELS[int(y)] for y in rule.labels(out.mean)], "label_set": sets})
+    big = out.n >= rule.min_articles
+    stats = {**rule_report(out, rule, level, sets), "articles": int(out.n.sum()),
+             "spearman": spearman(out.mean[big], out.label[big]), "min_articles": rule.min_articles,
+             "thresholds": list(rule.thresholds)}
     return frame, stats
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import LABELS
-from ..config import TrainConfig
+from ..config import OUTLET_LABEL_THRESHOLD, TrainConfig
 from ..errors import UserError
 from .data import LabelledData, outlet_folds
 
@@ -115,7 +115,7 @@ def outlets_of(sources: list[str], labels: np.ndarray, scores: np.ndarray) -> Ou
 
 # ---------------------------------------------------------------------------------------------- rules
 
-FIXED = (-1 / 3, 1 / 3)
+FIXED = (-OUTLET_LABEL_THRESHOLD, OUTLET_LABEL_THRESHOLD)  # aggregate's default ±T rule
 
 
 def label_of(mean: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
@@ -172,6 +172,11 @@ def distance(mean: np.ndarray, y: int, thresholds: tuple[float, float]) -> np.nd
     return np.maximum(lo - mean, 0.0) + np.maximum(mean - hi, 0.0)
 
 
+def distances(mean: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+    """(N, labels): distance(mean, y, thresholds) for every label y."""
+    return np.stack([distance(mean, y, thresholds) for y in range(len(LABELS))], axis=1)
+
+
 @dataclass
 class OutletRule:
     thresholds: tuple[float, float]
@@ -194,8 +199,7 @@ class OutletRule:
         return label_of(mean, self.thresholds)
 
     def sets(self, mean: np.ndarray, n: np.ndarray, level: float = DEFAULT_SET_LEVEL) -> list[list[str]]:
-        q, scale = self.quantile(level), self.scale(n)
-        inside = np.stack([distance(mean, y, self.thresholds) / scale <= q for y in range(len(LABELS))], axis=1)
+        inside = distances(mean, self.thresholds) / self.scale(n)[:, None] <= self.quantile(level)
         return [[LABELS[y] for y in range(len(LABELS)) if row[y]] for row in inside]
 
     def to_json(self) -> dict:
@@ -237,8 +241,7 @@ def fit_rule(outlets: Outlets, min_articles: int) -> OutletRule:
     if big.sum() < 10:
         big = np.ones_like(big)
     thresholds = fit_thresholds(outlets.mean[big], outlets.label[big])
-    d_true = np.array([distance(outlets.mean[i:i + 1], int(outlets.label[i]), thresholds)[0]
-                       for i in range(len(outlets.names))])
+    d_true = distances(outlets.mean, thresholds)[np.arange(len(outlets.names)), outlets.label]
     several = outlets.n > 1
     within = float(np.sum((outlets.n[several] - 1) * outlets.var[several]) / max(np.sum(outlets.n[several] - 1), 1))
     tau2 = float(np.mean(d_true[big] ** 2))
@@ -248,11 +251,13 @@ def fit_rule(outlets: Outlets, min_articles: int) -> OutletRule:
     return rule
 
 
-def rule_report(outlets: Outlets, rule: OutletRule, level: float = DEFAULT_SET_LEVEL) -> dict:
+def rule_report(outlets: Outlets, rule: OutletRule, level: float = DEFAULT_SET_LEVEL,
+                sets: list[list[str]] | None = None) -> dict:
     """Outlet accuracy of the fitted and fixed rules (outlets with >= min_articles), set coverage and mean
-    size overall and by size bin, on `outlets` (out-of-fold outlets the rule was not fitted on, to measure)."""
+    size overall and by size bin, on `outlets` (out-of-fold outlets the rule was not fitted on, to measure).
+    `sets`: the outlets' label sets at `level`, where the caller has them already."""
     big = outlets.n >= rule.min_articles
-    sets = rule.sets(outlets.mean, outlets.n, level)
+    sets = rule.sets(outlets.mean, outlets.n, level) if sets is None else sets
     covered = np.array([LABELS[int(y)] in s for y, s in zip(outlets.label, sets)])
     size = np.array([len(s) for s in sets], dtype=np.float64)
     bins = {}

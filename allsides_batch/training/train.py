@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import LABELS
 from ..config import TrainConfig
 from ..errors import UserError
 from ..model import (
@@ -161,7 +162,7 @@ def save_fitted(fitted: Fitted, out_dir: str, prep: TextPrep) -> None:
 def fit_outlet_rule(cfg: TrainConfig, data: LabelledData, calibration) -> dict | None:
     """For kind linear with linear_outlet_folds: score `data` (the rows the saved model was fitted on) out of
     fold and fit the outlet rule on those outlets (training/outlet_rule.py). Returns {"rule": JSON,
-    "oof": Parquet table, "seconds"}, or None (another kind, folds 0, or too few outlets: a warning says why)."""
+    "oof": Parquet table}, or None (another kind, folds 0, or too few outlets: a warning says why)."""
     import time
 
     import pyarrow as pa
@@ -187,8 +188,6 @@ def fit_outlet_rule(cfg: TrainConfig, data: LabelledData, calibration) -> dict |
              f"outlets with >= {OUTLET_MIN_ARTICLES} articles (out-of-fold outlet accuracy "
              f"{report['accuracy_fitted']:.3f}, in-sample for the thresholds; ±1/3 {report['accuracy_fixed']:.3f}; "
              f"{seconds:.0f} s)")
-    from .. import LABELS
-
     oof = pa.table({"id": pa.array(data.ids, pa.string()), "source": pa.array(data.sources, pa.string()),
                     "url": pa.array(data.urls if data.urls is not None else [None] * len(data), pa.string()),
                     "label": pa.array([LABELS[int(y)] for y in data.labels], pa.string()),
@@ -196,7 +195,7 @@ def fit_outlet_rule(cfg: TrainConfig, data: LabelledData, calibration) -> dict |
     meta = {"method": "thresholds on out-of-fold outlet means (most outlets right), split-conformal label sets",
             "folds": folds, "group_by": cfg.group_by, "articles": len(data), "outlets": len(outlets.names),
             "fit_report": report, "seconds": round(seconds, 1)}
-    return {"rule": {**rule.to_json(), **meta}, "oof": oof, "seconds": round(seconds, 1)}
+    return {"rule": {**rule.to_json(), **meta}, "oof": oof}
 
 
 def _strongest_terms(fitted: Fitted) -> dict | None:
