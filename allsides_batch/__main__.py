@@ -36,6 +36,10 @@ def app(ctx: click.Context, log_level: str, verbose: bool, quiet: bool) -> None:
 def main() -> None:
     import os
 
+    from .shutdown import install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM / Ctrl-C end the command and every process it started
+
     # the console script is `allsides-batch`; `python -m allsides_batch` names itself
     app(prog_name="allsides-batch" if os.path.basename(sys.argv[0]) == "allsides-batch" else "python -m allsides_batch")
 

@@ -147,4 +147,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
 
 
 if __name__ == "__main__":
+    from allsides_batch.shutdown import install_signal_handlers
+
+    install_signal_handlers()
     sys.exit(main())

@@ -63,11 +63,15 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
     """Entry point of one device process. It dies with the parent that started it (`parent_pid`): a parent
     killed with SIGKILL leaves no device process scoring on, nor its tokenizer processes (see
     score_engine.die_with_parent)."""
+    from ..shutdown import ignore_interrupt
     from .engine import die_with_parent
 
     if parent_pid is not None:
         # The parent's thread that starts these processes waits for them, so the kernel signal is safe here.
         die_with_parent(parent_pid, kernel_signal=True)
+    # Ctrl-C reaches the whole process group; the parent ends its device processes with SIGTERM, which
+    # unwinds here so the part being written is dropped
+    ignore_interrupt(unwind_on_term=True)
     from .device import score_files
     from .plan import ScoreSummary
 
@@ -117,6 +121,11 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
                     agreements.append((payload["int8_label_agreement"], payload["int8_rows_checked"]))
             else:
                 errors.append((kind, payload))
+    except BaseException:  # Ctrl-C, SIGTERM or a dead device process: the others stop now, not when done
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        raise
     finally:
         for proc in procs:
             proc.join(timeout=5 if errors else None)

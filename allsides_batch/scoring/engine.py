@@ -33,6 +33,7 @@ from ..model import (
     resolve_device,
     resolve_precision,
 )
+from ..shutdown import ignore_interrupt
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
 
@@ -130,6 +131,7 @@ def _init_worker(spec: EncodeSpec, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         # Not PR_SET_PDEATHSIG: a replacement worker is started by the pool's own thread, which ends first.
         die_with_parent(parent_pid)
+    ignore_interrupt()  # Ctrl-C reaches the whole process group; the parent ends its workers
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one Rust thread per process; the processes are the parallelism
     torch.set_num_threads(1)
     _WORKER["spec"], _WORKER["encoder"] = spec, TextEncoder(spec)

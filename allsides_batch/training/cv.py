@@ -140,7 +140,10 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn")) as pool:
+        from ..shutdown import ignore_interrupt
+
+        with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn"),
+                                 initializer=ignore_interrupt) as pool:
             results = list(pool.map(_run_fold, *zip(*parts)))
     else:
         results = [_run_fold(*part) for part in parts]

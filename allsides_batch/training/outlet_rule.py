@@ -55,8 +55,11 @@ def size_bin(n: int) -> str:
 def _oof_fold(cfg: TrainConfig, fold: int, rest: LabelledData, held: LabelledData,
               temperature: float) -> tuple[int, np.ndarray]:
     from ..calibration import softmax
+    from ..stall import stall_point
     from .linear import fit_recipe
+    from .train import STALL_ENV
 
+    stall_point(STALL_ENV, "fold")  # test seam: a fold under way (in a worker process when folds run in parallel)
     model, _ = fit_recipe(cfg, rest.texts, rest.labels, rest.sources)
     probs = softmax(model.logits(held.texts), temperature)
     return fold, (probs[:, 2] - probs[:, 0]).astype(np.float64)
@@ -75,7 +78,10 @@ def oof_scores(cfg: TrainConfig, data: LabelledData, folds: int, jobs: int = 1,
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn")) as pool:
+        from ..shutdown import ignore_interrupt
+
+        with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn"),
+                                 initializer=ignore_interrupt) as pool:
             results = list(pool.map(_oof_fold, *zip(*parts)))
     else:
         results = [_oof_fold(*part) for part in parts]

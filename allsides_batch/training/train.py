@@ -40,7 +40,8 @@ __all__ = ["MODEL_FILES", "OUTLET_MIN_ARTICLES", "Encoded", "Fitted", "TrainResu
 log = logging.getLogger(__name__)
 
 MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
-STALL_ENV = "ALLSIDES_BATCH_TRAIN_STALL"  # test seam: "staged" pauses once the new model is complete beside --output
+# test seam: "staged" pauses once the new model is complete beside --output, "fold" in an out-of-fold fit
+STALL_ENV = "ALLSIDES_BATCH_TRAIN_STALL"
 
 @dataclass
 class TrainResult:
