@@ -21,12 +21,13 @@ def _where(url: str) -> str:
 def _signature(fs, path: str, url: str) -> tuple[dict, dict | None] | None:
     """(stat signature, content fingerprint the store already knows or None); None if the file is gone.
 
-    Local files: size, mtime_ns, ctime_ns, inode and device. ctime cannot be set by a user, so a
-    rewrite that keeps size and mtime (`cp -p`) still changes the signature. Object stores: size and
-    the ETag / MD5 the store computes from the content, which is then the fingerprint itself."""
-    if "://" not in url:
+    Local files (a plain path or a file:// URL): size, mtime_ns, ctime_ns, inode and device. ctime
+    cannot be set by a user, so a rewrite that keeps size and mtime (`cp -p`) still changes the
+    signature. Object stores: size and the ETag / MD5 the store computes from the content, which is
+    then the fingerprint itself."""
+    if "://" not in url or _is_local(fs):
         try:
-            st = os.stat(url)
+            st = os.stat(url if "://" not in url else path)
         except FileNotFoundError:
             return None
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
@@ -40,6 +41,11 @@ def _signature(fs, path: str, url: str) -> tuple[dict, dict | None] | None:
     sig = {"size": info.get("size"), "stamp": str(stamp)}
     content = next((str(info[k]).strip('"') for k in ("ETag", "etag", "md5Hash") if info.get(k)), None)
     return sig, ({"size": info.get("size"), "etag": content} if content else None)
+
+
+def _is_local(fs) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
 
 
 def _sha256(fs, path: str) -> str:
