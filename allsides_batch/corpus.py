@@ -111,16 +111,83 @@ def file_key(url: str, cache_root: str | None = None, pending: list | None = Non
     return found
 
 
-def read_manifest(output: str) -> list[dict]:
-    """Every committed manifest entry under `output` (all models), sorted by model id and input URL."""
+ENTRY_KEYS = ("key", "model_id", "rows_in", "rows_scored")  # besides `input` / `inputs`
+
+
+@dataclass
+class EntryCheck:
+    """One manifest entry file and what is wrong with it: `entry` is None when it is damaged (not JSON,
+    or keys missing); `problem` is "damaged entry", "missing part" (a part it names is gone) or None."""
+
+    model_id: str
+    key: str
+    url: str
+    entry: dict | None
+    problem: str | None = None
+
+
+def check_manifest(output: str, model_id: str | None = None) -> list[EntryCheck]:
+    """Every manifest entry under `output` (of one model, or all), each checked: it parses, has its keys,
+    and its score part (and quarantine part, when it names one) exists. Sorted by model id and key."""
     fs, path = _fs(manifest_root(output))
     if not fs.exists(path):
         return []
+    partition = MODEL_PARTITION + (model_id or "*")
+    parts = {table: _part_names(fs, table(output), partition) for table in (scores_root, quarantine_root)}
+    found = []
+    for p in sorted(fs.glob(path.rstrip("/") + f"/{partition}/*.json")):
+        model = os.path.basename(os.path.dirname(p))[len(MODEL_PARTITION):]
+        key = os.path.basename(p)[:-len(".json")]
+        url = _unstrip_url(fs, manifest_root(output), p)
+        try:
+            with fs.open(p, "r") as fh:
+                entry = json.load(fh)
+        except FileNotFoundError:
+            continue  # retired while we looked
+        except (ValueError, UnicodeDecodeError):
+            entry = None
+        if not _well_formed(entry, model, key):
+            found.append(EntryCheck(model, key, url, None, "damaged entry"))
+            continue
+        wanted = [(scores_root, True), (quarantine_root, bool(entry.get("quarantine_part")))]
+        gone = any(need and (model, key) not in parts[table] for table, need in wanted)
+        found.append(EntryCheck(model, key, url, entry, "missing part" if gone else None))
+    return sorted(found, key=lambda c: (c.model_id, c.key))
+
+
+def _well_formed(entry, model: str, key: str) -> bool:
+    return (isinstance(entry, dict) and all(k in entry for k in ENTRY_KEYS) and bool(entry.get("inputs")
+            or entry.get("input")) and entry["key"] == key and entry["model_id"] == model
+            and all(isinstance(entry[k], int) for k in ("rows_in", "rows_scored")))
+
+
+def _part_names(fs, table: str, partition: str) -> set[tuple[str, str]]:
+    """(model id, content key) of every part in a scores or quarantine table: one listing, not a stat each."""
+    _, root = _fs(table)
+    names = set()
+    for p in fs.glob(root.rstrip("/") + f"/{partition}/*"):
+        key = part_key(os.path.basename(p))
+        if key is not None:
+            names.add((os.path.basename(os.path.dirname(p))[len(MODEL_PARTITION):], key))
+    return names
+
+
+def _unstrip_url(fs, like: str, path: str) -> str:
+    return fs.unstrip_protocol(path) if "://" in like else path
+
+
+def read_manifest(output: str, damaged: list[str] | None = None) -> list[dict]:
+    """Every committed manifest entry under `output` (all models), sorted by model id and input URL.
+
+    A damaged entry (not JSON, or keys missing) is left out; with `damaged` (a list) its URL is added."""
     entries = []
-    for p in sorted(fs.glob(path.rstrip("/") + f"/{MODEL_PARTITION}*/*.json")):
-        with fs.open(p, "r") as fh:
-            entries.append(json.load(fh))
-    return sorted(entries, key=lambda e: (e["model_id"], e["input"]))
+    for check in check_manifest(output):
+        if check.entry is None:
+            if damaged is not None:
+                damaged.append(check.url)
+        else:
+            entries.append(check.entry)
+    return sorted(entries, key=lambda e: (e["model_id"], entry_inputs(e)[0]))
 
 
 def entry_inputs(entry: dict) -> list[str]:
@@ -136,36 +203,50 @@ def live_inputs(entry: dict, cache_root: str | None, extra: list[str] = ()) -> l
 
 @dataclass
 class Reconciled:
-    """What `reconcile` changed: entries whose input left the corpus, and leftovers of killed runs."""
+    """What `reconcile` changed: entries whose input left the corpus, entries that promised parts no longer
+    there or could not be read, and leftovers of killed runs."""
 
     retired_files: int = 0
     retired_rows: int = 0
     retired_inputs: list[str] = field(default_factory=list)
     relinked_files: int = 0
     orphan_parts_removed: int = 0
+    broken: dict = field(default_factory=dict)  # (model id, key) -> "missing part" / "damaged entry"
 
     def to_dict(self) -> dict:
+        problems = list(self.broken.values())
         return {"retired_files": self.retired_files, "retired_rows": self.retired_rows,
                 "retired_inputs": self.retired_inputs[:20], "relinked_files": self.relinked_files,
-                "orphan_parts_removed": self.orphan_parts_removed}
+                "orphan_parts_removed": self.orphan_parts_removed,
+                "missing_parts": problems.count("missing part"), "damaged_entries": problems.count("damaged entry")}
 
 
-def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orphans: bool = False) -> Reconciled:
+def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orphans: bool = False,
+              broken: dict | None = None) -> Reconciled:
     """Make the output match the corpus as it is now, for every model scored into it.
 
     An entry whose inputs no longer hold its content (deleted, or rewritten with other bytes) is retired:
-    its manifest entry goes first (from then on no reader counts it), then its parts. `corpus` (content
-    key -> paths seen this run) adds paths that now hold an entry's content, so a file moved or reached
-    through a new name keeps its scores. With `prune_orphans` (only when no other writer is at work on
-    this output: the end of a whole-corpus run), parts without a manifest entry whose content is not in
-    `corpus`, and temporary files of killed runs older than an hour, are removed too."""
+    its manifest entry goes first (from then on no reader counts it), then its parts. So is an entry that
+    cannot be read or names a part that is gone (`broken`: such entries the plan already found and this
+    run rescored, counted with these). `corpus` (content key -> paths seen this run) adds paths that now
+    hold an entry's content, so a file moved or reached through a new name keeps its scores. With
+    `prune_orphans` (only when no other writer is at work on this output: the end of a whole-corpus run),
+    parts without a manifest entry whose content is not in `corpus`, and temporary files of killed runs
+    older than an hour, are removed too."""
     import time
 
-    out = Reconciled()
+    out = Reconciled(broken=dict(broken or {}))
     corpus = corpus or {}
     fs, _ = _fs(output)
-    for entry in read_manifest(output):
-        layout = Layout(output, entry["model_id"])
+    for check in check_manifest(output):
+        layout = Layout(output, check.model_id)
+        if check.problem is not None:
+            _rm(fs, check.url)
+            for part in (layout.score_part(check.key), layout.quarantine_part(check.key)):
+                _rm(fs, part)
+            out.broken[(check.model_id, check.key)] = check.problem
+            continue
+        entry = check.entry
         live = live_inputs(entry, output, corpus.get(entry["key"], []))
         if not live:
             _rm(fs, layout.manifest_entry(entry["key"]))

@@ -6,6 +6,7 @@ path (plan, parts, manifest, reconcile), the slow run as a real `python -m allsi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import pytest
 from allsides_batch.analysis.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig, ScoreConfig, TrainConfig
 from allsides_batch.corpus import read_manifest
-from allsides_batch.scoring import score_corpus
+from allsides_batch.errors import UserError
+from allsides_batch.scoring import pending_files, score_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,6 +62,83 @@ def _corpus(root: Path, articles: pa.Table, spans: list[tuple[int, int]]) -> Pat
     for i, (start, n) in enumerate(spans):
         pq.write_table(articles.slice(start, n), root / f"{i}.parquet")
     return root
+
+
+def _entry_file(out: Path, name: str) -> Path:
+    found = next(e for e in read_manifest(str(out)) if Path(e["input"]).name == name)
+    return out / "_manifest" / f"model_id={found['model_id']}" / f"{found['key']}.json"
+
+
+# ------------------------------------------------------------------ row 2: a score part lost, its entry kept
+
+@pytest.mark.slow
+def test_a_deleted_part_is_rescored_and_never_silently_undercounted(model, articles, tmp_path):
+    corpus = _corpus(tmp_path / "in", articles, [(0, 50), (50, 50)])
+    out = tmp_path / "out"
+    score_corpus(_cfg(model, [corpus], out))
+    lost = next(e for e in read_manifest(str(out)) if e["input"].endswith("0.parquet"))
+    Path(lost["scores_part"]).unlink()
+    with pytest.raises(UserError, match=r"1 manifest entr.*50 of 100 rows.*run `score`"):
+        _aggregate(out)
+    assert pending_files(_cfg(model, [corpus], out)) == [str(corpus / "0.parquet")]
+    again = score_corpus(_cfg(model, [corpus], out))
+    assert (again.files_scored, again.files_skipped, again.scored_rows) == (1, 1, 50)
+    assert again.reconciled["missing_parts"] == 1
+    assert _aggregate(out).input_rows == 100
+    assert score_corpus(_cfg(model, [corpus], out)).files_scored == 0
+
+
+@pytest.mark.slow
+def test_an_entry_whose_part_holds_fewer_rows_is_refused_by_aggregate(model, articles, tmp_path):
+    """A part replaced by hand with fewer rows than its entry promises: aggregate says so, in one line."""
+    corpus = _corpus(tmp_path / "in", articles, [(0, 30)])
+    out = tmp_path / "out"
+    score_corpus(_cfg(model, [corpus], out))
+    (entry,) = read_manifest(str(out))
+    pq.write_table(pq.read_table(entry["scores_part"]).slice(0, 10), entry["scores_part"])
+    run = _cli("aggregate", "--scores", out, "--output", tmp_path / "agg")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1].startswith("error: ") and "10 of 30 rows" in run.stderr
+
+
+def _entry_file(out: Path, name: str) -> Path:
+    found = next(e for e in read_manifest(str(out)) if Path(e["input"]).name == name)
+    return out / "_manifest" / f"model_id={found['model_id']}" / f"{found['key']}.json"
+
+
+# ------------------------------------------------------------------ row 16: a damaged manifest entry
+
+@pytest.mark.slow
+def test_a_truncated_manifest_entry_is_rescored_without_a_traceback(model, articles, tmp_path):
+    corpus = _corpus(tmp_path / "in", articles, [(0, 40), (40, 30)])
+    out = tmp_path / "out"
+    score_corpus(_cfg(model, [corpus], out))
+    entry = _entry_file(out, "0.parquet")
+    entry.write_text(entry.read_text()[:40])
+    run = _cli("aggregate", "--scores", out, "--output", tmp_path / "agg")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and entry.name in last and "run `score`" in last, last
+    run = _cli("score", "--model", model, "--input", corpus, "--output", out, "--no-progress", "--workers", "0")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (summary["files_scored"], summary["files_skipped"]) == (1, 1)
+    assert summary["reconciled"]["damaged_entries"] == 1
+    assert json.loads(entry.read_text())["rows_scored"] == 40
+    assert _aggregate(out).input_rows == 70
+
+
+@pytest.mark.slow
+def test_a_damaged_entry_of_a_file_gone_from_the_corpus_is_retired(model, articles, tmp_path):
+    """An entry with keys missing whose file this run does not score: reconcile retires it and counts it."""
+    corpus = _corpus(tmp_path / "in", articles, [(0, 20), (20, 20)])
+    out = tmp_path / "out"
+    score_corpus(_cfg(model, [corpus], out))
+    entry = _entry_file(out, "0.parquet")
+    entry.write_text(json.dumps({"input": str(corpus / "0.parquet")}))
+    again = score_corpus(_cfg(model, [corpus / "1.parquet"], out))
+    assert (again.files_scored, again.reconciled["damaged_entries"]) == (0, 1)
+    assert not entry.exists() and len(read_manifest(str(out))) == 1
 
 
 def _entry_file(out: Path, name: str) -> Path:

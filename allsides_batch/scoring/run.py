@@ -40,7 +40,8 @@ def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSumma
         progress.close()
     # Entries whose input left the corpus or was rewritten are retired; a whole-corpus run (no explicit
     # shard of files, so no other writer of this night is at work) also removes leftovers of killed runs.
-    summary.reconciled = reconcile(p.layout.output, p.corpus, prune_orphans=files is None).to_dict()
+    summary.reconciled = reconcile(p.layout.output, p.corpus, prune_orphans=files is None,
+                                   broken=p.broken).to_dict()
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.articles_per_s = round(summary.input_rows / summary.seconds, 2) if summary.seconds else 0.0
     write_json(p.layout.run_summary(run_id), {**summary.to_dict(), "config": cfg.to_dict(),
