@@ -211,6 +211,7 @@ class Reconciled:
     retired_inputs: list[str] = field(default_factory=list)
     relinked_files: int = 0
     orphan_parts_removed: int = 0
+    prune_skipped_for_runs: list[str] = field(default_factory=list)  # other live runs: nothing was pruned
     broken: dict = field(default_factory=dict)  # (model id, key) -> "missing part" / "damaged entry"
 
     def to_dict(self) -> dict:
@@ -218,11 +219,12 @@ class Reconciled:
         return {"retired_files": self.retired_files, "retired_rows": self.retired_rows,
                 "retired_inputs": self.retired_inputs[:20], "relinked_files": self.relinked_files,
                 "orphan_parts_removed": self.orphan_parts_removed,
+                "prune_skipped_for_runs": self.prune_skipped_for_runs,
                 "missing_parts": problems.count("missing part"), "damaged_entries": problems.count("damaged entry")}
 
 
 def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orphans: bool = False,
-              broken: dict | None = None) -> Reconciled:
+              broken: dict | None = None, run_id: str | None = None) -> Reconciled:
     """Make the output match the corpus as it is now, for every model scored into it.
 
     An entry whose inputs no longer hold its content (deleted, or rewritten with other bytes) is retired:
@@ -230,10 +232,14 @@ def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orp
     cannot be read or names a part that is gone (`broken`: such entries the plan already found and this
     run rescored, counted with these). `corpus` (content key -> paths seen this run) adds paths that now
     hold an entry's content, so a file moved or reached through a new name keeps its scores. With
-    `prune_orphans` (only when no other writer is at work on this output: the end of a whole-corpus run),
-    parts without a manifest entry whose content is not in `corpus`, and temporary files of killed runs
-    older than an hour, are removed too."""
+    `prune_orphans` (the end of a whole-corpus run, or the night's parent after its shards), parts without
+    a manifest entry whose content is not in `corpus`, and temporary files of killed runs older than an
+    hour, are removed too, unless a run other than `run_id` holds a live lease on the output (leases.py):
+    such a run may be about to write the entry of a part it committed, so nothing is pruned and its run
+    ids are reported."""
     import time
+
+    from .leases import other_live_runs
 
     out = Reconciled(broken=dict(broken or {}))
     corpus = corpus or {}
@@ -258,23 +264,33 @@ def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orp
         elif live != entry_inputs(entry):
             write_json(layout.manifest_entry(entry["key"]), {**entry, "input": live[0], "inputs": live})
             out.relinked_files += 1
-    if prune_orphans:
-        done = {(e["model_id"], e["key"]) for e in read_manifest(output)}
-        now = time.time()
-        for table in (scores_root(output), quarantine_root(output)):
-            _, root = _fs(table)
-            for path in fs.glob(root.rstrip("/") + f"/{MODEL_PARTITION}*/*"):
-                name = os.path.basename(path)
-                model = os.path.basename(os.path.dirname(path))[len(MODEL_PARTITION):]
-                key = part_key(name)
-                if key is not None:
-                    if (model, key) not in done and key not in corpus:
-                        _rm(fs, path)
-                        out.orphan_parts_removed += 1
-                elif name.startswith(".") and name.endswith(".tmp"):
-                    modified = fs.info(path).get("mtime") or now
-                    if now - float(modified) > 3600:
-                        _rm(fs, path)
+    if not prune_orphans:
+        return out
+    # Order matters: list the parts, then look for live runs, then read the manifest. A part listed here
+    # was committed by a run that held its lease before it; if that lease is gone now the run ended, and
+    # its entries were written before its lease was removed, so the manifest read below has them.
+    found = [path for table in (scores_root(output), quarantine_root(output))
+             for path in fs.glob(_fs(table)[1].rstrip("/") + f"/{MODEL_PARTITION}*/*")]
+    out.prune_skipped_for_runs = other_live_runs(output, run_id)
+    if out.prune_skipped_for_runs:
+        return out
+    done = {(e["model_id"], e["key"]) for e in read_manifest(output)}
+    now = time.time()
+    for path in found:
+        name = os.path.basename(path)
+        model = os.path.basename(os.path.dirname(path))[len(MODEL_PARTITION):]
+        key = part_key(name)
+        if key is not None:
+            if (model, key) not in done and key not in corpus:
+                _rm(fs, path)
+                out.orphan_parts_removed += 1
+        elif name.startswith(".") and name.endswith(".tmp"):
+            try:
+                modified = fs.info(path).get("mtime") or now
+            except FileNotFoundError:
+                continue
+            if now - float(modified) > 3600:
+                _rm(fs, path)
     return out
 
 
