@@ -5,6 +5,7 @@ Under a score output directory (hive-style, safe for several writers at once):
   quarantine/model_id=<id>/part-<key>.parquet   rows that could not be scored, with a reason
   _manifest/model_id=<id>/<key>.json            written after the parts: the content is done iff it exists
   _fingerprints/<hash of path>.json             cache: path + stat signature -> content key (corpus.py)
+  _leases/<run_id>.json                         one per run at work, refreshed by a heartbeat (leases.py)
   runs/<run_id>.json                            one summary per run
 Under an aggregates directory: window=<window>/part-0.parquet and window=<window>/_summary.json.
 Under a report directory: the files of REPORT_FILES.
@@ -21,6 +22,7 @@ from .storage import _fs, join
 
 SCORES_DIR, QUARANTINE_DIR, MANIFEST_DIR, RUNS_DIR = "scores", "quarantine", "_manifest", "runs"
 FINGERPRINTS = "_fingerprints"   # per-path cache of content keys under the output directory
+LEASES_DIR = "_leases"           # one lease per run at work on the output directory
 MODEL_PARTITION = "model_id="    # hive partition of one model's parts and manifest entries
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 WINDOW_PARTITION = "window="     # hive partition of one window's aggregates
@@ -53,6 +55,16 @@ def manifest_root(output: str) -> str:
 def run_summary(output: str, run_id: str) -> str:
     """The summary one run wrote under a score output directory."""
     return join(output, RUNS_DIR, f"{run_id}.json")
+
+
+def leases_root(output: str) -> str:
+    """The leases of the runs at work on a score output directory."""
+    return join(output, LEASES_DIR)
+
+
+def lease_file(output: str, run_id: str) -> str:
+    """The lease one run holds while it works on a score output directory."""
+    return join(leases_root(output), f"{run_id}.json")
 
 
 def part_name(key: str) -> str:

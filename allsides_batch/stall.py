@@ -1,7 +1,9 @@
 """Crash-test seam shared by scoring and training: with the environment variable `env` set to
 `<stage>:<n>` (or `<stage>`, the first time), the n-th time a process reaches `stage` it writes `<stage>` to
-the file named by `<env>_MARKER` and waits to be killed or interrupted. Tests use it to stop a run at an
-exact point (tests/test_score.py, tests/test_train_promises.py); unset, it costs one dictionary lookup."""
+the file named by `<env>_MARKER` and waits to be killed or interrupted, or, when `<env>_RELEASE` names a
+file, until that file exists and then goes on (a slow step rather than a dead one). Tests use it to stop a
+run at an exact point (tests/test_score.py, tests/test_train_promises.py), or slow it down at one (the
+concurrent-runs test of the scorer's manifest); unset, it costs one dictionary lookup."""
 
 from __future__ import annotations
 
@@ -22,4 +24,7 @@ def stall_point(env: str, stage: str) -> None:
     if _COUNTS[(env, stage)] == int(nth):
         with open(os.environ[env + "_MARKER"], "w") as fh:
             fh.write(stage)
-        threading.Event().wait()
+        release = os.environ.get(env + "_RELEASE")
+        waiting = threading.Event()
+        while not (release and os.path.exists(release)):
+            waiting.wait(0.1)

@@ -92,9 +92,16 @@ def test_read_manifest_lists_every_model(tmp_path):
 
     assert read_manifest(str(tmp_path)) == []
     for model, key in [("m2", "k1"), ("m1", "k2"), ("m1", "k1")]:
-        write_json(Layout(str(tmp_path), model).manifest_entry(key), {"model_id": model, "input": key})
-    assert [(e["model_id"], e["input"]) for e in read_manifest(str(tmp_path))] == [
+        write_json(Layout(str(tmp_path), model).manifest_entry(key),
+                   {"model_id": model, "input": key, "key": key, "rows_in": 1, "rows_scored": 1})
+    damaged = Layout(str(tmp_path), "m1").manifest_entry("k3")
+    with open(damaged, "w") as fh:
+        fh.write('{"model_id": "m1", "inp')
+    found: list[str] = []
+    assert [(e["model_id"], e["input"]) for e in read_manifest(str(tmp_path), found)] == [
         ("m1", "k1"), ("m1", "k2"), ("m2", "k1")]
+    assert found == [damaged]
+    os.remove(damaged)
     assert Layout(str(tmp_path), "m1").done_keys() == {"k1", "k2"}
 
 

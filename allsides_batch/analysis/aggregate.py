@@ -115,12 +115,15 @@ class ScoreParts:
     """The score parts to aggregate: for a `score` output directory, the parts of the manifest entries
     whose input still holds the content that was scored (a deleted or rewritten input is left out, with a
     count); for a bare directory of score files, every file. `inputs` maps each part to the input path that
-    orders duplicate ids."""
+    orders duplicate ids; `promised` maps the part of each entry used (present or not) to its model id and
+    the rows its entry says it holds; `damaged` lists (model id, URL) of entries that cannot be read."""
 
     files: list[str]
     inputs: dict[str, str]
     left_corpus_files: int = 0
     left_corpus_rows: int = 0
+    promised: dict[str, tuple[str, int]] = field(default_factory=dict)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _output_root(scores: str) -> str | None:
@@ -134,21 +137,28 @@ def _output_root(scores: str) -> str | None:
 def score_parts(scores: str) -> ScoreParts:
     if not scores:
         raise UserError("--scores is required: the output directory of `score`")
-    from ..corpus import live_inputs, read_manifest
+    from ..corpus import check_manifest, live_inputs
 
     root = _output_root(scores)
     if root is not None:
         parts = ScoreParts([], {})
-        for entry in read_manifest(root):
+        for check in check_manifest(root):
+            entry = check.entry
+            if entry is None:
+                parts.damaged.append((check.model_id, check.url))
+                continue
             live = live_inputs(entry, root)
             if not live:  # the input was deleted or rewritten since: not part of the corpus as it is now
                 parts.left_corpus_files += 1
                 parts.left_corpus_rows += int(entry.get("rows_scored", 0))
                 continue
             part = Layout(root, entry["model_id"]).score_part(entry["key"])
-            if exists(part):
+            parts.promised[part] = (entry["model_id"], entry["rows_scored"])
+            if check.problem is None:
                 parts.files.append(part)
                 parts.inputs[part] = live[0]
+        if parts.damaged and not parts.files:
+            _check_promises(parts, parts.damaged[0][0])
         if not parts.files:
             raise UserError(f"{scores!r}: no scored file of the corpus as it is now "
                             f"({parts.left_corpus_files} scored input(s) were deleted or rewritten since); "
@@ -162,6 +172,34 @@ def score_parts(scores: str) -> ScoreParts:
     else:
         files = expand_inputs([scores])
     return ScoreParts(files, {f: f for f in files})
+
+
+def _check_promises(parts: ScoreParts, model: str) -> None:
+    """Refuse to aggregate `model` on fewer rows than its manifest promises: an entry that cannot be read,
+    or whose score part is gone or holds other than the rows it names. `score` redoes exactly those."""
+    from ..storage import parquet_file
+
+    damaged = [url for m, url in parts.damaged if m == model]
+    if damaged:
+        raise UserError(f"{len(damaged)} manifest entr{'y' if len(damaged) == 1 else 'ies'} of model {model} "
+                        f"cannot be read (not JSON or keys missing), first {damaged[0]}; run `score` again over "
+                        "the same input: it rescores the file(s) and rewrites the entries")
+    promised = held = 0
+    short = []
+    for part, (m, rows) in parts.promised.items():
+        if m != model:
+            continue
+        try:
+            found = parquet_file(part).metadata.num_rows if part in parts.inputs else 0
+        except UserError:
+            found = 0
+        promised, held = promised + rows, held + found
+        if found != rows:
+            short.append(part)
+    if short:
+        raise UserError(f"{len(short)} manifest entr{'y' if len(short) == 1 else 'ies'} of model {model} promise "
+                        f"rows the score parts do not hold ({held} of {promised} rows there; first {short[0]}); "
+                        "run `score` again over the same input: it rescores those files")
 
 
 def score_files(scores: str) -> list[str]:
@@ -373,6 +411,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
                         f"(found: {', '.join(names)}); give the output directory of `score`")
 
     model, found, notes = _choose_model(scan, cfg.model_id)
+    _check_promises(found_parts, model)
     trained = read_training_outlets(cfg.model)
     rule = read_outlet_rule(cfg.model) if cfg.label_rule == "fitted" else None
     missing = _model_files_note(cfg, trained, rule)

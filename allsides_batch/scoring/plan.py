@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..config import ScoreConfig
-from ..corpus import file_key, write_cache
+from ..corpus import check_manifest, file_key, write_cache
 from ..errors import UserError
 from ..layout import Layout
 from ..storage import expand_inputs, parquet_file
@@ -61,6 +61,7 @@ class Plan:
     identity: dict = field(default_factory=dict)   # input URL -> (content key, fingerprint)
     corpus: dict = field(default_factory=dict)     # content key -> every input path holding that content
     same_content: int = 0                          # paths skipped: their bytes are another input's
+    broken: dict = field(default_factory=dict)     # (model id, key) -> why its entry is not done (corpus.py)
 
 
 def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = "transformer") -> str:
@@ -113,7 +114,10 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     corpus: dict[str, list[str]] = {}
     for url in all_files:
         corpus.setdefault(identity[url][0], []).append(url)
-    done = layout.done_keys()
+    # an entry counts as done only if it reads and its parts are there: a lost part or a damaged entry is redone
+    checked = check_manifest(layout.output, layout.score_id)
+    done = {c.key for c in checked if c.problem is None}
+    broken = {(c.model_id, c.key): c.problem for c in checked if c.problem is not None}
     # one path per content: the same bytes reached through a symlink or a copy are scored once
     todo = [paths[0] for key, paths in corpus.items() if key not in done]
     names = input_columns(cfg.columns)
@@ -132,7 +136,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     same = sum(len(paths) - 1 for paths in corpus.values())
     write_cache(hashed)
     return Plan(model_dir, layout.score_id, max_length, layout, todo, len(all_files) - len(todo), total, kind,
-                identity=identity, corpus=corpus, same_content=same)
+                identity=identity, corpus=corpus, same_content=same, broken=broken)
 
 
 def _load_config(model_dir: str):
