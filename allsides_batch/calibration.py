@@ -99,6 +99,6 @@ def load_temperature(model_dir: str) -> float:
     if not os.path.isfile(path):
         return 1.0
     value = read_model_json(path, ["temperature"])["temperature"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise UserError(f"{path}: temperature must be > 0, got {value!r}; retrain or delete the file")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise UserError(f"{path}: temperature must be > 0 and finite, got {value!r}; retrain or delete the file")
     return float(value)

@@ -1,7 +1,7 @@
 """Reading a model directory's files: JSON settings and safetensors weights, each refused with a UserError
 that names the file when it is damaged (not JSON, not an object, a key missing, truncated, not
-safetensors). The loaders of every model file go through here, so scoring, evaluation and explanation
-all refuse alike."""
+safetensors) or holds weights that are not finite (a training that diverged). The loaders of every
+model file go through here, so scoring, evaluation and explanation all refuse alike."""
 
 from __future__ import annotations
 
@@ -35,8 +35,14 @@ def read_model_json(path: str, keys: Iterable[str] = ()) -> dict:
     return obj
 
 
+def _not_finite(path: str, name: str, values) -> UserError:
+    bad = int((~np.isfinite(values)).sum())
+    return UserError(f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s) of {values.size}: the "
+                     "training diverged; retrain the model (e.g. a lower learning rate)")
+
+
 def load_weights(path: str, names: Iterable[str]) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file as numpy arrays, `names` among them."""
+    """The tensors of a safetensors file as numpy arrays: `names` present, every value finite."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -47,25 +53,33 @@ def load_weights(path: str, names: Iterable[str]) -> dict[str, np.ndarray]:
     missing = [n for n in names if n not in weights]
     if missing:
         raise UserError(f"{path} is damaged: tensor {', '.join(map(repr, missing))} missing; {RETRAIN}")
+    for name, values in weights.items():
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise _not_finite(path, name, values)
     return weights
 
 
 def check_transformer_weights(model_dir: str) -> None:
-    """model.safetensors (or each shard its index lists) is a readable safetensors file."""
+    """model.safetensors (or each shard its index lists) is safetensors and every weight is finite. Tensors
+    are read one at a time from the memory-mapped file, so memory stays at the largest tensor."""
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.isfile(index):
         shards = sorted(set(read_model_json(index, ["weight_map"])["weight_map"].values()))
     else:
         shards = ["model.safetensors"]
     for shard in shards:
-        _check_readable(os.path.join(model_dir, shard))
+        _check_finite_tensors(os.path.join(model_dir, shard))
 
 
-def _check_readable(path: str) -> None:
+def _check_finite_tensors(path: str) -> None:
+    import torch
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(path, framework="pt") as fh:
-            fh.keys()
+            for name in fh.keys():
+                values = fh.get_tensor(name)
+                if values.is_floating_point() and not torch.isfinite(values).all():
+                    raise _not_finite(path, name, values.float().numpy())
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{path} is damaged: not a readable safetensors file ({exc}); {RETRAIN}") from exc

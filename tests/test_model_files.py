@@ -1,5 +1,6 @@
 """A damaged model directory is refused before any work, in one line that names the damaged file: files
-that are not JSON or lack a key, truncated, empty or pickled weights."""
+that are not JSON or lack a key, truncated, empty or pickled weights, weights that are not finite (a
+diverged training)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from allsides_batch.__main__ import app
+
+MAXLEN = 64
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +59,14 @@ def _json_without(path: Path, key: str) -> bytes:
     obj = json.loads(path.read_text())
     del obj[key]
     return json.dumps(obj).encode()
+
+
+def _set_weights(path: Path, value: float, name: str) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(path)
+    weights[name].flat[0] = value
+    save_file(weights, path)
 
 
 # (model fixture, damaged file, the damage: the file's bytes given the file)
@@ -111,3 +123,36 @@ def test_a_damaged_model_is_refused_before_device_processes_start(linear_dir, sm
     result = _score(model, small, tmp_path / "out", "--devices", "cpu:2")
     _assert_one_error_line(result, "vectorizer.json")
     assert not (tmp_path / "out").exists()
+
+
+# ---- weights that are not finite: a diverged training ------------------------------------------------------
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_linear_weights_that_are_not_finite_are_refused(value, linear_dir, small, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(linear_dir, model)
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(model / "linear.safetensors")
+    weights["coef"][:] = value  # every weight, as a diverged fit leaves them
+    save_file(weights, model / "linear.safetensors")
+    result = _score(model, small, tmp_path / "out")
+    _assert_one_error_line(result, "linear.safetensors", "coef", "retrain")
+    assert not (tmp_path / "out").exists()
+
+
+def test_transformer_weights_that_are_not_finite_are_refused(tiny_model_dir, small, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    _set_weights(model / "model.safetensors", np.nan, "classifier.weight")
+    result = _score(model, small, tmp_path / "out", "--max-length", str(MAXLEN))
+    _assert_one_error_line(result, "model.safetensors", "classifier.weight")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_temperature_that_is_not_finite_is_refused(tmp_path):
+    from allsides_batch.calibration import CALIBRATION_FILE, load_temperature
+    from allsides_batch.errors import UserError
+
+    (tmp_path / CALIBRATION_FILE).write_text('{"temperature": Infinity}')  # every probability would be 1/3
+    with pytest.raises(UserError, match="finite"):
+        load_temperature(str(tmp_path))
