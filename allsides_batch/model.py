@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -53,22 +54,41 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 # A name written like this is a local path whether or not it exists: a hub name starts with a letter or digit.
 LOCAL_PATH_PREFIXES = ("/", ".", "~")
+# What a Hugging Face Hub repository id looks like: `name` or `org/name`, letters, digits, - _ and dots.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def is_local_path(name_or_path: str) -> bool:
     """The one rule for "a local model directory or a Hugging Face Hub name?" (scoring, training, the models
-    registry): an existing directory, or a name written as a path (/..., ./..., ../..., ~...), is local;
-    anything else (org/model, distilbert-base-uncased) names a hub model. A local name that is not a
-    directory is an error, never looked up on the hub."""
-    return name_or_path.startswith(LOCAL_PATH_PREFIXES) or os.path.isdir(name_or_path)
+    registry): an existing directory, a name written as a path (/..., ./..., ../..., ~...), a name no hub id
+    can be (a/b/c, a trailing /), or one whose first component is a local directory (runs/linaer beside
+    runs/) is local; anything else (org/model, distilbert-base-uncased) names a hub model. A local name
+    that is not a directory is an error, never looked up on the hub."""
+    if name_or_path.startswith(LOCAL_PATH_PREFIXES) or os.path.isdir(name_or_path):
+        return True
+    first = name_or_path.split("/", 1)[0]
+    return not _HUB_ID.fullmatch(name_or_path) or ("/" in name_or_path and os.path.isdir(first))
 
 
 def _local_dir(name_or_path: str) -> str:
-    """The directory a local name (is_local_path) stands for, ~ expanded; a UserError if there is none."""
+    """The directory a local name (is_local_path) stands for, ~ expanded; a UserError if there is none,
+    naming the directories beside it spelled like it."""
     path = os.path.expanduser(name_or_path)
     if not os.path.isdir(path):
-        raise UserError(f"model directory not found: {name_or_path!r} (give a trained model directory or a hub name)")
+        close = _close_names(path)
+        raise UserError(f"model directory not found: {name_or_path!r}; "
+                        + (f"did you mean {close}?" if close else "give a trained model directory or a hub name"))
     return path
+
+
+def _close_names(path: str) -> str:
+    """The directories beside `path` spelled like it ('runs/linear' for runs/linaer), quoted; "" if none."""
+    parent, name = os.path.split(os.path.normpath(path))
+    try:
+        beside = [e.name for e in os.scandir(parent or ".") if e.is_dir()]
+    except OSError:
+        return ""
+    return " or ".join(repr(os.path.join(parent, c)) for c in difflib.get_close_matches(name, beside, n=3))
 
 
 # A tokenizer reads its vocabulary from one of these; the others configure it. All of them decide the ids
@@ -341,8 +361,10 @@ def local_model_dir(name_or_path: str) -> str:
     try:
         return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
     except Exception as exc:  # offline / not found: the hub client raises many types
+        close = _close_names(name_or_path)
         raise UserError(f"cannot fetch model {name_or_path!r} from the Hugging Face Hub ({type(exc).__name__}); "
-                        "download it where the hub is reachable and pass the directory") from exc
+                        "download it where the hub is reachable and pass the directory"
+                        + (f", or did you mean the local directory {close}?" if close else "")) from exc
 
 
 def save_model(model, tokenizer, out_dir: str) -> None:

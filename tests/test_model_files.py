@@ -1,10 +1,11 @@
 """A damaged model directory is refused before any work, in one line that names the damaged file: files
 that are not JSON or lack a key, truncated, empty or pickled weights, weights that are not finite (a
-diverged training)."""
+diverged training). A model path with a typo is a missing directory, never a hub lookup."""
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from allsides_batch.__main__ import app
+from allsides_batch.errors import UserError
+from allsides_batch.model import is_local_path, local_model_dir
 
 MAXLEN = 64
 
@@ -151,8 +154,23 @@ def test_transformer_weights_that_are_not_finite_are_refused(tiny_model_dir, sma
 
 def test_a_temperature_that_is_not_finite_is_refused(tmp_path):
     from allsides_batch.calibration import CALIBRATION_FILE, load_temperature
-    from allsides_batch.errors import UserError
 
     (tmp_path / CALIBRATION_FILE).write_text('{"temperature": Infinity}')  # every probability would be 1/3
     with pytest.raises(UserError, match="finite"):
         load_temperature(str(tmp_path))
+
+
+# ---- a model path with a typo -----------------------------------------------------------------------------
+def test_a_path_with_a_typo_is_a_missing_directory_not_a_hub_lookup(tiny_model_dir, small, tmp_path, monkeypatch):
+    shutil.copytree(tiny_model_dir, tmp_path / "runs" / "linear")
+    monkeypatch.chdir(tmp_path)
+    result = _score("runs/linaer", small, tmp_path / "out", "--max-length", str(MAXLEN))
+    _assert_one_error_line(result, "model directory not found", "runs/linaer", "runs/linear")
+    assert "Hub" not in result.stderr
+    for name in ("runs/linaer", "runs/linear/", "a/b/c", "./x", "~/x"):
+        assert is_local_path(name), name
+    for name in ("distilbert-base-uncased", "org-that-is-not-here/model"):
+        assert not is_local_path(name), name
+    with pytest.raises(UserError, match="model directory not found"):
+        local_model_dir("runs/linaer/")
+    assert os.path.samefile(local_model_dir("runs/linear"), tmp_path / "runs" / "linear")
