@@ -167,6 +167,16 @@ def damaged_rows(first_row: int, n: int, reason: str) -> pa.Table:
     return _reason_rows(reason, pa.array(range(first_row, first_row + n), pa.int64()))
 
 
+def model_refused_rows(keep: pa.Table, row_index: list[int], reason: str) -> pa.Table:
+    """Quarantine rows for rows that were read and sent to the model (`keep` rows of a Split) but whose
+    output cannot be published."""
+    n = keep.num_rows
+    cols = {k: keep[k] for k in QUARANTINE_INPUT}
+    cols.update(reason=pa.array([reason] * n, pa.string()), input_file=pa.nulls(n, pa.string()),
+                row_index=pa.array(row_index, pa.int64()))
+    return pa.table(cols)
+
+
 def with_run_columns(table: pa.Table, schema: pa.Schema, **constants) -> pa.Table:
     """Fill constant columns (model_id, run_id, scored_at, input_file) and cast to the part schema."""
     n = table.num_rows
