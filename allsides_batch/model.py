@@ -15,13 +15,12 @@ from . import LABELS
 from .calibration import CALIBRATION_FILE, load_temperature
 from .errors import UserError
 from .linear_model import LinearModel
-from .model_files import RETRAIN, check_transformer_weights, read_model_json
+from .model_files import RETRAIN, TRAINING_RECIPE_FILE, check_transformer_weights, read_model_json
 from .text.prep import TEXT_PREP_FILE, TextPrep
 
 # {"kind": "transformer" | "linear" | "ensemble", ...}: what a model directory holds. A directory
 # without it is a transformers checkpoint (ours from before model kinds, or any hub classifier).
 MODEL_KIND_FILE = "allsides_model.json"
-TRAINING_RECIPE_FILE = "training_recipe.json"  # its max_length_used is the scorer's default --max-length
 MODEL_KINDS = ("transformer", "linear", "ensemble")
 ENSEMBLE_MEMBERS = ("transformer", "linear")  # an ensemble's subdirectories, one complete model each
 ID2LABEL = {i: name for i, name in enumerate(LABELS)}

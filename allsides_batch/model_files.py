@@ -14,6 +14,7 @@ import numpy as np
 from .errors import UserError
 
 RETRAIN = "retrain the model or restore the file from a good copy"
+TRAINING_RECIPE_FILE = "training_recipe.json"  # its max_length_used is the scorer's default --max-length
 
 
 def read_model_json(path: str, keys: Iterable[str] = ()) -> dict:

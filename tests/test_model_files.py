@@ -23,12 +23,12 @@ MAXLEN = 64
 
 
 @pytest.fixture(scope="module")
-def linear_dir(articles_sample, tmp_path_factory) -> str:
+def linear_dir(unique_sample, tmp_path_factory) -> str:
     from allsides_batch.config import TrainConfig
     from allsides_batch.training.train import train_model
 
     out = tmp_path_factory.mktemp("linear") / "model"
-    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out), linear_outlet_folds=0,
+    train_model(TrainConfig(kind="linear", data=[str(unique_sample)], output=str(out), linear_outlet_folds=0,
                             progress=False))
     return str(out)
 
@@ -174,3 +174,14 @@ def test_a_path_with_a_typo_is_a_missing_directory_not_a_hub_lookup(tiny_model_d
     with pytest.raises(UserError, match="model directory not found"):
         local_model_dir("runs/linaer/")
     assert os.path.samefile(local_model_dir("runs/linear"), tmp_path / "runs" / "linear")
+
+
+def test_evaluate_refuses_a_damaged_metrics_file_before_scoring(linear_dir, unique_sample, tmp_path):
+    """evaluate reads the model's training_recipe.json and metrics.json (was the evaluated data held out?)
+    after scoring; a damaged one is one error line naming it, before the scoring starts."""
+    model = tmp_path / "model"
+    shutil.copytree(linear_dir, model)
+    _rewrite(model / "metrics.json", b"{")
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--data", str(unique_sample),
+                                      "--workers", "0", "--no-progress"])
+    _assert_one_error_line(result, "metrics.json")

@@ -23,7 +23,6 @@ from ..calibration import load_temperature, softmax
 from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
 from ..model import (
-    TRAINING_RECIPE_FILE,
     label_order,
     load_classifier,
     load_tokenizer,
@@ -33,7 +32,7 @@ from ..model import (
     resolve_device,
     resolve_precision,
 )
-from ..model_files import read_model_json
+from ..model_files import TRAINING_RECIPE_FILE, read_model_json
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
 
