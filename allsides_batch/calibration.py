@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import UserError
 from .metrics import expected_calibration_error, log_loss
+from .model_files import read_model_json
 
 CALIBRATION_FILE = "calibration.json"
 # log T is searched in [log 0.05, log 20]: beyond that the model is broken, not miscalibrated.
@@ -97,8 +98,7 @@ def load_temperature(model_dir: str) -> float:
     path = os.path.join(model_dir, CALIBRATION_FILE)
     if not os.path.isfile(path):
         return 1.0
-    with open(path) as fh:
-        value = float(json.load(fh)["temperature"])
-    if not value > 0:
-        raise UserError(f"{path}: temperature must be > 0, got {value}; retrain or delete the file")
-    return value
+    value = read_model_json(path, ["temperature"])["temperature"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise UserError(f"{path}: temperature must be > 0 and finite, got {value!r}; retrain or delete the file")
+    return float(value)

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import LABELS
 from .errors import UserError
+from .model_files import RETRAIN, load_weights, read_model_json
 
 VECTORIZER_FILE = "vectorizer.json"
 WEIGHTS_FILE = "linear.safetensors"
@@ -100,23 +101,26 @@ class LinearModel:
 
     @classmethod
     def load(cls, model_dir: str) -> LinearModel:
-        from safetensors.numpy import load_file
-
+        """The model saved in `model_dir`; a UserError naming the file when one is missing or damaged or a
+        weight is not finite (a diverged fit)."""
         paths = [os.path.join(model_dir, name) for name in (VECTORIZER_FILE, WEIGHTS_FILE)]
         missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
         if missing:
             raise UserError(f"{model_dir!r} is not a complete linear model: missing {', '.join(missing)}; "
                             "retrain it with `train --kind linear`")
-        with open(paths[0]) as fh:
-            settings = json.load(fh)
-        weights = load_file(paths[1])
+        settings = read_model_json(paths[0], ["vocabulary"])
+        weights = load_weights(paths[1], ["idf", "coef", "intercept"])  # every weight finite
         vocab = settings["vocabulary"]
         idf, coef, intercept = weights["idf"], weights["coef"], weights["intercept"]
+        ngram = settings.get("ngram_range", [1, 2])
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab) \
+                or not isinstance(ngram, list) or len(ngram) != 2 or not all(isinstance(n, int) for n in ngram):
+            raise UserError(f"{paths[0]} is damaged: vocabulary is not a list of terms or ngram_range not two "
+                            f"integers; {RETRAIN}")
         if settings.get("labels") != list(LABELS) or coef.shape != (len(LABELS), len(vocab)) \
                 or idf.shape != (len(vocab),) or intercept.shape != (len(LABELS),):
             raise UserError(f"{model_dir!r}: linear model files disagree (vocabulary {len(vocab)}, idf "
                             f"{idf.shape}, coef {coef.shape}, labels {settings.get('labels')}); retrain it")
-        ngram = settings.get("ngram_range", [1, 2])
         return cls(vocabulary=vocab, idf=idf, coef=coef, intercept=intercept, ngram_max=int(ngram[1]),
                    lowercase=bool(settings.get("lowercase", True)),
                    token_pattern=settings.get("token_pattern", TOKEN_PATTERN))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 import os
 import re
 
 import torch
 
 from . import LABELS
-from .calibration import CALIBRATION_FILE
+from .calibration import CALIBRATION_FILE, load_temperature
 from .errors import UserError
-from .text.prep import TEXT_PREP_FILE
+from .linear_model import LinearModel
+from .model_files import RETRAIN, TRAINING_RECIPE_FILE, check_transformer_weights, read_model_json
+from .text.prep import TEXT_PREP_FILE, TextPrep
 
 # {"kind": "transformer" | "linear" | "ensemble", ...}: what a model directory holds. A directory
 # without it is a transformers checkpoint (ours from before model kinds, or any hub classifier).
@@ -49,22 +53,41 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 # A name written like this is a local path whether or not it exists: a hub name starts with a letter or digit.
 LOCAL_PATH_PREFIXES = ("/", ".", "~")
+# What a Hugging Face Hub repository id looks like: `name` or `org/name`, letters, digits, - _ and dots.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def is_local_path(name_or_path: str) -> bool:
     """The one rule for "a local model directory or a Hugging Face Hub name?" (scoring, training, the models
-    registry): an existing directory, or a name written as a path (/..., ./..., ../..., ~...), is local;
-    anything else (org/model, distilbert-base-uncased) names a hub model. A local name that is not a
-    directory is an error, never looked up on the hub."""
-    return name_or_path.startswith(LOCAL_PATH_PREFIXES) or os.path.isdir(name_or_path)
+    registry): an existing directory, a name written as a path (/..., ./..., ../..., ~...), a name no hub id
+    can be (a/b/c, a trailing /), or one whose first component is a local directory (runs/linaer beside
+    runs/) is local; anything else (org/model, distilbert-base-uncased) names a hub model. A local name
+    that is not a directory is an error, never looked up on the hub."""
+    if name_or_path.startswith(LOCAL_PATH_PREFIXES) or os.path.isdir(name_or_path):
+        return True
+    first = name_or_path.split("/", 1)[0]
+    return not _HUB_ID.fullmatch(name_or_path) or ("/" in name_or_path and os.path.isdir(first))
 
 
 def _local_dir(name_or_path: str) -> str:
-    """The directory a local name (is_local_path) stands for, ~ expanded; a UserError if there is none."""
+    """The directory a local name (is_local_path) stands for, ~ expanded; a UserError if there is none,
+    naming the directories beside it spelled like it."""
     path = os.path.expanduser(name_or_path)
     if not os.path.isdir(path):
-        raise UserError(f"model directory not found: {name_or_path!r} (give a trained model directory or a hub name)")
+        close = _close_names(path)
+        raise UserError(f"model directory not found: {name_or_path!r}; "
+                        + (f"did you mean {close}?" if close else "give a trained model directory or a hub name"))
     return path
+
+
+def _close_names(path: str) -> str:
+    """The directories beside `path` spelled like it ('runs/linear' for runs/linaer), quoted; "" if none."""
+    parent, name = os.path.split(os.path.normpath(path))
+    try:
+        beside = [e.name for e in os.scandir(parent or ".") if e.is_dir()]
+    except OSError:
+        return ""
+    return " or ".join(repr(os.path.join(parent, c)) for c in difflib.get_close_matches(name, beside, n=3))
 
 
 # A tokenizer reads its vocabulary from one of these; the others configure it. All of them decide the ids
@@ -89,6 +112,9 @@ def load_tokenizer(name_or_path: str):
     if local and not any(os.path.isfile(os.path.join(name_or_path, f)) for f in TOKENIZER_VOCAB_FILES):
         raise UserError(f"{name_or_path!r} has no tokenizer: none of {', '.join(TOKENIZER_VOCAB_FILES)} "
                         f"is there; {_COPY_TOKENIZER}")
+    for name in TOKENIZER_FILES if local else ():  # a damaged JSON file is named, not a traceback deep in transformers
+        if name.endswith(".json") and os.path.isfile(os.path.join(name_or_path, name)):
+            read_model_json(os.path.join(name_or_path, name))
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=False)
     except OSError as exc:
@@ -98,7 +124,7 @@ def load_tokenizer(name_or_path: str):
                             f"{_COPY_TOKENIZER}") from exc
         raise UserError(f"cannot find model {name_or_path!r} (not a local directory and not reachable on the "
                         f"Hugging Face Hub); {_OFFLINE_HINT}") from exc
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise UserError(f"cannot read the tokenizer in {name_or_path!r} ({type(exc).__name__}: {exc}); "
                         f"{_COPY_TOKENIZER}") from exc
     if local:
@@ -129,25 +155,36 @@ def _check_tokenizer_fits(tokenizer, model_dir: str) -> None:
 def check_complete(model_dir: str) -> None:
     """Refuse, before any work, a model directory that cannot score: a transformer (or an ensemble's
     transformer/) needs config.json, safetensors weights and a tokenizer that fits it; a linear model
-    (or an ensemble's linear/) its vectorizer and weights."""
+    (or an ensemble's linear/) its vectorizer and weights. Every file scoring reads is read here once,
+    so a damaged one (model_files) is named now rather than failing a worker part-way."""
     kind = read_model_kind(model_dir)["kind"]
     transformers = {"transformer": [model_dir], "linear": [],
                     "ensemble": [os.path.join(model_dir, "transformer")]}[kind]
+    linears = {"transformer": [], "linear": [model_dir], "ensemble": [os.path.join(model_dir, "linear")]}[kind]
     linear = [name for name in missing_model_files(model_dir)
               if os.path.basename(name) not in _REQUIRED_FILES["transformer"]]
     if linear:
         raise UserError(f"{model_dir!r} is not a complete model directory: {', '.join(linear)} missing; "
                         "retrain it")
+    TextPrep.load(model_dir)
     for part in transformers:
         if not os.path.isfile(os.path.join(part, "config.json")):
             raise UserError(f"{part!r} is not a model directory: no config.json")
+        read_model_json(os.path.join(part, "config.json"))
         if not _has_safetensors(part):
             pickle = _pickle_weights(part)
             if pickle:
                 raise UserError(f"{part!r} has only pickle weights ({pickle}), which are never loaded; "
                                 f"{_convert_hint(part)}")
             raise UserError(f"{part!r} has no model.safetensors; retrain or re-download the model")
+        check_transformer_weights(part)
         load_tokenizer(part)
+        load_temperature(part)
+        if os.path.isfile(os.path.join(part, TRAINING_RECIPE_FILE)):
+            read_model_json(os.path.join(part, TRAINING_RECIPE_FILE))
+    for part in linears:
+        LinearModel.load(part)
+        load_temperature(part)
 
 
 def _has_safetensors(model_dir: str) -> bool:
@@ -265,13 +302,15 @@ def read_model_kind(model_dir: str) -> dict:
     path = os.path.join(model_dir, MODEL_KIND_FILE)
     if not os.path.isfile(path):
         return {"kind": "transformer"}
-    try:
-        with open(path) as fh:
-            info = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}; retrain the model") from exc
+    info = read_model_json(path, ["kind"])
     if info.get("kind") not in MODEL_KINDS:
         raise UserError(f"{path}: unknown model kind {info.get('kind')!r} (known: {', '.join(MODEL_KINDS)})")
+    if info["kind"] == "ensemble":
+        weights = info.get("weights")
+        if not isinstance(weights, dict) or not all(
+                isinstance(weights.get(m), (int, float)) and math.isfinite(weights[m]) for m in ENSEMBLE_MEMBERS):
+            raise UserError(f"{path} is damaged: its weights {weights!r} are not one finite number for each of "
+                            f"{', '.join(ENSEMBLE_MEMBERS)}; {RETRAIN}")
     return info
 
 
@@ -321,8 +360,10 @@ def local_model_dir(name_or_path: str) -> str:
     try:
         return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
     except Exception as exc:  # offline / not found: the hub client raises many types
+        close = _close_names(name_or_path)
         raise UserError(f"cannot fetch model {name_or_path!r} from the Hugging Face Hub ({type(exc).__name__}); "
-                        "download it where the hub is reachable and pass the directory") from exc
+                        "download it where the hub is reachable and pass the directory"
+                        + (f", or did you mean the local directory {close}?" if close else "")) from exc
 
 
 def save_model(model, tokenizer, out_dir: str) -> None:

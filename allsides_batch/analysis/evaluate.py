@@ -23,6 +23,7 @@ from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
 from ..layout import Layout, run_summary
 from ..metrics import classification_report, outlet_agreement
+from ..model_files import TRAINING_RECIPE_FILE, read_model_json
 from ..outlets import read_training_outlets
 from ..storage import (
     atomic_write_text,
@@ -187,21 +188,24 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
     return float(np.mean(hits)) if hits else float("nan")
 
 
+PROVENANCE_FILES = (TRAINING_RECIPE_FILE, "metrics.json")  # what seen_in_training reads
+
+
 def seen_in_training(model_dir: str | None, cfg: EvaluateConfig, files: list[str]) -> str | None:
     """Why the evaluated rows are not held out from this model, from its training_recipe.json and
     metrics.json, or None: evaluated files that the model trained on, with --split all (every row), with
     another split than the model's validation split, or with train's validation split of a model refit on it
     (metrics.json's refit_on_validation). Files are compared by sha256, so a copy counts as the same data."""
-    recipe_path = os.path.join(model_dir or "", "training_recipe.json")
+    recipe_path = os.path.join(model_dir or "", TRAINING_RECIPE_FILE)
     if not model_dir or not os.path.isfile(recipe_path):
         return None
-    recipe = read_json(recipe_path)
+    recipe = read_model_json(recipe_path)
     trained = {f.get("sha256") for f in recipe.get("data_files", [])} - {None}
     if not trained or not any(file_fingerprint(f)["sha256"] in trained for f in files):
         return None
     train = recipe.get("config", {})
-    metrics_path = os.path.join(model_dir, "metrics.json")
-    refit = os.path.isfile(metrics_path) and read_json(metrics_path).get("refit_on_validation")
+    metrics_path = os.path.join(model_dir, PROVENANCE_FILES[1])
+    refit = os.path.isfile(metrics_path) and read_model_json(metrics_path).get("refit_on_validation")
     if cfg.split == "all":
         why = "--split all evaluates every row of data the model was trained on"
     elif any(train.get(k) != getattr(cfg, k) for k in ("split", "seed", "val_fraction", "group_by")):
@@ -240,6 +244,9 @@ def evaluate_model(score_cfg: ScoreConfig, cfg: EvaluateConfig) -> dict:
     if not score_cfg.model:
         raise UserError("give --model (a model directory to score with) or --scores (scores already written)")
     labelled = select_labelled(cfg, score_cfg.columns)
+    for name in PROVENANCE_FILES:  # read after scoring (seen_in_training): a damaged one is refused now
+        if os.path.isfile(os.path.join(score_cfg.model, name)):
+            read_model_json(os.path.join(score_cfg.model, name))
     with tempfile.TemporaryDirectory(prefix="allsides-evaluate-") as tmp:
         inputs = labelled.files if cfg.split == "all" else [_write_subset(labelled, score_cfg.columns, tmp)]
         run = dataclasses.replace(score_cfg, input=inputs, output=os.path.join(tmp, "out"), run_id=None)

@@ -28,6 +28,7 @@ from .parts import (
     PartWriter,
     damaged_rows,
     input_columns,
+    model_refused_rows,
     split_batch,
     unreadable_row,
     with_run_columns,
@@ -35,6 +36,7 @@ from .parts import (
 from .plan import Plan, ScoreSummary
 
 STALL_ENV = "ALLSIDES_BATCH_SCORE_STALL"  # test seam: "<stage>:<n>" pauses after the n-th such commit
+NON_FINITE = "non-finite probabilities from the model"  # quarantine reason: weights load finite, yet overflowed
 
 
 
@@ -79,7 +81,7 @@ def _feed(cfg: ScoreConfig, files: list[str], tokenizers: Tokenizers, unit_rows:
                                 k = split.keep
                                 waiter = tokenizers.submit(k["title"].to_pylist(), k["text"].to_pylist(),
                                                            k["source"].to_pylist())
-                                out.put(("unit", k, waiter))
+                                out.put(("unit", k, waiter, split.row_index))
                     except (pa.ArrowException, OSError) as exc:
                         if read >= group_rows:
                             raise
@@ -161,9 +163,14 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
                 current = _FileOutput(p.layout, url, qschema, identity, p.corpus.get(identity[0], [url]))
                 run = {"model_id": p.score_id, "run_id": run_id, "scored_at": current.scored_at}
             elif kind == "unit":
-                table, enc = args[0], args[1]()
+                table, enc, rows = args[0], args[1](), args[2]
                 probs = scorer.row_probs(enc)
-                current.scores.write(_score_table(table, probs, enc, run))
+                finite = np.isfinite(probs).all(axis=1)  # (N,) a NaN or infinite row is never labelled
+                if not finite.all():
+                    bad = np.flatnonzero(~finite)
+                    current.add_quarantine(model_refused_rows(table.take(bad), [rows[i] for i in bad],
+                                                              NON_FINITE), run)
+                current.scores.write(_score_table(table, probs, enc, run, finite))
                 current.rows_in += table.num_rows
                 progress(table.num_rows)
                 if reference is not None and checked < cfg.quantize_check:
@@ -209,14 +216,15 @@ def _first_rows(enc: Encoded, n: int) -> Encoded:
                    enc.n_tokens[:n], enc.truncated[:n])
 
 
-def _score_table(table: pa.Table, probs: np.ndarray, enc: Encoded, run: dict) -> pa.Table:
-    """Score rows for one unit: the input's id/source/date/url columns plus probabilities and labels."""
-    probs = probs.astype(np.float32)  # (N, 3) left, center, right
-    cols = {k: table[k] for k in ("id", "source", "date", "url", "source_url")}
+def _score_table(table: pa.Table, probs: np.ndarray, enc: Encoded, run: dict, keep: np.ndarray) -> pa.Table:
+    """Score rows for one unit, the rows where `keep` (N,) is true: the input's id/source/date/url columns
+    plus probabilities and labels."""
+    probs = probs[keep].astype(np.float32)  # (K, 3) left, center, right
+    cols = {k: table[k].filter(keep) for k in ("id", "source", "date", "url", "source_url")}
     cols.update(
         label=pa.array(np.asarray(LABELS)[probs.argmax(1)]), p_left=probs[:, 0], p_center=probs[:, 1],
         p_right=probs[:, 2], bias_score=probs[:, 2] - probs[:, 0], confidence=probs.max(1),
-        n_tokens=enc.n_tokens, truncated=enc.truncated,
+        n_tokens=enc.n_tokens[keep], truncated=enc.truncated[keep],
     )
     return with_run_columns(pa.table(cols), SCORES_SCHEMA, **run)
 

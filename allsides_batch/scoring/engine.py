@@ -6,7 +6,6 @@ left/center/right probabilities. `Scorer` is usable on its own (`Scorer.from_con
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -33,6 +32,7 @@ from ..model import (
     resolve_device,
     resolve_precision,
 )
+from ..model_files import TRAINING_RECIPE_FILE, read_model_json
 from ..shutdown import ignore_interrupt
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
@@ -220,10 +220,9 @@ def forward_with_halving(forward: Callable[[torch.Tensor, torch.Tensor], torch.T
 
 def default_max_length(model_dir: str, config, tokenizer) -> int:
     """training_recipe.json's max_length_used, else the tokenizer's limit capped by the position table and 512."""
-    recipe = os.path.join(model_dir, "training_recipe.json")
+    recipe = os.path.join(model_dir, TRAINING_RECIPE_FILE)
     if os.path.isfile(recipe):
-        with open(recipe) as fh:
-            used = json.load(fh).get("max_length_used")
+        used = read_model_json(recipe).get("max_length_used")
         if used:
             return int(used)
     limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)

@@ -7,6 +7,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -103,22 +104,53 @@ def _as_strings(col: pa.ChunkedArray | pa.Array) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
 
 
+_NOT_UTF8 = "bytes that are not text; the writer of the file must encode its strings as UTF-8"
+
+
+def _utf8_repaired(col: pa.Array) -> tuple[pa.Array, list[bool] | None]:
+    """(the string column with each cell that is not valid UTF-8 decoded with U+FFFD for the bad bytes,
+    which rows those were; None when every cell is valid). Parquet readers pass string bytes through
+    unchecked, and Python cannot turn such a cell into a str."""
+    try:
+        col.validate(full=True)  # checks UTF-8, in C++: the common all-valid case costs one pass
+        return col, None
+    except pa.ArrowInvalid:
+        pass
+    values, bad = [], []
+    for raw in col.cast(pa.binary()).to_pylist():
+        try:
+            values.append(None if raw is None else raw.decode("utf-8"))
+            bad.append(False)
+        except UnicodeDecodeError:
+            values.append(raw.decode("utf-8", errors="replace"))
+            bad.append(True)
+    return pa.array(values, pa.string()), bad
+
+
 def split_batch(batch: pa.RecordBatch, names: dict[str, str], start_row: int, seen_ids: set[str]) -> Split:
     """Sort one batch's rows into scorable and quarantined, with the reason for each quarantined row.
 
-    Reasons: null id, duplicate id (within the file; the first occurrence is scored), text not a string,
-    null text, empty text. `seen_ids` carries ids across the batches of one file."""
+    Reasons: invalid UTF-8 in a column (its quarantine cell keeps the readable text), null id, duplicate
+    id (within the file; the first occurrence is scored), text not a string, null text, empty text.
+    `seen_ids` carries ids across the batches of one file."""
     present = {k: v for k, v in names.items() if v in batch.schema.names}
     n = batch.num_rows
     text_col = batch.column(present["text"])
     text_type = text_col.type.value_type if pa.types.is_dictionary(text_col.type) else text_col.type
     text_is_string = text_type in _STRING_TYPES  # string, large_string, string_view, or a dictionary of them
     strings = {k: _as_strings(batch.column(v)) for k, v in present.items()}
+    invalid: list[str | None] = [None] * n  # the first column of each row that is not UTF-8
+    for k, v in present.items():
+        strings[k], bad = _utf8_repaired(strings[k])
+        for i in np.flatnonzero(bad) if bad is not None else ():
+            invalid[i] = invalid[i] or f"invalid UTF-8 in column {v!r} ({_NOT_UTF8})"
     ids = strings["id"].to_pylist()
     texts = strings["text"].to_pylist() if text_is_string else None
     reasons: list[str | None] = []
     for i in range(n):
-        if ids[i] is None:
+        if invalid[i] is not None:
+            reasons.append(invalid[i])
+        elif ids[i] is None:
             reasons.append("null id")
         elif not text_is_string:
             reasons.append(f"text not a string ({text_col.type})")
@@ -165,6 +197,16 @@ def unreadable_row(reason: str) -> pa.Table:
 def damaged_rows(first_row: int, n: int, reason: str) -> pa.Table:
     """Quarantine rows standing one for one for rows that could not be read (their index is known)."""
     return _reason_rows(reason, pa.array(range(first_row, first_row + n), pa.int64()))
+
+
+def model_refused_rows(keep: pa.Table, row_index: list[int], reason: str) -> pa.Table:
+    """Quarantine rows for rows that were read and sent to the model (`keep` rows of a Split) but whose
+    output cannot be published."""
+    n = keep.num_rows
+    cols = {k: keep[k] for k in QUARANTINE_INPUT}
+    cols.update(reason=pa.array([reason] * n, pa.string()), input_file=pa.nulls(n, pa.string()),
+                row_index=pa.array(row_index, pa.int64()))
+    return pa.table(cols)
 
 
 def with_run_columns(table: pa.Table, schema: pa.Schema, **constants) -> pa.Table:

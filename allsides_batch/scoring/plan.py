@@ -96,17 +96,13 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
         raise UserError("--output is required: the directory for scores, quarantine and manifest")
     model_dir = local_model_dir(cfg.model)  # a local path that is not a directory: "model directory not found"
     kind = read_model_kind(model_dir)["kind"]
-    check_complete(model_dir)  # weights, config and a tokenizer that fits, before any work
+    check_complete(model_dir)  # every file scoring reads, readable and finite, before any work
     transformer_dir, linear_dir = member_dirs(model_dir, kind)
     max_length = 0
     if transformer_dir is not None:
         config = _load_config(transformer_dir)
         label_order(config, parse_label_map(cfg.label_map))
         max_length = cfg.max_length or default_max_length(transformer_dir, config, load_tokenizer(transformer_dir))
-    if linear_dir is not None:
-        from ..linear_model import LinearModel
-
-        LinearModel.load(linear_dir)  # a clear error now, not in a worker process
     layout = Layout(cfg.output.rstrip("/"), score_id(model_id(model_dir), cfg, max_length, kind))
     all_files = list(files) if files is not None else expand_inputs(cfg.input)
     hashed: list = []  # fingerprint cache entries, written once the plan holds (nothing written before)

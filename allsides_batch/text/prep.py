@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..model_files import read_model_json
+
 TEXT_PREP_FILE = "text_preparation.json"
 # WordPiece on English news averages about 5 characters per token; 8 leaves room for short words,
 # numbers and punctuation. encode() falls back to the whole text when the cut was too short.
@@ -52,8 +54,7 @@ class TextPrep:
         path = os.path.join(model_dir, TEXT_PREP_FILE)
         if not os.path.isfile(path):
             return cls()
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
+        return cls.from_dict(read_model_json(path))
 
 
 def normalise_whitespace(text: str) -> str:

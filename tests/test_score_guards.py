@@ -1,0 +1,96 @@
+"""Rows the scorer must not label: a row whose probabilities came out NaN or infinite, and a row whose
+string cells are not valid UTF-8. Each is quarantined with its reason; the rest of its file, and the
+other files, are scored."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from allsides_batch.config import ScoreConfig
+from allsides_batch.scoring import score_corpus
+
+MAXLEN = 64
+
+
+def _cfg(model, inputs, out) -> ScoreConfig:
+    return ScoreConfig(model=str(model), input=[str(i) for i in inputs], output=str(out), max_length=MAXLEN,
+                       device="cpu", progress=False, batch_tokens=8 * MAXLEN, workers=0)
+
+
+def _table(out: Path, name: str) -> pa.Table:
+    return ds.dataset(str(out / name), partitioning="hive").to_table().sort_by("row_index" if name == "quarantine"
+                                                                             else "id")
+
+
+@pytest.fixture(scope="module")
+def linear_dir(articles_sample, tmp_path_factory) -> str:
+    from allsides_batch.config import TrainConfig
+    from allsides_batch.training.train import train_model
+
+    out = tmp_path_factory.mktemp("linear") / "model"
+    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out), linear_outlet_folds=0,
+                            progress=False))
+    return str(out)
+
+
+def test_rows_with_probabilities_that_are_not_finite_are_quarantined(linear_dir, articles_sample, tmp_path):
+    """Finite weights so large that an article's logits overflow float32 (a training on the edge of
+    diverging): such rows come out NaN and are quarantined, never labelled; a row the huge weights do not
+    touch (no known word: the intercepts alone) is scored."""
+    from safetensors.numpy import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(linear_dir, model)
+    weights = load_file(model / "linear.safetensors")
+    weights["coef"][0] = 3e38  # every term pushes left with float32's largest weights: two terms overflow
+    save_file(weights, model / "linear.safetensors")
+    rows = pq.read_table(articles_sample).slice(0, 4).to_pylist()
+    rows.append({**rows[0], "id": "no-known-word", "title": None, "text": "zqxv wvuq"})
+    inp = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), inp)
+    summary = score_corpus(_cfg(model, [inp], tmp_path / "out"))
+    assert (summary.input_rows, summary.scored_rows, summary.quarantined_rows) == (5, 1, 4)
+    scores = _table(tmp_path / "out", "scores")
+    assert scores["id"].to_pylist() == ["no-known-word"]
+    assert np.isfinite(np.stack([scores[c].to_numpy() for c in ("p_left", "p_center", "p_right")])).all()
+    q = _table(tmp_path / "out", "quarantine")
+    assert q["row_index"].to_pylist() == [0, 1, 2, 3]
+    assert q["id"].to_pylist() == [r["id"] for r in rows[:4]]
+    assert set(q["reason"].to_pylist()) == {"non-finite probabilities from the model"}
+
+
+def _with_invalid_utf8(table: pa.Table, column: str, row: int) -> pa.Table:
+    """`table` with the string cell (row, column) replaced by bytes that are not UTF-8, the column still typed
+    string, as a writer that never validated its strings leaves it."""
+    values = [None if v is None else v.encode() for v in table[column].to_pylist()]
+    values[row] = b"caf\xe9 \xff\xfe " + values[row]
+    raw = pa.array(values, pa.binary())
+    unchecked = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())  # no UTF-8 validation here
+    return table.set_column(table.schema.get_field_index(column), column, unchecked)
+
+
+@pytest.mark.parametrize("column", ["text", "source", "id"])
+def test_a_cell_that_is_not_utf8_quarantines_its_row_and_the_rest_is_scored(column, tiny_model_dir,
+                                                                            articles_sample, tmp_path):
+    table = pq.read_table(articles_sample, columns=["id", "source", "title", "text"]).slice(0, 8)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(_with_invalid_utf8(table.slice(0, 5), column, 2), inp / "1-damaged.parquet")
+    pq.write_table(table.slice(5, 3), inp / "2-good.parquet")
+    summary = score_corpus(_cfg(tiny_model_dir, [inp], tmp_path / "out"))
+    assert (summary.input_rows, summary.scored_rows, summary.quarantined_rows) == (8, 7, 1)
+    assert summary.files_scored == 2
+    ids = table["id"].to_pylist()
+    assert _table(tmp_path / "out", "scores")["id"].to_pylist() == sorted(ids[:2] + ids[3:])
+    q = _table(tmp_path / "out", "quarantine").to_pylist()
+    assert len(q) == 1 and q[0]["row_index"] == 2 and q[0]["input_file"].endswith("1-damaged.parquet")
+    assert q[0]["reason"].startswith(f"invalid UTF-8 in column {column!r}")
+    # the quarantine row is readable: the bad bytes become U+FFFD, the rest of the cell is kept
+    assert q[0][column].startswith("caf\ufffd \ufffd\ufffd ") and q[0][column].endswith(table[column][2].as_py())
