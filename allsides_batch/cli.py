@@ -132,8 +132,11 @@ def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...]
             elif typing.get_origin(base) is Literal:
                 kwargs.update(type=click.Choice(list(get_args(base))), default=default)
             else:
-                kwargs.update(type=base, default=None if name in required else default, required=name in required,
-                                  show_default=name not in required)
+                # A required option gets no default at all: click takes an explicit default=None as a value
+                # and would not report the option missing (a traceback further on instead).
+                kwargs.update(type=base, required=name in required, show_default=name not in required)
+                if name not in required:
+                    kwargs["default"] = default
                 if optional:
                     kwargs["show_default"] = False
             func = click.option(*opt, name, **kwargs)(func)
