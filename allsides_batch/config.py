@@ -7,6 +7,7 @@ options from these fields (see cli_options), so a flag and its config field neve
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Literal, get_args, get_type_hints
@@ -247,6 +248,17 @@ def _check_stride(obj, name: str, max_length: int) -> None:
         raise ConfigError(name, f"must be smaller than max_length - 2 ({limit}), got {getattr(obj, name)}")
 
 
+def _is_date(value: str) -> bool:
+    """YYYY-MM-DD naming a day of the calendar (2020-13-01 and 2021-02-29 are not)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
@@ -362,7 +374,7 @@ class AggregateConfig:
             raise ConfigError("set_level", f"must be in (0, 1), got {self.set_level}")
         for name in ("since", "until"):
             value = getattr(self, name)
-            if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            if value is not None and not _is_date(value):
                 raise ConfigError(name, f"must be a date YYYY-MM-DD, got {value!r}")
         if self.since and self.until and self.since > self.until:
             raise ConfigError("until", f"{self.until} is before --since {self.since}")
