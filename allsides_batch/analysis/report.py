@@ -65,8 +65,25 @@ def available_windows(aggregates_dir: str) -> list[str]:
     return found
 
 
+# The columns of `aggregate`'s output that the charts and the table read.
+REPORT_COLUMNS = ("outlet", "window_start", "window_end", "n_articles", "mean_bias_score", "ci95_low", "ci95_high",
+                  "share_left", "share_center", "share_right", "mean_confidence", "outlet_label", "low_n",
+                  "delta_vs_previous_window", "model_id")
+
+
 def read_aggregates(aggregates_dir: str, window: str) -> pl.DataFrame:
-    return pl.read_parquet(aggregate_part(aggregates_dir, window))
+    """One window's aggregates; a file that is not `aggregate`'s output is a UserError naming what it lacks."""
+    path = aggregate_part(aggregates_dir, window)
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UserError(f"cannot read {path!r} as Parquet ({exc}); give the output directory of `aggregate`"
+                        .replace("\n", " ")) from exc
+    missing = [c for c in REPORT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path!r} lacks the aggregate column(s) {', '.join(missing)}: it is not `aggregate`'s "
+                        "output; give --aggregates the output directory of `aggregate`")
+    return frame
 
 
 def label_bands(aggregates_dir: str, window: str) -> tuple[float, float]:

@@ -1,0 +1,80 @@
+"""Input a user can fix, given to the real CLI: one `error:` line on stderr (or click's usage error for a
+missing option) and exit code 2, never a traceback, and nothing half-written left behind.
+
+The model is a real linear model trained on the 600 shared sample articles without its outlet rule (seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from allsides_batch.__main__ import app
+from allsides_batch.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def linear_model(articles_sample, tmp_path_factory) -> str:
+    from allsides_batch.training.train import train_model
+
+    out = tmp_path_factory.mktemp("errors-model") / "linear"
+    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out), linear_outlet_folds=0))
+    return str(out)
+
+
+def _cli(*args) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _one_error_line(result, *fragments: str) -> str:
+    """Exit 2 and exactly one `error:` line holding every fragment; returns that line."""
+    assert result.exit_code == 2, (result.exit_code, result.output[-3000:], result.exception)
+    assert "Traceback" not in result.output, result.output[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def scores(linear_model, articles_sample, tmp_path_factory) -> Path:
+    """`score`'s output for the 600 sample articles."""
+    out = tmp_path_factory.mktemp("errors-scores") / "scores"
+    result = _cli("score", "--model", linear_model, "--input", articles_sample, "--output", out, "--no-progress")
+    assert result.exit_code == 0, result.output[-3000:]
+    return out
+
+
+# ---- row 9: a missing option, an impossible date, aggregates that are not aggregates ------------------------
+def test_missing_required_options_are_usage_errors(tmp_path, articles_sample):
+    for args, option in ((["score", "--input", articles_sample, "--output", tmp_path / "o"], "--model"),
+                         (["report", "--output", tmp_path / "r"], "--aggregates"),
+                         (["aggregate", "--output", tmp_path / "a"], "--scores")):
+        result = _cli(*args)
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+        assert f"Missing option '{option}'" in result.stderr, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_impossible_dates_are_refused(scores, tmp_path):
+    for flag, value in (("--since", "2020-13-01"), ("--until", "2021-02-29")):
+        result = _cli("aggregate", "--scores", scores, "--output", tmp_path / "a", flag, value)
+        _one_error_line(result, f"{flag[2:]}: must be a date YYYY-MM-DD, got '{value}'")
+    assert not (tmp_path / "a").exists()
+
+
+def test_report_refuses_a_parquet_that_is_not_aggregates(tmp_path, articles_sample):
+    fake = tmp_path / "agg" / "window=all"
+    fake.mkdir(parents=True)
+    pq.write_table(pq.read_table(articles_sample).slice(0, 5), fake / "part-0.parquet")
+    _one_error_line(_cli("report", "--aggregates", tmp_path / "agg", "--output", tmp_path / "r"),
+                    "lacks the aggregate column(s) outlet", "output directory of `aggregate`")
+    (fake / "part-0.parquet").write_bytes(b"not parquet at all")
+    _one_error_line(_cli("report", "--aggregates", tmp_path / "agg", "--output", tmp_path / "r"),
+                    "cannot read", "as Parquet")
+    assert not (tmp_path / "r").exists()
