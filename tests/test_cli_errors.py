@@ -42,10 +42,10 @@ def _one_error_line(result, *fragments: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scores(linear_model, articles_sample, tmp_path_factory) -> Path:
-    """`score`'s output for the 600 sample articles."""
+def scores(linear_model, unique_sample, tmp_path_factory) -> Path:
+    """`score`'s output for the sample articles (unique ids, so evaluate can join labels to them)."""
     out = tmp_path_factory.mktemp("errors-scores") / "scores"
-    result = _cli("score", "--model", linear_model, "--input", articles_sample, "--output", out, "--no-progress")
+    result = _cli("score", "--model", linear_model, "--input", unique_sample, "--output", out, "--no-progress")
     assert result.exit_code == 0, result.output[-3000:]
     return out
 
@@ -78,3 +78,23 @@ def test_report_refuses_a_parquet_that_is_not_aggregates(tmp_path, articles_samp
     _one_error_line(_cli("report", "--aggregates", tmp_path / "agg", "--output", tmp_path / "r"),
                     "cannot read", "as Parquet")
     assert not (tmp_path / "r").exists()
+
+
+# ---- row 6: an --output that is a file, or lies under one -------------------------------------------------
+def test_score_output_that_is_a_file_is_refused(linear_model, articles_sample, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    for out, what in ((afile, "is a file"), (afile / "sub" / "out", f"lies under the file {str(afile)!r}")):
+        result = _cli("score", "--model", linear_model, "--input", articles_sample, "--output", out, "--no-progress")
+        _one_error_line(result, what, "give a directory")
+    assert afile.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_aggregate_report_and_evaluate_outputs_that_are_files_are_refused(scores, unique_sample, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    _one_error_line(_cli("aggregate", "--scores", scores, "--output", afile / "agg"), "lies under the file")
+    _cli("aggregate", "--scores", scores, "--output", tmp_path / "agg")
+    _one_error_line(_cli("report", "--aggregates", tmp_path / "agg", "--output", afile), "is a file")
+    _one_error_line(_cli("evaluate", "--scores", scores, "--data", unique_sample, "--output", afile), "is a file")
+    assert afile.read_text() == "keep me"

@@ -55,7 +55,7 @@ from ..layout import (
 )
 from ..metrics import t_critical
 from ..outlets import TRAINING_OUTLETS_FILE, TrainingOutlets, read_training_outlets
-from ..storage import atomic_write_parquet, exists, expand_inputs, write_json
+from ..storage import atomic_write_parquet, check_output_dir, exists, expand_inputs, write_json
 from ..training.outlet_rule import RULE_FILE, OutletRule, read_outlet_rule
 
 if TYPE_CHECKING:
@@ -358,6 +358,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
 
     if not cfg.output:
         raise UserError("--output is required: the directory for the aggregates")
+    check_output_dir(cfg.output)
     found_parts = score_parts(cfg.scores)
     files = found_parts.files
     scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore",

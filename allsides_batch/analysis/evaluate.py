@@ -26,6 +26,7 @@ from ..metrics import classification_report, outlet_agreement
 from ..outlets import read_training_outlets
 from ..storage import (
     atomic_write_text,
+    check_output_dir,
     exists,
     expand_inputs,
     file_fingerprint,
@@ -295,5 +296,6 @@ def markdown_report(result: dict) -> str:
 
 def write_evaluation(result: dict, output_dir: str) -> tuple[str, str]:
     """evaluation.json and evaluation.md under output_dir."""
+    check_output_dir(output_dir)
     return (write_json(join(output_dir, "evaluation.json"), result),
             atomic_write_text(join(output_dir, "evaluation.md"), markdown_report(result)))

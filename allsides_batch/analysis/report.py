@@ -27,7 +27,7 @@ from ..layout import (
     aggregate_part,
     aggregate_summary,
 )
-from ..storage import atomic_write_text, join
+from ..storage import atomic_write_text, check_output_dir, join
 
 COLOURS = {"left": "#2166ac", "center": "#8c6bb1", "right": "#b2182b"}
 WINDOW_ORDER = ("all", "month", "week", "day")  # outlet chart prefers the coarsest window
@@ -306,6 +306,7 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
     present besides `all`) and the table, under the names of layout.REPORT_FILES. Returns the paths written."""
     if not output_dir:
         raise UserError("--output is required: the directory for the charts and the table")
+    check_output_dir(output_dir)
     windows = available_windows(aggregates_dir)
     outlet_window = windows[0]
     frame = latest_per_outlet(read_aggregates(aggregates_dir, outlet_window))

@@ -13,7 +13,7 @@ from ..config import ScoreConfig
 from ..corpus import file_key, write_cache
 from ..errors import UserError
 from ..layout import Layout
-from ..storage import expand_inputs, parquet_file
+from ..storage import check_output_dir, expand_inputs, parquet_file
 from .parts import REQUIRED, input_columns
 
 
@@ -93,6 +93,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
 
     if not cfg.output:
         raise UserError("--output is required: the directory for scores, quarantine and manifest")
+    check_output_dir(cfg.output)
     model_dir = local_model_dir(cfg.model)  # a local path that is not a directory: "model directory not found"
     kind = read_model_kind(model_dir)["kind"]
     check_complete(model_dir)  # weights, config and a tokenizer that fits, before any work
