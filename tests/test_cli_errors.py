@@ -6,6 +6,11 @@ The model is a real linear model trained on the 600 shared sample articles witho
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,8 +31,28 @@ def linear_model(articles_sample, tmp_path_factory) -> str:
     return str(out)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def _cli(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _cli_process(*args, preexec=None) -> subprocess.CompletedProcess:
+    """The CLI in its own process (for what must not touch the test process: resource limits, Prefect)."""
+    return subprocess.run([sys.executable, "-m", "allsides_batch", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, preexec_fn=preexec, timeout=600)
+
+
+def _one_error_line_of_process(run: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert run.returncode == 2, (run.returncode, run.stderr[-3000:])
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], run.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
 
 
 def _one_error_line(result, *fragments: str) -> str:
@@ -98,3 +123,48 @@ def test_aggregate_report_and_evaluate_outputs_that_are_files_are_refused(scores
     _one_error_line(_cli("report", "--aggregates", tmp_path / "agg", "--output", afile), "is a file")
     _one_error_line(_cli("evaluate", "--scores", scores, "--data", unique_sample, "--output", afile), "is a file")
     assert afile.read_text() == "keep me"
+
+
+# ---- row 7: a full disk or read-only output with several device processes ---------------------------------
+def _file_size_limit(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _half_written(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.is_file() and (p.name.startswith(".") or ".tmp" in p.name
+                                                           or p.name.startswith("part-") or "_manifest" in p.parts)]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody, root included, can write into (chattr +i as root, mode 555 otherwise)."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+    yield path
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    path.chmod(0o755)
+
+
+def test_full_or_read_only_output_with_two_devices_fails_in_one_line(linear_model, articles_sample, tmp_path,
+                                                                    read_only_dir):
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    table = pq.read_table(articles_sample)
+    pq.write_table(table.slice(0, 300), corpus / "a.parquet")  # each file's scores part is over 20 kB
+    pq.write_table(table.slice(300, 300), corpus / "b.parquet")
+    out = tmp_path / "out"
+    run = _cli_process("score", "--model", linear_model, "--input", corpus, "--output", out, "--no-progress",
+                       "--devices", "cpu:2", preexec=_file_size_limit(20_000))
+    _one_error_line_of_process(run, "cannot write", "file size limit")
+    assert _half_written(out) == []
+    run = _cli_process("score", "--model", linear_model, "--input", corpus, "--output", read_only_dir / "out",
+                       "--no-progress", "--devices", "cpu:2")
+    _one_error_line_of_process(run, "cannot write")
