@@ -168,3 +168,40 @@ def test_full_or_read_only_output_with_two_devices_fails_in_one_line(linear_mode
     run = _cli_process("score", "--model", linear_model, "--input", corpus, "--output", read_only_dir / "out",
                        "--no-progress", "--devices", "cpu:2")
     _one_error_line_of_process(run, "cannot write")
+
+
+# ---- row 8: evaluate --scores with NaN probabilities and ids the labelled data lacks --------------------
+def _damaged_scores(scores: Path, dest: Path, nan_rows: slice, foreign_ids: slice, all_nan: bool = False) -> Path:
+    """A copy of `scores` whose one part has NaN p_left in `nan_rows` (every row: all_nan) and ids no labelled
+    article has in `foreign_ids`."""
+    import shutil
+
+    import numpy as np
+
+    shutil.copytree(scores, dest)
+    (part,) = (dest / "scores").rglob("part-*.parquet")
+    table = pq.read_table(part)
+    p_left = table["p_left"].to_numpy().copy()
+    p_left[slice(None) if all_nan else nan_rows] = np.nan
+    ids = table["id"].to_pylist()
+    ids[foreign_ids] = [f"not-labelled-{i}" for i in range(len(ids[foreign_ids]))]
+    table = table.set_column(table.schema.get_field_index("p_left"), "p_left", pa.array(p_left, pa.float32()))
+    table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    pq.write_table(table, part)
+    return dest
+
+
+def test_evaluate_leaves_out_nan_scores_and_unlabelled_ids_with_notes(scores, unique_sample, tmp_path):
+    damaged = _damaged_scores(scores, tmp_path / "damaged", nan_rows=slice(0, 5), foreign_ids=slice(10, 13))
+    result = _cli("evaluate", "--scores", damaged, "--data", unique_sample)
+    assert result.exit_code == 0, (result.output[-3000:], result.exception)
+    printed = json.loads(result.stdout)
+    labelled = pq.read_metadata(unique_sample).num_rows
+    assert (printed["non_finite_scores"], printed["scores_without_label"], printed["unscored"]) == (5, 3, 3)
+    assert printed["evaluated"] == printed["articles"]["n"] == labelled - 5 - 3
+    assert "5 labelled article(s) have a NaN, infinite or missing probability" in result.stderr
+    assert "3 scored article(s) have an id that is not in the labelled data" in result.stderr
+    every = _damaged_scores(scores, tmp_path / "all-nan", nan_rows=slice(0, 0), foreign_ids=slice(0, 0),
+                            all_nan=True)
+    _one_error_line(_cli("evaluate", "--scores", every, "--data", unique_sample),
+                    "has a NaN, infinite or missing p_left/p_center/p_right")
