@@ -205,3 +205,26 @@ def test_evaluate_leaves_out_nan_scores_and_unlabelled_ids_with_notes(scores, un
                             all_nan=True)
     _one_error_line(_cli("evaluate", "--scores", every, "--data", unique_sample),
                     "has a NaN, infinite or missing p_left/p_center/p_right")
+
+
+# ---- row 11: --outlet-map chains and cycles ------------------------------------------------------------
+def _outlets(agg: Path) -> dict[str, int]:
+    table = pq.read_table(agg / "window=all" / "part-0.parquet", columns=["outlet", "n_articles"])
+    return dict(zip(table["outlet"].to_pylist(), table["n_articles"].to_pylist()))
+
+
+def test_outlet_map_chains_resolve_to_their_end_and_cycles_are_refused(scores, tmp_path):
+    assert _cli("aggregate", "--scores", scores, "--output", tmp_path / "plain").exit_code == 0
+    plain = _outlets(tmp_path / "plain")
+    a, b, c = sorted(plain)[:3]
+    chain = tmp_path / "chain.csv"
+    chain.write_text(f"name,canonical\n{a},{b}\n{b},{c}\n")
+    result = _cli("aggregate", "--scores", scores, "--output", tmp_path / "chained", "--outlet-map", chain)
+    assert result.exit_code == 0, result.output[-3000:]
+    chained = _outlets(tmp_path / "chained")
+    assert a not in chained and b not in chained and chained[c] == plain[a] + plain[b] + plain[c]
+    cycle = tmp_path / "cycle.csv"
+    cycle.write_text(f"name,canonical\n{a},{b}\n{b},{a}\n")
+    _one_error_line(_cli("aggregate", "--scores", scores, "--output", tmp_path / "cycled", "--outlet-map", cycle),
+                    f"cycle ({a} -> {b} -> {a})")
+    assert not (tmp_path / "cycled").exists()

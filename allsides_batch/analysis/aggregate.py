@@ -170,7 +170,8 @@ def score_files(scores: str) -> list[str]:
 
 
 def read_outlet_map(path: str) -> dict[str, str]:
-    """CSV with a header and two columns: outlet name as found (or domain), canonical name."""
+    """CSV with a header and two columns: outlet name as found (or domain), canonical name. A chain
+    (A,B and B,C) maps each name to the end of its chain (A and B to C); a cycle (A,B and B,A) is an error."""
     if not os.path.isfile(path):
         raise UserError(f"--outlet-map {path!r} not found; give a CSV with columns name,canonical")
     mapping: dict[str, str] = {}
@@ -188,7 +189,24 @@ def read_outlet_map(path: str) -> dict[str, str]:
             raise UserError(f"--outlet-map {path!r} line {line}: {name!r} is mapped twice "
                             f"({mapping[name]!r} and {canonical!r})")
         mapping[name] = canonical
-    return mapping
+    return _chains_resolved(mapping, path)
+
+
+def _chains_resolved(mapping: dict[str, str], path: str) -> dict[str, str]:
+    """Each name mapped to the end of its chain, so no article is reported under a name the map renames
+    again (A→B, B→C: A's articles under C, not B); a cycle has no end and is refused, naming it."""
+    resolved = {}
+    for name, target in mapping.items():
+        seen = [name]
+        while target in mapping and mapping[target] != target:
+            if target in seen:
+                cycle = " -> ".join([*seen[seen.index(target):], target])
+                raise UserError(f"--outlet-map {path!r}: the names map in a cycle ({cycle}), so none of them has a "
+                                "canonical name; map each of them to the one name to report")
+            seen.append(target)
+            target = mapping[target]
+        resolved[name] = target
+    return resolved
 
 
 def _parsed_date(text: pl.Expr) -> pl.Expr:
