@@ -228,3 +228,22 @@ def test_outlet_map_chains_resolve_to_their_end_and_cycles_are_refused(scores, t
     _one_error_line(_cli("aggregate", "--scores", scores, "--output", tmp_path / "cycled", "--outlet-map", cycle),
                     f"cycle ({a} -> {b} -> {a})")
     assert not (tmp_path / "cycled").exists()
+
+
+# ---- row 12: a --config value of the wrong type for a number -------------------------------------------------
+def test_config_values_of_the_wrong_type_for_numbers_are_refused(linear_model, scores, unique_sample, tmp_path):
+    config = tmp_path / "score.yaml"
+    for text, message in (("workers: true\n", "workers must be an integer (--workers), got bool True"),
+                          ("batch_tokens: 2048.5\n", "batch_tokens must be an integer (--batch-tokens), got float"),
+                          ("columns: {text: text}\nquantize_check: false\n", "quantize_check must be an integer")):
+        config.write_text(text)
+        result = _cli("score", "--model", linear_model, "--input", unique_sample, "--output", tmp_path / "out",
+                      "--no-progress", "--config", config)
+        _one_error_line(result, message)
+    assert not (tmp_path / "out").exists()
+    config = tmp_path / "aggregate.yaml"
+    config.write_text("label_threshold: true\n")
+    _one_error_line(_cli("aggregate", "--scores", scores, "--output", tmp_path / "agg", "--config", config),
+                    "label_threshold must be a number (--label-threshold), got bool True")
+    config.write_text("label_threshold: 2.5e-1\nmin_articles: 5\n")  # numbers as numbers are read as before
+    assert _cli("aggregate", "--scores", scores, "--output", tmp_path / "agg", "--config", config).exit_code == 0
