@@ -17,6 +17,8 @@ real but weak; a GPU worker trains the full recipe.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from typing import TextIO
@@ -90,7 +92,35 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
 
 
 def run(args: argparse.Namespace) -> dict:
-    return nightly(**vars(args))
+    with quiet_user_errors():
+        return nightly(**vars(args))
+
+
+# Prefect's loggers for flow and task runs: each logs a failed run's exception with its traceback.
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _DropUserErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from allsides_batch.errors import UserError
+
+        return not (record.exc_info and isinstance(record.exc_info[1], UserError))
+
+
+@contextlib.contextmanager
+def quiet_user_errors():
+    """While a front door (`nightly`, `python -m flows`) runs the job on a terminal, Prefect does not log a run
+    that failed with a UserError (bad input) with its traceback: the front door prints the error as its one
+    line instead. Other failures keep their traceback; the run's state message holds the error either way."""
+    drop = _DropUserErrors()
+    loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 def next_steps(night: dict, output: str) -> str:

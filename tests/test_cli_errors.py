@@ -38,18 +38,19 @@ def _cli(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def _cli_process(*args, preexec=None) -> subprocess.CompletedProcess:
+def _cli_process(*args, preexec=None, env=None) -> subprocess.CompletedProcess:
     """The CLI in its own process (for what must not touch the test process: resource limits, Prefect)."""
     return subprocess.run([sys.executable, "-m", "allsides_batch", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, preexec_fn=preexec, timeout=600)
+                          cwd=REPO, preexec_fn=preexec, env=env, timeout=600)
 
 
-def _one_error_line_of_process(run: subprocess.CompletedProcess, *fragments: str) -> str:
+def _one_error_line_of_process(run: subprocess.CompletedProcess, *fragments: str, last: bool = True) -> str:
+    """Exit 2, no traceback, exactly one `error:` line (the last line unless `last` is False)."""
     assert run.returncode == 2, (run.returncode, run.stderr[-3000:])
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], run.stderr[-3000:]
+    assert len(errors) == 1 and (lines[-1] == errors[0] or not last), run.stderr[-3000:]
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
@@ -247,3 +248,19 @@ def test_config_values_of_the_wrong_type_for_numbers_are_refused(linear_model, s
                     "label_threshold must be a number (--label-threshold), got bool True")
     config.write_text("label_threshold: 2.5e-1\nmin_articles: 5\n")  # numbers as numbers are read as before
     assert _cli("aggregate", "--scores", scores, "--output", tmp_path / "agg", "--config", config).exit_code == 0
+
+
+# ---- nightly: a UserError inside the job's flows is the one line, without Prefect's traceback above it ------
+def test_nightly_shows_bad_input_as_one_line_without_a_traceback(linear_model, tmp_path):
+    from allsides_batch.registry import publish_model
+
+    publish_model(linear_model, str(tmp_path / "models"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["1"], "body": ["the senate vote"]}), corpus / "today.parquet")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the job's own ephemeral server
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    run = _cli_process("nightly", "--corpus", corpus, "--output", tmp_path / "night", "--models-root",
+                       tmp_path / "models", "--run-date", "2026-01-02", "--no-progress", env=env)
+    # raised in the find-unscored task; Prefect's own line about stopping its temporary server may follow
+    _one_error_line_of_process(run, "missing column(s) source (source), text (text)", last=False)

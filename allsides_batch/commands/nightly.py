@@ -55,12 +55,13 @@ def _nightly(values: dict) -> None:
     from ..errors import UserError
 
     try:
-        from flows.__main__ import next_steps, nightly
+        from flows.__main__ import next_steps, nightly, quiet_user_errors
         from flows.artifacts import console_summary
     except ModuleNotFoundError as exc:
         raise UserError(f"{exc}: nightly runs Prefect flows; pip install -e '.[flows]'") from exc
-    night = nightly(**{**values, "corpus": list(values["corpus"]) or None,
-                       "train_data": list(values["train_data"]) or None})
+    with quiet_user_errors():
+        night = nightly(**{**values, "corpus": list(values["corpus"]) or None,
+                           "train_data": list(values["train_data"]) or None})
     log.info(console_summary(night))
     log.info(next_steps(night, values["output"]))
     echo_result(night)
