@@ -25,6 +25,10 @@ OUTLET_LABEL_THRESHOLD = 1 / 3  # outlet_label: mean score below -T left, above 
 OUTLET_MIN_ARTICLES = 20  # outlets with fewer articles are flagged low_n and left out of outlet-level metrics
 # Long articles as several windows (score --long-text chunk, train --train-windows).
 WINDOW_STRIDE = 64  # tokens shared by consecutive windows
+# score: more than this share of unreadable input files fails the run (score --max-unreadable-files). Half:
+# a stray damaged file beside a good one is quarantined and the run goes on; mostly unreadable input is
+# more likely the wrong files (CSV, a wrong glob) than damage, and a night that scored little should say so.
+MAX_UNREADABLE_FILES = 0.5
 
 
 def stride_limit(max_length: int) -> int:
@@ -306,10 +310,18 @@ class ScoreConfig:
         metadata={"help": "chunk mode: windows scored per article, the first ones; a longer article is "
                           "marked truncated and the rest of it is not read"},
     )
+    max_unreadable_files: float = field(
+        default=MAX_UNREADABLE_FILES,
+        metadata={"help": "exit 2 (after committing what was scored) when more than this share of the files "
+                          "read was unreadable (not Parquet, damaged); a run where every file was unreadable "
+                          "always fails; 1 = only then, 0 = any unreadable file"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
             self.columns = Columns(**self.columns)
+        if not 0.0 <= self.max_unreadable_files <= 1.0:
+            raise ConfigError("max_unreadable_files", f"must be a share in [0, 1], got {self.max_unreadable_files}")
         if isinstance(self.input, str):
             self.input = [self.input]
         _check_literals(self)

@@ -250,6 +250,58 @@ def test_config_values_of_the_wrong_type_for_numbers_are_refused(linear_model, s
     assert _cli("aggregate", "--scores", scores, "--output", tmp_path / "agg", "--config", config).exit_code == 0
 
 
+# ---- row 14: score input that is not Parquet ---------------------------------------------------------------
+def _csv(path: Path) -> Path:
+    path.write_text(f"id,source,text\n{path.name},Reuters,the senate vote\n")  # each file its own bytes
+    return path
+
+
+def test_score_fails_when_every_input_file_is_unreadable(linear_model, tmp_path):
+    out = tmp_path / "out"
+    result = _cli("score", "--model", linear_model, "--input", _csv(tmp_path / "articles.csv"), "--output", out,
+                  "--no-progress")
+    line = _one_error_line(result, "none of the 1 input file(s) read could be read as Parquet", "nothing was scored")
+    quarantine = line.split(" under ")[1].split(": give")[0]
+    (part,) = Path(quarantine).glob("part-*.parquet")  # committed: where the line says
+    assert pq.read_table(part)["reason"][0].as_py().startswith("unreadable file")
+    assert json.loads(result.stdout)["files_unreadable"] == 1  # the run's summary is still printed
+
+
+def test_max_unreadable_files_sets_how_many_may_be_unreadable(linear_model, unique_sample, tmp_path):
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    pq.write_table(pq.read_table(unique_sample).slice(0, 20), corpus / "good.parquet")
+    _csv(corpus / "bad-1.parquet")
+    _csv(corpus / "bad-2.parquet")
+    result = _cli("score", "--model", linear_model, "--input", corpus, "--output", tmp_path / "out", "--no-progress")
+    _one_error_line(result, "2 of the 3 input files read could not be read", "more than --max-unreadable-files 0.5",
+                    "the 20 article(s) of the others are committed")
+    config = tmp_path / "score.yaml"
+    config.write_text("max_unreadable_files: 0.7\n")
+    result = _cli("score", "--model", linear_model, "--input", corpus, "--output", tmp_path / "out2", "--no-progress",
+                  "--config", config)
+    assert result.exit_code == 0, result.output[-3000:]
+    assert json.loads(result.stdout)["files_unreadable"] == 2
+    _one_error_line(_cli("score", "--model", linear_model, "--input", corpus, "--output", tmp_path / "out3",
+                         "--max-unreadable-files", "1.5"), "max_unreadable_files: must be a share in [0, 1]")
+
+
+def test_nightly_fails_in_one_line_when_the_corpus_is_unreadable(linear_model, tmp_path):
+    from allsides_batch.registry import publish_model
+
+    publish_model(linear_model, str(tmp_path / "models"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _csv(corpus / "today.parquet")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the job's own ephemeral server
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    run = _cli_process("nightly", "--corpus", corpus, "--output", tmp_path / "night", "--models-root",
+                       tmp_path / "models", "--run-date", "2026-01-02", "--no-progress", env=env)
+    # Prefect's own line about stopping its temporary server may follow the error line
+    _one_error_line_of_process(run, "none of the 1 input file(s) read could be read as Parquet", last=False)
+    assert not (tmp_path / "night" / "nights").exists()
+
+
 # ---- nightly: a UserError inside the job's flows is the one line, without Prefect's traceback above it ------
 def test_nightly_shows_bad_input_as_one_line_without_a_traceback(linear_model, tmp_path):
     from allsides_batch.registry import publish_model

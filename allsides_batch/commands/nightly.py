@@ -12,6 +12,7 @@ import click
 from flows.__main__ import DEMO, _default_kind
 
 from ..cli import run_command
+from ..config import MAX_UNREADABLE_FILES
 from ._command import Command, echo_result
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 @click.option("--allow-below-chance", is_flag=True,
               help="publish a model trained here even if its validation macro-F1 is at or below chance (1/3)")
 @click.option("--run-date", default=None, help="YYYY-MM-DD (default: today, UTC)")
+@click.option("--max-unreadable-files", type=click.FloatRange(0.0, 1.0), default=MAX_UNREADABLE_FILES,
+              show_default=True, help="fail the night (exit 2, after committing what was scored) when more than this "
+                                      "share of the corpus files it read was unreadable; a night where all were "
+                                      "always fails")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="progress bars while training and scoring")
 def command(**values) -> None:

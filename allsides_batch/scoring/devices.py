@@ -148,8 +148,8 @@ def _os_error_of(exc: BaseException) -> tuple[int, str, str | None] | None:
 
 
 def _merge(summary, part: dict) -> None:
-    for name in ("input_rows", "scored_rows", "quarantined_rows", "files_scored", "batch_halvings",
-                 "int8_rows_checked"):
+    for name in ("input_rows", "scored_rows", "quarantined_rows", "files_scored", "files_unreadable",
+                 "batch_halvings", "int8_rows_checked"):
         setattr(summary, name, getattr(summary, name) + part[name])
     summary.parts.extend(part["parts"])
     summary.quarantine_parts.extend(part["quarantine_parts"])

@@ -28,6 +28,7 @@ class ScoreSummary:
     scored_rows: int = 0
     quarantined_rows: int = 0
     files_scored: int = 0
+    files_unreadable: int = 0  # of files_scored: quarantined whole, as one row (not Parquet, damaged)
     files_skipped: int = 0
     files_same_content: int = 0
     files_changed_during_run: list[str] = field(default_factory=list)
