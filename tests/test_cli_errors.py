@@ -1,7 +1,8 @@
 """Input a user can fix, given to the real CLI: one `error:` line on stderr (or click's usage error for a
 missing option) and exit code 2, never a traceback, and nothing half-written left behind.
 
-The model is a real linear model trained on the 600 shared sample articles without its outlet rule (seconds)."""
+The model is a real linear model trained on the 600 shared sample articles without its outlet rule (seconds);
+tests that score, or run a CLI process (resource limits, nightly's own Prefect server), are marked slow."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def test_missing_required_options_are_usage_errors(tmp_path, articles_sample):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_impossible_dates_are_refused(scores, tmp_path):
     for flag, value in (("--since", "2020-13-01"), ("--until", "2021-02-29")):
         result = _cli("aggregate", "--scores", scores, "--output", tmp_path / "a", flag, value)
@@ -107,6 +109,7 @@ def test_report_refuses_a_parquet_that_is_not_aggregates(tmp_path, articles_samp
 
 
 # ---- row 6: an --output that is a file, or lies under one -------------------------------------------------
+@pytest.mark.slow
 def test_score_output_that_is_a_file_is_refused(linear_model, articles_sample, tmp_path):
     afile = tmp_path / "notes.txt"
     afile.write_text("keep me")
@@ -116,6 +119,7 @@ def test_score_output_that_is_a_file_is_refused(linear_model, articles_sample, t
     assert afile.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_aggregate_report_and_evaluate_outputs_that_are_files_are_refused(scores, unique_sample, tmp_path):
     afile = tmp_path / "notes.txt"
     afile.write_text("keep me")
@@ -154,6 +158,7 @@ def read_only_dir(tmp_path):
     path.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_full_or_read_only_output_with_two_devices_fails_in_one_line(linear_model, articles_sample, tmp_path,
                                                                     read_only_dir):
     corpus = tmp_path / "in"
@@ -192,6 +197,7 @@ def _damaged_scores(scores: Path, dest: Path, nan_rows: slice, foreign_ids: slic
     return dest
 
 
+@pytest.mark.slow
 def test_evaluate_leaves_out_nan_scores_and_unlabelled_ids_with_notes(scores, unique_sample, tmp_path):
     damaged = _damaged_scores(scores, tmp_path / "damaged", nan_rows=slice(0, 5), foreign_ids=slice(10, 13))
     result = _cli("evaluate", "--scores", damaged, "--data", unique_sample)
@@ -214,6 +220,7 @@ def _outlets(agg: Path) -> dict[str, int]:
     return dict(zip(table["outlet"].to_pylist(), table["n_articles"].to_pylist()))
 
 
+@pytest.mark.slow
 def test_outlet_map_chains_resolve_to_their_end_and_cycles_are_refused(scores, tmp_path):
     assert _cli("aggregate", "--scores", scores, "--output", tmp_path / "plain").exit_code == 0
     plain = _outlets(tmp_path / "plain")
@@ -232,6 +239,7 @@ def test_outlet_map_chains_resolve_to_their_end_and_cycles_are_refused(scores, t
 
 
 # ---- row 12: a --config value of the wrong type for a number -------------------------------------------------
+@pytest.mark.slow
 def test_config_values_of_the_wrong_type_for_numbers_are_refused(linear_model, scores, unique_sample, tmp_path):
     config = tmp_path / "score.yaml"
     for text, message in (("workers: true\n", "workers must be an integer (--workers), got bool True"),
@@ -256,6 +264,7 @@ def _csv(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_score_fails_when_every_input_file_is_unreadable(linear_model, tmp_path):
     out = tmp_path / "out"
     result = _cli("score", "--model", linear_model, "--input", _csv(tmp_path / "articles.csv"), "--output", out,
@@ -267,6 +276,7 @@ def test_score_fails_when_every_input_file_is_unreadable(linear_model, tmp_path)
     assert json.loads(result.stdout)["files_unreadable"] == 1  # the run's summary is still printed
 
 
+@pytest.mark.slow
 def test_max_unreadable_files_sets_how_many_may_be_unreadable(linear_model, unique_sample, tmp_path):
     corpus = tmp_path / "in"
     corpus.mkdir()
@@ -286,6 +296,7 @@ def test_max_unreadable_files_sets_how_many_may_be_unreadable(linear_model, uniq
                          "--max-unreadable-files", "1.5"), "max_unreadable_files: must be a share in [0, 1]")
 
 
+@pytest.mark.slow
 def test_nightly_fails_in_one_line_when_the_corpus_is_unreadable(linear_model, tmp_path):
     from allsides_batch.registry import publish_model
 
@@ -303,6 +314,7 @@ def test_nightly_fails_in_one_line_when_the_corpus_is_unreadable(linear_model, t
 
 
 # ---- nightly: a UserError inside the job's flows is the one line, without Prefect's traceback above it ------
+@pytest.mark.slow
 def test_nightly_shows_bad_input_as_one_line_without_a_traceback(linear_model, tmp_path):
     from allsides_batch.registry import publish_model
 
