@@ -93,7 +93,8 @@ CONFIG_HELP = (
     "that run: its `config` part is read and its provenance keys (max_length_used, text_preparation, "
     "data_files, test_files, split_sizes, rows_skipped, device, precision, steps, package_versions, "
     "git_commit) are ignored, as are fields this command has no option for; give a new --output. Unknown keys "
-    "are refused. Precedence: command-line flag > environment variable > this file > default. Every option "
+    "are refused, as is a boolean or a fraction for an integer option (workers: true) and a boolean for a "
+    "number. Precedence: command-line flag > environment variable > this file > default. Every option "
     f"can come from the environment as {ENV_PREFIX}_<COMMAND>_<OPTION> (e.g. {ENV_PREFIX}_TRAIN_EPOCHS=3, "
     f"{ENV_PREFIX}_SCORE_CONFIG=score.yaml; several values separated by spaces; flags 1/0, true/false)."
 )
@@ -132,8 +133,11 @@ def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...]
             elif typing.get_origin(base) is Literal:
                 kwargs.update(type=click.Choice(list(get_args(base))), default=default)
             else:
-                kwargs.update(type=base, default=None if name in required else default, required=name in required,
-                                  show_default=name not in required)
+                # A required option gets no default at all: click takes an explicit default=None as a value
+                # and would not report the option missing (a traceback further on instead).
+                kwargs.update(type=base, required=name in required, show_default=name not in required)
+                if name not in required:
+                    kwargs["default"] = default
                 if optional:
                     kwargs["show_default"] = False
             func = click.option(*opt, name, **kwargs)(func)
@@ -203,6 +207,21 @@ def read_config_file(path: str) -> dict:
     return data
 
 
+def _check_number(param: click.Option, written: str, value: object, path: str) -> None:
+    """Refuse a config value of the wrong type for an integer or float option: click would turn `true` into 1
+    and 2.5 into 2 without a word. A string is left to click, which parses it or says why not (YAML reads
+    3e-5, without a dot, as a string)."""
+    if isinstance(param.type, click.types.IntParamType):
+        expected, fits = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(param.type, click.types.FloatParamType):
+        expected, fits = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not fits and not isinstance(value, str):
+        raise UserError(f"--config {path!r}: {written} must be {expected} ({param.opts[0]}), got "
+                        f"{type(value).__name__} {value!r}")
+
+
 def _nested_suffix(name: str) -> str:
     """The option-name suffix of a nested dataclass field's options (columns → _column), as _fields."""
     return f"_{name[:-1] if name.endswith('s') else name}"
@@ -263,6 +282,8 @@ def config_file_values(command: click.Command, data: dict, sources: list, path: 
                 raise UserError(f"--config {path!r}: {written} must be a value or a list of values")
         elif isinstance(value, (list, dict)):
             raise UserError(f"--config {path!r}: {written} takes one value ({param.opts[0]}), got a list")
+        for item in value if param.multiple else [value]:
+            _check_number(param, written, item, path)
         values[param.name] = value
     if unknown:
         import difflib

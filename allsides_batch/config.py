@@ -7,6 +7,7 @@ options from these fields (see cli_options), so a flag and its config field neve
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Literal, get_args, get_type_hints
@@ -24,6 +25,10 @@ OUTLET_LABEL_THRESHOLD = 1 / 3  # outlet_label: mean score below -T left, above 
 OUTLET_MIN_ARTICLES = 20  # outlets with fewer articles are flagged low_n and left out of outlet-level metrics
 # Long articles as several windows (score --long-text chunk, train --train-windows).
 WINDOW_STRIDE = 64  # tokens shared by consecutive windows
+# score: more than this share of unreadable input files fails the run (score --max-unreadable-files). Half:
+# a stray damaged file beside a good one is quarantined and the run goes on; mostly unreadable input is
+# more likely the wrong files (CSV, a wrong glob) than damage, and a night that scored little should say so.
+MAX_UNREADABLE_FILES = 0.5
 
 
 def stride_limit(max_length: int) -> int:
@@ -247,6 +252,17 @@ def _check_stride(obj, name: str, max_length: int) -> None:
         raise ConfigError(name, f"must be smaller than max_length - 2 ({limit}), got {getattr(obj, name)}")
 
 
+def _is_date(value: str) -> bool:
+    """YYYY-MM-DD naming a day of the calendar (2020-13-01 and 2021-02-29 are not)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
@@ -294,10 +310,18 @@ class ScoreConfig:
         metadata={"help": "chunk mode: windows scored per article, the first ones; a longer article is "
                           "marked truncated and the rest of it is not read"},
     )
+    max_unreadable_files: float = field(
+        default=MAX_UNREADABLE_FILES,
+        metadata={"help": "exit 2 (after committing what was scored) when more than this share of the files "
+                          "read was unreadable (not Parquet, damaged); a run where every file was unreadable "
+                          "always fails; 1 = only then, 0 = any unreadable file"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
             self.columns = Columns(**self.columns)
+        if not 0.0 <= self.max_unreadable_files <= 1.0:
+            raise ConfigError("max_unreadable_files", f"must be a share in [0, 1], got {self.max_unreadable_files}")
         if isinstance(self.input, str):
             self.input = [self.input]
         _check_literals(self)
@@ -362,7 +386,7 @@ class AggregateConfig:
             raise ConfigError("set_level", f"must be in (0, 1), got {self.set_level}")
         for name in ("since", "until"):
             value = getattr(self, name)
-            if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            if value is not None and not _is_date(value):
                 raise ConfigError(name, f"must be a date YYYY-MM-DD, got {value!r}")
         if self.since and self.until and self.since > self.until:
             raise ConfigError("until", f"{self.until} is before --since {self.since}")

@@ -95,6 +95,23 @@ def makedirs(url: str) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
+def check_output_dir(url: str, option: str = "--output") -> None:
+    """Refuse an output directory that is a file, or lies under one, before anything is written there
+    (makedirs would fail half-way with NotADirectoryError or FileExistsError)."""
+    fs, path = _fs(url)
+    probe = path.rstrip("/")
+    while probe:
+        if fs.isfile(probe):
+            what = "is a file" if probe == path.rstrip("/") else f"lies under the file {probe!r}"
+            raise UserError(f"{option} {url!r} {what}, not a directory; give a directory (created if missing)")
+        if fs.isdir(probe):
+            return
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+
+
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 

@@ -17,9 +17,13 @@ real but weak; a GPU worker trains the full recipe.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from typing import TextIO
+
+from allsides_batch.config import MAX_UNREADABLE_FILES
 
 DEMO = dict(train_steps=40, batch_size=32, learning_rate=1e-4, warmup_steps=4, max_length=64, eval_samples=256,
             quantize="int8")
@@ -44,13 +48,16 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
             train_data: list[str] | None = None, kind: str | None = None, base_model: str | None = None,
             train_steps: int = DEMO["train_steps"],
             max_length: int = DEMO["max_length"], quantize: str | None = None, retrain: bool = False,
-            run_date: str | None = None, progress: bool = True, allow_below_chance: bool = False) -> dict:
+            run_date: str | None = None, progress: bool = True, allow_below_chance: bool = False,
+            max_unreadable_files: float = MAX_UNREADABLE_FILES) -> dict:
     """The nightly job (what `python -m flows` and `allsides-batch nightly` run): train and publish
     models/latest with the train-model flow if absent (or `retrain`), on the labelled `train_data` (default:
     the shared AllSides articles, whatever the corpus), then the score-corpus flow over `corpus` on Prefect's
     ephemeral local server. A model trained here whose validation macro-F1 is at or below chance is not
-    published (and the night does not run) unless `allow_below_chance`. Returns the night's summary
-    (flows/artifacts.py night_summary)."""
+    published (and the night does not run) unless `allow_below_chance`. A night where every corpus file it
+    read was unreadable, or more than `max_unreadable_files` of them (score's --max-unreadable-files), fails
+    with a UserError once what was scored is committed. Returns the night's summary (flows/artifacts.py
+    night_summary)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
@@ -86,11 +93,39 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
     quantize = quantize or (DEMO["quantize"] if reads_tokens else "none")
     return score_corpus_flow(corpus=corpus, model="latest", models_root=models_root, output=output,
                              run_date=run_date, max_length=max_length if reads_tokens else None,
-                             quantize=quantize, progress_bar=progress)
+                             quantize=quantize, progress_bar=progress, max_unreadable_files=max_unreadable_files)
 
 
 def run(args: argparse.Namespace) -> dict:
-    return nightly(**vars(args))
+    with quiet_user_errors():
+        return nightly(**vars(args))
+
+
+# Prefect's loggers for flow and task runs: each logs a failed run's exception with its traceback.
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _DropUserErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from allsides_batch.errors import UserError
+
+        return not (record.exc_info and isinstance(record.exc_info[1], UserError))
+
+
+@contextlib.contextmanager
+def quiet_user_errors():
+    """While a front door (`nightly`, `python -m flows`) runs the job on a terminal, Prefect does not log a run
+    that failed with a UserError (bad input) with its traceback: the front door prints the error as its one
+    line instead. Other failures keep their traceback; the run's state message holds the error either way."""
+    drop = _DropUserErrors()
+    loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 def next_steps(night: dict, output: str) -> str:
@@ -129,6 +164,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     ap.add_argument("--allow-below-chance", action="store_true",
                     help="publish a model trained here even if its validation macro-F1 is at or below chance")
     ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
+    ap.add_argument("--max-unreadable-files", type=float, default=MAX_UNREADABLE_FILES,
+                    help="fail the night when more than this share of the corpus files it read was unreadable "
+                         f"(a night where all were always fails; default: {MAX_UNREADABLE_FILES})")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                     help="progress bars while training and scoring (default: on)")
     args = ap.parse_args(argv)

@@ -26,7 +26,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import Cancelling
 from prefect.tasks import exponential_backoff
 
-from allsides_batch.config import OUTLET_MIN_ARTICLES
+from allsides_batch.config import MAX_UNREADABLE_FILES, OUTLET_MIN_ARTICLES
 from allsides_batch.errors import UserError
 from allsides_batch.layout import night_aggregates, night_report, scores_root
 from flows import artifacts
@@ -192,6 +192,7 @@ def score_corpus_flow(
     shard_deployment: str = SHARD_DEPLOYMENT,
     shard_timeout_s: int = SHARD_TIMEOUT_S,
     progress_bar: bool = False,
+    max_unreadable_files: float = MAX_UNREADABLE_FILES,
 ) -> dict:
     """One night: score every corpus file this model has not scored yet, aggregate per outlet, chart.
 
@@ -201,7 +202,9 @@ def score_corpus_flow(
     Outputs land under `output` as allsides_batch/layout.py lays them out: the scores, quarantine,
     manifest and run summaries (shared by all nights, exactly-once per file), and
     nights/<run_date>/aggregates and nights/<run_date>/report. `progress_bar` shows the scorer's
-    progress bar on stderr (for a terminal; worker logs are better without)."""
+    progress bar on stderr (for a terminal; worker logs are better without). A night where every file it
+    read was unreadable, or more than `max_unreadable_files` of them (score --max-unreadable-files), fails
+    with a UserError once every shard is committed, before the aggregates."""
     log = get_run_logger()
     if shard_size < 1:
         raise UserError(f"shard_size must be >= 1, got {shard_size}")
@@ -246,6 +249,10 @@ def score_corpus_flow(
     if reconciled["retired_files"] or reconciled["orphan_parts_removed"]:
         log.info("retired the scores of %d input file(s) deleted or rewritten since; removed %d leftover part(s)",
                  reconciled["retired_files"], reconciled["orphan_parts_removed"])
+    from allsides_batch.scoring import check_unreadable
+
+    shard_summaries = artifacts.read_run_summaries(output, run_ids)
+    check_unreadable(shard_summaries, max_unreadable_files)
 
     aggregates = night_aggregates(output, run_date)
     # windows end at the night's date, so rerunning an old night does not pull in later articles;
@@ -257,7 +264,6 @@ def score_corpus_flow(
                     "in-sample, marked seen_in_training", agg["outlets_seen_in_training"], agg["outlets"],
                     agg["articles_from_seen_outlets"])
     report = report_task(aggregates, night_report(output, run_date), model_dir, corpus)
-    shard_summaries = artifacts.read_run_summaries(output, run_ids)
     summary = artifacts.night_summary(run_date, score_id, model_dir, output, shard_summaries, agg, report,
                                       time.perf_counter() - started, fan_out, len(files))
     artifacts.publish_night(summary, agg, report)

@@ -55,7 +55,7 @@ from ..layout import (
 )
 from ..metrics import t_critical
 from ..outlets import TRAINING_OUTLETS_FILE, TrainingOutlets, read_training_outlets
-from ..storage import atomic_write_parquet, exists, expand_inputs, write_json
+from ..storage import atomic_write_parquet, check_output_dir, exists, expand_inputs, write_json
 from ..training.outlet_rule import RULE_FILE, OutletRule, read_outlet_rule
 
 if TYPE_CHECKING:
@@ -208,7 +208,8 @@ def score_files(scores: str) -> list[str]:
 
 
 def read_outlet_map(path: str) -> dict[str, str]:
-    """CSV with a header and two columns: outlet name as found (or domain), canonical name."""
+    """CSV with a header and two columns: outlet name as found (or domain), canonical name. A chain
+    (A,B and B,C) maps each name to the end of its chain (A and B to C); a cycle (A,B and B,A) is an error."""
     if not os.path.isfile(path):
         raise UserError(f"--outlet-map {path!r} not found; give a CSV with columns name,canonical")
     mapping: dict[str, str] = {}
@@ -226,7 +227,24 @@ def read_outlet_map(path: str) -> dict[str, str]:
             raise UserError(f"--outlet-map {path!r} line {line}: {name!r} is mapped twice "
                             f"({mapping[name]!r} and {canonical!r})")
         mapping[name] = canonical
-    return mapping
+    return _chains_resolved(mapping, path)
+
+
+def _chains_resolved(mapping: dict[str, str], path: str) -> dict[str, str]:
+    """Each name mapped to the end of its chain, so no article is reported under a name the map renames
+    again (A→B, B→C: A's articles under C, not B); a cycle has no end and is refused, naming it."""
+    resolved = {}
+    for name, target in mapping.items():
+        seen = [name]
+        while target in mapping and mapping[target] != target:
+            if target in seen:
+                cycle = " -> ".join([*seen[seen.index(target):], target])
+                raise UserError(f"--outlet-map {path!r}: the names map in a cycle ({cycle}), so none of them has a "
+                                "canonical name; map each of them to the one name to report")
+            seen.append(target)
+            target = mapping[target]
+        resolved[name] = target
+    return resolved
 
 
 def _parsed_date(text: pl.Expr) -> pl.Expr:
@@ -396,6 +414,7 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
 
     if not cfg.output:
         raise UserError("--output is required: the directory for the aggregates")
+    check_output_dir(cfg.output)
     found_parts = score_parts(cfg.scores)
     files = found_parts.files
     scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore",

@@ -27,6 +27,7 @@ from ..model_files import TRAINING_RECIPE_FILE, read_model_json
 from ..outlets import read_training_outlets
 from ..storage import (
     atomic_write_text,
+    check_output_dir,
     exists,
     expand_inputs,
     file_fingerprint,
@@ -129,14 +130,22 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
         raise UserError(f"no scored article under {scores_dir!r} has an id in the labelled data; check that "
                         "both use the same --id-column and --split")
     unscored = {labelled.ids[i] for i in range(len(labelled.ids)) if labelled.ids[i] not in latest}
+    without_label = len(latest) - len(keep)
     probs = probs_all[[latest[labelled.ids[i]] for i in keep]]
+    # A NaN, infinite or missing probability has no place in a metric: such rows are counted and left out.
+    finite = np.isfinite(probs).all(axis=1)
+    non_finite = int((~finite).sum())
+    if non_finite == len(keep):
+        raise UserError(f"every one of the {len(keep)} labelled article(s) scored under {scores_dir!r} has a NaN, "
+                        "infinite or missing p_left/p_center/p_right; score them again with `score`")
+    keep, probs = [i for i, ok in zip(keep, finite) if ok], probs[finite]
     y_true = labelled.labels[keep]
     sources = [labelled.sources[i] for i in keep]
     result = {
         "model_id": model_id, "split": cfg.split, "data": labelled.files, "labelled_rows": len(labelled.ids),
         "evaluated": len(keep), "unscored": len(unscored),
         "unscored_reasons": quarantine_reasons(scores_dir, model_id, unscored) if unscored else {},
-        "scores_without_label": len(latest) - len(keep),
+        "scores_without_label": without_label, "non_finite_scores": non_finite,
         "articles": classification_report(y_true, probs),
         "outlets": {**outlet_agreement(sources, y_true, probs, cfg.min_articles),
                     "label_accuracy": _outlet_label_accuracy(sources, y_true, probs, cfg),
@@ -146,6 +155,12 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
     if unscored:
         notes.append(f"{len(unscored)} labelled article(s) have no score (see unscored_reasons); "
                      "metrics cover the scored ones")
+    if non_finite:
+        notes.append(f"{non_finite} labelled article(s) have a NaN, infinite or missing probability in their "
+                     "score (non_finite_scores): left out of the metrics")
+    if without_label and cfg.split == "all":
+        notes.append(f"{without_label} scored article(s) have an id that is not in the labelled data "
+                     "(scores_without_label): left out of the metrics")
     model_dir = model_dir if model_dir is not None else _model_of_scores(scores_dir, model_id)
     seen = seen_in_training(model_dir, cfg, labelled.files)
     overlap = outlets_in_training(model_dir, sources)
@@ -297,10 +312,14 @@ def markdown_report(result: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     if result["unscored"]:
         lines += ["", f"{result['unscored']} labelled article(s) had no score: {result['unscored_reasons']}."]
+    if result.get("non_finite_scores"):
+        lines += ["", f"{result['non_finite_scores']} labelled article(s) had a NaN, infinite or missing "
+                      "probability: left out."]
     return "\n".join(lines) + "\n"
 
 
 def write_evaluation(result: dict, output_dir: str) -> tuple[str, str]:
     """evaluation.json and evaluation.md under output_dir."""
+    check_output_dir(output_dir)
     return (write_json(join(output_dir, "evaluation.json"), result),
             atomic_write_text(join(output_dir, "evaluation.md"), markdown_report(result)))

@@ -27,7 +27,7 @@ from ..layout import (
     aggregate_part,
     aggregate_summary,
 )
-from ..storage import atomic_write_text, join
+from ..storage import atomic_write_text, check_output_dir, join
 
 COLOURS = {"left": "#2166ac", "center": "#8c6bb1", "right": "#b2182b"}
 WINDOW_ORDER = ("all", "month", "week", "day")  # outlet chart prefers the coarsest window
@@ -65,8 +65,25 @@ def available_windows(aggregates_dir: str) -> list[str]:
     return found
 
 
+# The columns of `aggregate`'s output that the charts and the table read.
+REPORT_COLUMNS = ("outlet", "window_start", "window_end", "n_articles", "mean_bias_score", "ci95_low", "ci95_high",
+                  "share_left", "share_center", "share_right", "mean_confidence", "outlet_label", "low_n",
+                  "delta_vs_previous_window", "model_id")
+
+
 def read_aggregates(aggregates_dir: str, window: str) -> pl.DataFrame:
-    return pl.read_parquet(aggregate_part(aggregates_dir, window))
+    """One window's aggregates; a file that is not `aggregate`'s output is a UserError naming what it lacks."""
+    path = aggregate_part(aggregates_dir, window)
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UserError(f"cannot read {path!r} as Parquet ({exc}); give the output directory of `aggregate`"
+                        .replace("\n", " ")) from exc
+    missing = [c for c in REPORT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path!r} lacks the aggregate column(s) {', '.join(missing)}: it is not `aggregate`'s "
+                        "output; give --aggregates the output directory of `aggregate`")
+    return frame
 
 
 def label_bands(aggregates_dir: str, window: str) -> tuple[float, float]:
@@ -289,6 +306,7 @@ def write_report(aggregates_dir: str, output_dir: str, outlets: list[str] | None
     present besides `all`) and the table, under the names of layout.REPORT_FILES. Returns the paths written."""
     if not output_dir:
         raise UserError("--output is required: the directory for the charts and the table")
+    check_output_dir(output_dir)
     windows = available_windows(aggregates_dir)
     outlet_window = windows[0]
     frame = latest_per_outlet(read_aggregates(aggregates_dir, outlet_window))

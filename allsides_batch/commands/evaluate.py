@@ -12,7 +12,7 @@ from ._command import Command, echo_markdown, echo_result, markdown_option
 
 # The scorer's options (model, columns, max length, batch tokens, device, precision, ...) come from
 # ScoreConfig itself, so `evaluate --model` scores exactly as `score` would with the same flags.
-_NOT_FROM_SCORE = ("input", "output", "run_id")
+_NOT_FROM_SCORE = ("input", "output", "run_id", "max_unreadable_files")
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import click
 from flows.__main__ import DEMO, _default_kind
 
 from ..cli import run_command
+from ..config import MAX_UNREADABLE_FILES
 from ._command import Command, echo_result
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 @click.option("--allow-below-chance", is_flag=True,
               help="publish a model trained here even if its validation macro-F1 is at or below chance (1/3)")
 @click.option("--run-date", default=None, help="YYYY-MM-DD (default: today, UTC)")
+@click.option("--max-unreadable-files", type=click.FloatRange(0.0, 1.0), default=MAX_UNREADABLE_FILES,
+              show_default=True, help="fail the night (exit 2, after committing what was scored) when more than this "
+                                      "share of the corpus files it read was unreadable; a night where all were "
+                                      "always fails")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="progress bars while training and scoring")
 def command(**values) -> None:
@@ -55,12 +60,13 @@ def _nightly(values: dict) -> None:
     from ..errors import UserError
 
     try:
-        from flows.__main__ import next_steps, nightly
+        from flows.__main__ import next_steps, nightly, quiet_user_errors
         from flows.artifacts import console_summary
     except ModuleNotFoundError as exc:
         raise UserError(f"{exc}: nightly runs Prefect flows; pip install -e '.[flows]'") from exc
-    night = nightly(**{**values, "corpus": list(values["corpus"]) or None,
-                       "train_data": list(values["train_data"]) or None})
+    with quiet_user_errors():
+        night = nightly(**{**values, "corpus": list(values["corpus"]) or None,
+                           "train_data": list(values["train_data"]) or None})
     log.info(console_summary(night))
     log.info(next_steps(night, values["output"]))
     echo_result(night)

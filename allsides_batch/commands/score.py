@@ -17,12 +17,16 @@ log = logging.getLogger(__name__)
 @click.command("score", cls=Command)
 @dataclass_options(ScoreConfig, required=("model", "input", "output"), skip=("label_column",))  # no labels here
 def command(**values) -> None:
-    """Score every article of Parquet corpora left/center/right; files already scored are skipped."""
+    """Score every article of Parquet corpora left/center/right; files already scored are skipped.
+
+    An unreadable file (not Parquet, damaged) is quarantined as one row and the run goes on; when every file
+    read was unreadable, or more than --max-unreadable-files of them, the run still commits what it scored,
+    prints its summary, then exits 2 with one line naming the count and the quarantine directory."""
     run_command(_score, values)
 
 
 def _score(values: dict) -> None:
-    from ..scoring import score_corpus
+    from ..scoring import check_unreadable, score_corpus
 
     cfg = build_config(ScoreConfig, values)
     s = score_corpus(cfg)
@@ -40,3 +44,4 @@ def _score(values: dict) -> None:
     if s.int8_label_agreement is not None:
         log.info(f"int8 label agreement with fp32: {s.int8_label_agreement:.1%} on {s.int8_rows_checked} articles")
     click.echo(json.dumps(s.to_dict()))
+    check_unreadable([s.to_dict()], cfg.max_unreadable_files)

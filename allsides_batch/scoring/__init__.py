@@ -6,6 +6,6 @@ devices.py (one process per device) → engine.py (tokenizers + model), parts.py
 
 from .device import STALL_ENV
 from .plan import Plan, ScoreSummary, pending_files, plan, score_id
-from .run import score_corpus
+from .run import check_unreadable, score_corpus
 
-__all__ = ["STALL_ENV", "Plan", "ScoreSummary", "pending_files", "plan", "score_corpus", "score_id"]
+__all__ = ["STALL_ENV", "Plan", "ScoreSummary", "check_unreadable", "pending_files", "plan", "score_corpus", "score_id"]

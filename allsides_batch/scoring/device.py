@@ -187,7 +187,9 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
                 current.rows_in = 1
                 current.add_quarantine(unreadable_row(args[1]), run)
                 progress(1)
+                committed = summary.files_scored
                 _commit_file(current, run, summary)
+                summary.files_unreadable += summary.files_scored - committed
             elif kind == "end":
                 _commit_file(current, run, summary)
     except BaseException:

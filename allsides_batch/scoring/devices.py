@@ -85,8 +85,8 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
     except UserError as exc:
         out.put(("user_error", str(exc)))
         return
-    except Exception:  # noqa: BLE001 - not swallowed: the parent fails the run with this traceback
-        out.put(("error", traceback.format_exc()))
+    except Exception as exc:  # noqa: BLE001 - not swallowed: the parent fails the run with this traceback
+        out.put(("error", (traceback.format_exc(), _os_error_of(exc))))
         return
     out.put(("done", summary.to_dict()))
 
@@ -137,12 +137,28 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
     for kind, payload in errors:
         if kind == "user_error":
             raise UserError(payload)
-        raise RuntimeError(f"a device process failed:\n{payload}")
+        trace, os_error = payload
+        failure = RuntimeError(f"a device process failed:\n{trace}")
+        if os_error is not None:
+            # The same OSError here (a full disk, a read-only output), so the caller handles it as it
+            # handles one from a single-device run; the device's traceback is its cause.
+            raise OSError(*os_error) from failure
+        raise failure
+
+
+def _os_error_of(exc: BaseException) -> tuple[int, str, str | None] | None:
+    """(errno, strerror, filename) of the first OSError with an errno in `exc` or its causes, to raise again
+    in the parent (an exception object need not survive the queue)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc.errno, exc.strerror or str(exc), exc.filename
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _merge(summary, part: dict) -> None:
-    for name in ("input_rows", "scored_rows", "quarantined_rows", "files_scored", "batch_halvings",
-                 "int8_rows_checked"):
+    for name in ("input_rows", "scored_rows", "quarantined_rows", "files_scored", "files_unreadable",
+                 "batch_halvings", "int8_rows_checked"):
         setattr(summary, name, getattr(summary, name) + part[name])
     summary.parts.extend(part["parts"])
     summary.quarantine_parts.extend(part["quarantine_parts"])

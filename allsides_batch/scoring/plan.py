@@ -13,7 +13,7 @@ from ..config import ScoreConfig
 from ..corpus import check_manifest, file_key, write_cache
 from ..errors import UserError
 from ..layout import Layout
-from ..storage import expand_inputs, parquet_file
+from ..storage import check_output_dir, expand_inputs, parquet_file
 from .parts import REQUIRED, input_columns
 
 
@@ -28,6 +28,7 @@ class ScoreSummary:
     scored_rows: int = 0
     quarantined_rows: int = 0
     files_scored: int = 0
+    files_unreadable: int = 0  # of files_scored: quarantined whole, as one row (not Parquet, damaged)
     files_skipped: int = 0
     files_same_content: int = 0
     files_changed_during_run: list[str] = field(default_factory=list)
@@ -94,6 +95,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
 
     if not cfg.output:
         raise UserError("--output is required: the directory for scores, quarantine and manifest")
+    check_output_dir(cfg.output)
     model_dir = local_model_dir(cfg.model)  # a local path that is not a directory: "model directory not found"
     kind = read_model_kind(model_dir)["kind"]
     check_complete(model_dir)  # every file scoring reads, readable and finite, before any work

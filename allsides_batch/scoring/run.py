@@ -19,7 +19,7 @@ from .device import score_files
 from .devices import parse_devices, score_on_devices
 from .plan import ScoreSummary, pending_files, plan, score_id
 
-__all__ = ["score_corpus", "plan", "pending_files", "score_id", "ScoreSummary"]
+__all__ = ["score_corpus", "plan", "pending_files", "score_id", "ScoreSummary", "check_unreadable"]
 
 
 def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSummary:
@@ -55,6 +55,30 @@ def score_corpus(cfg: ScoreConfig, files: list[str] | None = None) -> ScoreSumma
     finally:
         lease.release()
     return summary
+
+
+def check_unreadable(summaries: list[dict], max_share: float) -> None:
+    """Raise a UserError when the runs of `summaries` (ScoreSummary.to_dict(): one run, or a night's shards)
+    found every file they read unreadable, or more than `max_share` of them. What they scored is committed
+    by then; the message says how many files and where their quarantine rows are."""
+    read = sum(s["files_scored"] for s in summaries)
+    unreadable = sum(s.get("files_unreadable", 0) for s in summaries)
+    if not unreadable or (unreadable < read and unreadable / read <= max_share):
+        return
+    from ..errors import UserError
+    from ..layout import Layout
+
+    first = summaries[0]
+    where = Layout(first["output"].rstrip("/"), first["model_id"]).quarantine_dir()
+    quarantined = (f"each unreadable file is one quarantine row (reason 'unreadable file: ...') under {where}: "
+                   "give Parquet files (a file is read again once its bytes change)")
+    if unreadable == read:
+        raise UserError(f"none of the {read} input file(s) read could be read as Parquet (not Parquet, or damaged), "
+                        f"so nothing was scored; {quarantined}")
+    raise UserError(f"{unreadable} of the {read} input files read could not be read as Parquet (not Parquet, or "
+                    f"damaged), more than --max-unreadable-files {max_share:g} of them; the "
+                    f"{sum(s['scored_rows'] for s in summaries)} article(s) of the others are committed, and "
+                    f"{quarantined}, or raise --max-unreadable-files")
 
 
 def _progress_bar(cfg: ScoreConfig, total: int):
