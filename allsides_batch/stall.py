@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 
+TRAIN_STALL_ENV = "ALLSIDES_BATCH_TRAIN_STALL"  # training's seam (training/train.py, outlet_rule.py)
 _COUNTS: dict[tuple[str, str], int] = {}
 
 

@@ -55,9 +55,9 @@ def size_bin(n: int) -> str:
 def _oof_fold(cfg: TrainConfig, fold: int, rest: LabelledData, held: LabelledData,
               temperature: float) -> tuple[int, np.ndarray]:
     from ..calibration import softmax
+    from ..stall import TRAIN_STALL_ENV as STALL_ENV
     from ..stall import stall_point
     from .linear import fit_recipe
-    from .train import STALL_ENV
 
     stall_point(STALL_ENV, "fold")  # test seam: a fold under way (in a worker process when folds run in parallel)
     model, _ = fit_recipe(cfg, rest.texts, rest.labels, rest.sources)

@@ -24,7 +24,7 @@ from ..model import (
     write_model_kind,
 )
 from ..outlets import TRAINING_OUTLETS_FILE, training_outlets
-from ..stall import stall_point
+from ..stall import TRAIN_STALL_ENV, stall_point
 from ..storage import write_json
 from ..text.masking import MASK_VERSION
 from ..text.prep import TextPrep
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
 # test seam: "staged" pauses once the new model is complete beside --output, "fold" in an out-of-fold fit
-STALL_ENV = "ALLSIDES_BATCH_TRAIN_STALL"
+STALL_ENV = TRAIN_STALL_ENV
 
 @dataclass
 class TrainResult:
