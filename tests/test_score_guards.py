@@ -94,3 +94,53 @@ def test_a_cell_that_is_not_utf8_quarantines_its_row_and_the_rest_is_scored(colu
     assert q[0]["reason"].startswith(f"invalid UTF-8 in column {column!r}")
     # the quarantine row is readable: the bad bytes become U+FFFD, the rest of the cell is kept
     assert q[0][column].startswith("caf\ufffd \ufffd\ufffd ") and q[0][column].endswith(table[column][2].as_py())
+
+
+@pytest.mark.slow
+def test_a_tokenizer_process_killed_mid_chunk_fails_the_run_instead_of_hanging(linear_dir, articles_sample, tmp_path):
+    """The OOM killer (here SIGKILL) takes a tokenizer worker while it encodes a chunk: the run ends with one
+    error line that says what happened and what to do, leaves no half-written part and no process, and a
+    rerun scores everything. (A multiprocessing.Pool lost the chunk and waited for it forever.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from allsides_batch.scoring import STALL_ENV
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    pq.write_table(pq.read_table(articles_sample).slice(0, 300), corpus / "a.parquet")
+    out, marker = tmp_path / "out", tmp_path / "stalled"
+    args = [sys.executable, "-m", "allsides_batch", "score", "--model", linear_dir, "--input", str(corpus),
+            "--output", str(out), "--no-progress", "--workers", "1"]
+    env = {**os.environ, STALL_ENV: "encode:1", STALL_ENV + "_MARKER": str(marker)}
+    run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():  # the worker has taken its first chunk and stopped there
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-3000:]
+            time.sleep(0.1)
+        workers = [p for p in psutil.Process(run.pid).children(recursive=True)
+                   if "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(workers) == 1, workers
+        tree = [run.pid, workers[0].pid]
+        os.kill(workers[0].pid, signal.SIGKILL)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "tokenizer process ended unexpectedly" in errors[0], stderr[-3000:]
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in tree)
+    assert not list(out.rglob("part-*.parquet")) and not [p for p in out.rglob(".*") if p.is_file()]
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    scored = sum(pq.read_table(p).num_rows for p in out.rglob("scores/**/part-*.parquet"))
+    quarantined = sum(pq.read_table(p).num_rows for p in out.rglob("quarantine/**/part-*.parquet"))
+    assert (scored + quarantined, quarantined < 30) == (300, True)

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import queue
 import threading
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..config import ScoreConfig
 from ..corpus import content_key
 from ..errors import UserError
 from ..layout import Layout
-from ..stall import stall_point
+from ..stall import SCORE_STALL_ENV, stall_point
 from ..storage import parquet_file, write_json
 from .engine import Encoded, Scorer, Tokenizers
 from .parts import (
@@ -35,7 +36,10 @@ from .parts import (
 )
 from .plan import Plan, ScoreSummary
 
-STALL_ENV = "ALLSIDES_BATCH_SCORE_STALL"  # test seam: "<stage>:<n>" pauses after the n-th such commit
+TOKENIZER_DIED = ("a tokenizer process ended unexpectedly (killed, or out of memory); the files finished so "
+                  "far are kept: run the same command again to score the rest (with fewer --workers if "
+                  "memory is short)")
+STALL_ENV = SCORE_STALL_ENV  # test seam: "<stage>:<n>" pauses after the n-th such commit
 NON_FINITE = "non-finite probabilities from the model"  # quarantine reason: weights load finite, yet overflowed
 
 
@@ -192,10 +196,12 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
                 summary.files_unreadable += summary.files_scored - committed
             elif kind == "end":
                 _commit_file(current, run, summary)
-    except BaseException:
+    except BaseException as exc:
         stop.set()
         if current is not None:
             current.abort()
+        if isinstance(exc, BrokenProcessPool):
+            raise UserError(TOKENIZER_DIED) from exc
         raise
     finally:
         stop.set()

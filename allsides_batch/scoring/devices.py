@@ -16,6 +16,8 @@ from ..config import ScoreConfig
 from ..errors import UserError
 from ..storage import _fs
 
+EXIT_WAIT_S = 30.0  # how long a device process that reported may take to exit before it is ended
+
 
 def parse_devices(cfg: ScoreConfig) -> list[str]:
     """--devices 'all' | 'cuda:0,cuda:1' | 'cpu:N' → one device name per process (default: --device)."""
@@ -59,7 +61,7 @@ def divide_files(files: list[str], n: int) -> list[list[str]]:
 
 
 def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: str, n_devices: int,
-                 out: mp.Queue, parent_pid: int | None = None) -> None:
+                 out: mp.Queue, parent_pid: int | None = None, index: int = 0) -> None:
     """Entry point of one device process. It dies with the parent that started it (`parent_pid`): a parent
     killed with SIGKILL leaves no device process scoring on, nor its tokenizer processes (see
     score_engine.die_with_parent)."""
@@ -81,14 +83,15 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_devices))  # share the cores, don't oversubscribe
     summary = ScoreSummary(run_id=run_id, model_id=plan.score_id, output=cfg.output)
     try:
-        score_files(cfg, plan, files, device, run_id, summary, lambda n: out.put(("progress", n)), n_devices)
+        score_files(cfg, plan, files, device, run_id, summary, lambda n: out.put((index, "progress", n)),
+                    n_devices)
     except UserError as exc:
-        out.put(("user_error", str(exc)))
+        out.put((index, "user_error", str(exc)))
         return
     except Exception as exc:  # noqa: BLE001 - not swallowed: the parent fails the run with this traceback
-        out.put(("error", (traceback.format_exc(), _os_error_of(exc))))
+        out.put((index, "error", (traceback.format_exc(), _os_error_of(exc))))
         return
-    out.put(("done", summary.to_dict()))
+    out.put((index, "done", summary.to_dict()))
 
 
 def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, summary, progress) -> None:
@@ -97,24 +100,23 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
     out = ctx.Queue()
     shares = divide_files(plan.files, len(devices))
     me = os.getpid()
-    procs = [ctx.Process(target=_device_main, args=(cfg, plan, share, dev, run_id, len(devices), out, me))
-             for dev, share in zip(devices, shares) if share]
+    work = [(dev, share) for dev, share in zip(devices, shares) if share]
+    procs = [ctx.Process(target=_device_main, args=(cfg, plan, share, dev, run_id, len(devices), out, me, i))
+             for i, (dev, share) in enumerate(work)]
     for proc in procs:
         proc.start()
-    finished, errors, agreements = 0, [], []
+    reported, errors, agreements = set(), [], []
     try:
-        while finished < len(procs):
+        while len(reported) < len(procs):
             try:
-                kind, payload = out.get(timeout=1.0)
+                index, kind, payload = out.get(timeout=1.0)
             except queue.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead and out.empty():
-                    raise RuntimeError(f"device process exited with code {dead[0].exitcode} before reporting") from None
+                _check_exited(procs, reported, out)
                 continue
             if kind == "progress":
                 progress(payload)
                 continue
-            finished += 1
+            reported.add(index)
             if kind == "done":
                 _merge(summary, payload)
                 if payload["int8_label_agreement"] is not None:
@@ -127,10 +129,13 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
                 proc.terminate()
         raise
     finally:
+        # Every process has reported (or the run is failing): each exits within moments. Bounded all the
+        # same, so a process stuck on its way out never holds the run.
         for proc in procs:
-            proc.join(timeout=5 if errors else None)
+            proc.join(timeout=5 if errors else EXIT_WAIT_S)
             if proc.is_alive():
                 proc.terminate()
+                proc.join(timeout=5)
     if agreements:
         checked = sum(n for _, n in agreements)
         summary.int8_label_agreement = round(sum(a * n for a, n in agreements) / checked, 4)
@@ -144,6 +149,15 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
             # handles one from a single-device run; the device's traceback is its cause.
             raise OSError(*os_error) from failure
         raise failure
+
+
+def _check_exited(procs: list, reported: set[int], out) -> None:
+    """Fail the run when a device process has exited, whatever its exit code, without reporting: its
+    last message would already be readable (a process's queue is flushed before it exits)."""
+    gone = [(i, p.exitcode) for i, p in enumerate(procs) if i not in reported and p.exitcode is not None]
+    if gone and out.empty():
+        i, code = gone[0]
+        raise RuntimeError(f"device process {i} exited with code {code} before reporting")
 
 
 def _os_error_of(exc: BaseException) -> tuple[int, str, str | None] | None:

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ from ..model import (
 )
 from ..model_files import TRAINING_RECIPE_FILE, read_model_json
 from ..shutdown import ignore_interrupt
+from ..stall import SCORE_STALL_ENV, stall_point
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
 
@@ -139,6 +141,7 @@ def _init_worker(spec: EncodeSpec, parent_pid: int | None = None) -> None:
 
 def _worker_encode(args: tuple[list, list, list]) -> Encoded:
     titles, texts, sources = args
+    stall_point(SCORE_STALL_ENV, "encode")  # test seam: a worker stopped (and killed) part-way through a chunk
     return _WORKER["encoder"].encode(prepare_rows(_WORKER["spec"].prep, titles, texts, sources))
 
 
@@ -157,13 +160,18 @@ def merge_encoded(parts: list[Encoded]) -> Encoded:
 
 class Tokenizers:
     """Articles → Encoded, in `workers` spawned processes (0 = in the calling thread; the Rust tokenizer
-    releases the GIL, so a feeder thread still overlaps the model)."""
+    releases the GIL, so a feeder thread still overlaps the model).
+
+    The processes are a concurrent.futures process pool: a worker that dies (killed, out of memory) fails
+    the waiting call with BrokenProcessPool instead of leaving it waiting for a result that never comes,
+    and shutting the pool down takes no lock a dead worker may hold (multiprocessing.Pool's terminate can
+    wait forever on one)."""
 
     CHUNK = 256
 
     def __init__(self, spec: EncodeSpec, workers: int):
         self.spec, self.workers = spec, workers
-        self._pool = (mp.get_context("spawn").Pool(workers, _init_worker, (spec, os.getpid()))
+        self._pool = (ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, (spec, os.getpid()))
                       if workers > 0 else None)
         self._encoder = None if self._pool else TextEncoder(spec)
 
@@ -173,14 +181,15 @@ class Tokenizers:
             done = self._encoder.encode(prepare_rows(self.spec.prep, titles, texts, sources))
             return lambda: done
         c = self.CHUNK
-        pending = self._pool.map_async(_worker_encode, [(titles[i:i + c], texts[i:i + c], sources[i:i + c])
-                                                        for i in range(0, len(texts), c)])
-        return lambda: merge_encoded(pending.get())
+        pending = [self._pool.submit(_worker_encode, (titles[i:i + c], texts[i:i + c], sources[i:i + c]))
+                   for i in range(0, len(texts), c)]
+        return lambda: merge_encoded([f.result() for f in pending])
 
     def close(self) -> None:
+        """Stop the workers: queued chunks are cancelled, a chunk being encoded finishes (a fraction of a
+        second), then every worker exits. Safe to call after a worker died."""
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---- batching and the forward pass ----------------------------------------------------------------------
