@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .layout import lease_file, leases_root
+from .shutdown import process_alive
 from .storage import _fs, read_json, write_json
 
 HEARTBEAT_S = 30.0
@@ -115,7 +116,7 @@ def _alive(lease: dict, info: dict | None, now: float) -> bool:
     here = _pid_namespace()
     if (here is not None and lease.get("host") == socket.gethostname() and lease.get("pid_namespace") == here
             and isinstance(lease.get("pid"), int)):
-        return _pid_running(lease["pid"])
+        return process_alive(lease["pid"])
     return True
 
 
@@ -124,13 +125,3 @@ def _pid_namespace() -> str | None:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True

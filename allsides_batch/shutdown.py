@@ -55,7 +55,8 @@ def descendants(pid: int | None = None) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` is running here (someone else's counts; an unreaped zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -83,10 +84,10 @@ def end_descendants(grace_s: float = GRACE_S) -> int:
                 pass
         ended.update(pids)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(process_alive(p) for p in pids):
             time.sleep(0.05)
         for pid in pids:
-            if _alive(pid):
+            if process_alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
