@@ -116,3 +116,40 @@ def fine_tuned_dir(tiny_model_dir, articles_sample, tmp_path_factory) -> str:
     from hf_reference import fine_tune_tiny
 
     return fine_tune_tiny(tiny_model_dir, articles_sample, tmp_path_factory.mktemp("fine-tuned"))
+
+
+@pytest.fixture(scope="session")
+def linear_model(articles_sample, tmp_path_factory) -> str:
+    """A real linear model trained on the sample articles (seconds), outlet rule included. Tests that
+    damage a model copy it first."""
+    from allsides_batch.config import TrainConfig
+    from allsides_batch.training.train import train_model
+
+    out = tmp_path_factory.mktemp("linear") / "model"
+    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out), progress=False))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def sample_table(articles_sample):
+    """The sample articles with the input columns a corpus has."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(articles_sample, columns=["id", "source", "title", "text", "date", "url"])
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody, root included, can write into (chattr +i as root, mode 555 otherwise)."""
+    import subprocess
+
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+    yield path
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    path.chmod(0o755)

@@ -7,42 +7,20 @@ tests that score, or run a CLI process (resource limits, nightly's own Prefect s
 from __future__ import annotations
 
 import json
-import os
-import resource
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from scoring_runs import file_size_limit, run_cli
 
 from allsides_batch.__main__ import app
-from allsides_batch.config import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def linear_model(articles_sample, tmp_path_factory) -> str:
-    from allsides_batch.training.train import train_model
-
-    out = tmp_path_factory.mktemp("errors-model") / "linear"
-    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out), linear_outlet_folds=0))
-    return str(out)
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _cli_process(*args, preexec=None, env=None) -> subprocess.CompletedProcess:
-    """The CLI in its own process (for what must not touch the test process: resource limits, Prefect)."""
-    return subprocess.run([sys.executable, "-m", "allsides_batch", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, preexec_fn=preexec, env=env, timeout=600)
 
 
 def _one_error_line_of_process(run: subprocess.CompletedProcess, *fragments: str, last: bool = True) -> str:
@@ -131,31 +109,9 @@ def test_aggregate_report_and_evaluate_outputs_that_are_files_are_refused(scores
 
 
 # ---- row 7: a full disk or read-only output with several device processes ---------------------------------
-def _file_size_limit(limit: int):
-    def apply():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
-
-
 def _half_written(out: Path) -> list[Path]:
     return [p for p in out.rglob("*") if p.is_file() and (p.name.startswith(".") or ".tmp" in p.name
                                                            or p.name.startswith("part-") or "_manifest" in p.parts)]
-
-
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A directory nobody, root included, can write into (chattr +i as root, mode 555 otherwise)."""
-    path = tmp_path / "ro"
-    path.mkdir()
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(path)], check=True)
-    else:
-        path.chmod(0o555)
-    yield path
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
-    path.chmod(0o755)
 
 
 @pytest.mark.slow
@@ -167,12 +123,12 @@ def test_full_or_read_only_output_with_two_devices_fails_in_one_line(linear_mode
     pq.write_table(table.slice(0, 300), corpus / "a.parquet")  # each file's scores part is over 20 kB
     pq.write_table(table.slice(300, 300), corpus / "b.parquet")
     out = tmp_path / "out"
-    run = _cli_process("score", "--model", linear_model, "--input", corpus, "--output", out, "--no-progress",
-                       "--devices", "cpu:2", preexec=_file_size_limit(20_000))
+    run = run_cli("score", "--model", linear_model, "--input", corpus, "--output", out, "--no-progress",
+                  "--devices", "cpu:2", preexec=file_size_limit(20_000))
     _one_error_line_of_process(run, "cannot write", "file size limit")
     assert _half_written(out) == []
-    run = _cli_process("score", "--model", linear_model, "--input", corpus, "--output", read_only_dir / "out",
-                       "--no-progress", "--devices", "cpu:2")
+    run = run_cli("score", "--model", linear_model, "--input", corpus, "--output", read_only_dir / "out",
+                  "--no-progress", "--devices", "cpu:2")
     _one_error_line_of_process(run, "cannot write")
 
 
@@ -304,13 +260,18 @@ def test_nightly_fails_in_one_line_when_the_corpus_is_unreadable(linear_model, t
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     _csv(corpus / "today.parquet")
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the job's own ephemeral server
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    run = _cli_process("nightly", "--corpus", corpus, "--output", tmp_path / "night", "--models-root",
-                       tmp_path / "models", "--run-date", "2026-01-02", "--no-progress", env=env)
+    run = _nightly(corpus, tmp_path)
     # Prefect's own line about stopping its temporary server may follow the error line
     _one_error_line_of_process(run, "none of the 1 input file(s) read could be read as Parquet", last=False)
     assert not (tmp_path / "night" / "nights").exists()
+
+
+def _nightly(corpus: Path, tmp_path: Path):
+    """`nightly` on its own ephemeral Prefect server (PREFECT_API_URL unset), models published under tmp_path."""
+    env = {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return run_cli("nightly", "--corpus", corpus, "--output", tmp_path / "night", "--models-root",
+                   tmp_path / "models", "--run-date", "2026-01-02", "--no-progress", env=env,
+                   unset=("PREFECT_API_URL",))
 
 
 # ---- nightly: a UserError inside the job's flows is the one line, without Prefect's traceback above it ------
@@ -322,9 +283,6 @@ def test_nightly_shows_bad_input_as_one_line_without_a_traceback(linear_model, t
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pq.write_table(pa.table({"id": ["1"], "body": ["the senate vote"]}), corpus / "today.parquet")
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the job's own ephemeral server
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    run = _cli_process("nightly", "--corpus", corpus, "--output", tmp_path / "night", "--models-root",
-                       tmp_path / "models", "--run-date", "2026-01-02", "--no-progress", env=env)
+    run = _nightly(corpus, tmp_path)
     # raised in the find-unscored task; Prefect's own line about stopping its temporary server may follow
     _one_error_line_of_process(run, "missing column(s) source (source), text (text)", last=False)

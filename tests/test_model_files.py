@@ -23,17 +23,6 @@ MAXLEN = 64
 
 
 @pytest.fixture(scope="module")
-def linear_dir(unique_sample, tmp_path_factory) -> str:
-    from allsides_batch.config import TrainConfig
-    from allsides_batch.training.train import train_model
-
-    out = tmp_path_factory.mktemp("linear") / "model"
-    train_model(TrainConfig(kind="linear", data=[str(unique_sample)], output=str(out), linear_outlet_folds=0,
-                            progress=False))
-    return str(out)
-
-
-@pytest.fixture(scope="module")
 def small(articles_sample, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("small") / "small.parquet"
     pq.write_table(pq.read_table(articles_sample).slice(0, 6), path)
@@ -94,13 +83,13 @@ DAMAGES = {
 }
 
 
-def _model_copy(kind: str, linear_dir: str, tiny_model_dir: str, dest: Path) -> Path:
+def _model_copy(kind: str, linear_model: str, tiny_model_dir: str, dest: Path) -> Path:
     """A copy of a fixture model; an ensemble of the two (weights as training fits them) for "ensemble"."""
     if kind != "ensemble":
-        shutil.copytree(linear_dir if kind == "linear" else tiny_model_dir, dest)
+        shutil.copytree(linear_model if kind == "linear" else tiny_model_dir, dest)
         return dest
     shutil.copytree(tiny_model_dir, dest / "transformer")
-    shutil.copytree(linear_dir, dest / "linear")
+    shutil.copytree(linear_model, dest / "linear")
     from allsides_batch.model import write_model_kind
 
     write_model_kind(str(dest), "ensemble", weights={"transformer": 0.5, "linear": 1.0})
@@ -108,9 +97,9 @@ def _model_copy(kind: str, linear_dir: str, tiny_model_dir: str, dest: Path) -> 
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
-def test_a_damaged_model_file_is_one_error_line_naming_it(damage, linear_dir, tiny_model_dir, small, tmp_path):
+def test_a_damaged_model_file_is_one_error_line_naming_it(damage, linear_model, tiny_model_dir, small, tmp_path):
     kind, name, bytes_of = DAMAGES[damage]
-    model = _model_copy(kind, linear_dir, tiny_model_dir, tmp_path / "model")
+    model = _model_copy(kind, linear_model, tiny_model_dir, tmp_path / "model")
     path = model / name
     _rewrite(path, bytes_of(path))
     out = tmp_path / "out"
@@ -119,9 +108,9 @@ def test_a_damaged_model_file_is_one_error_line_naming_it(damage, linear_dir, ti
     assert not out.exists()  # refused before any work: nothing written, nothing half-written
 
 
-def test_a_damaged_model_is_refused_before_device_processes_start(linear_dir, small, tmp_path):
+def test_a_damaged_model_is_refused_before_device_processes_start(linear_model, small, tmp_path):
     model = tmp_path / "model"
-    shutil.copytree(linear_dir, model)
+    shutil.copytree(linear_model, model)
     _rewrite(model / "vectorizer.json", b"{")
     result = _score(model, small, tmp_path / "out", "--devices", "cpu:2")
     _assert_one_error_line(result, "vectorizer.json")
@@ -130,9 +119,9 @@ def test_a_damaged_model_is_refused_before_device_processes_start(linear_dir, sm
 
 # ---- weights that are not finite: a diverged training ------------------------------------------------------
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_linear_weights_that_are_not_finite_are_refused(value, linear_dir, small, tmp_path):
+def test_linear_weights_that_are_not_finite_are_refused(value, linear_model, small, tmp_path):
     model = tmp_path / "model"
-    shutil.copytree(linear_dir, model)
+    shutil.copytree(linear_model, model)
     from safetensors.numpy import load_file, save_file
 
     weights = load_file(model / "linear.safetensors")
@@ -176,11 +165,11 @@ def test_a_path_with_a_typo_is_a_missing_directory_not_a_hub_lookup(tiny_model_d
     assert os.path.samefile(local_model_dir("runs/linear"), tmp_path / "runs" / "linear")
 
 
-def test_evaluate_refuses_a_damaged_metrics_file_before_scoring(linear_dir, unique_sample, tmp_path):
+def test_evaluate_refuses_a_damaged_metrics_file_before_scoring(linear_model, unique_sample, tmp_path):
     """evaluate reads the model's training_recipe.json and metrics.json (was the evaluated data held out?)
     after scoring; a damaged one is one error line naming it, before the scoring starts."""
     model = tmp_path / "model"
-    shutil.copytree(linear_dir, model)
+    shutil.copytree(linear_model, model)
     _rewrite(model / "metrics.json", b"{")
     result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--data", str(unique_sample),
                                       "--workers", "0", "--no-progress"])

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -23,9 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from scoring_runs import REPO, aggregate, file_size_limit, run_cli, score_config, scores_table
 
 from allsides_batch.analysis.aggregate import outlet_aggregates
-from allsides_batch.config import AggregateConfig, ScoreConfig, TrainConfig
+from allsides_batch.config import AggregateConfig
 from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.scoring import score_corpus
@@ -33,108 +33,79 @@ from allsides_batch.scoring import score_corpus
 # The scorer end to end on a trained model, subprocesses and SIGKILL rounds: slow.
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model(articles_sample, tmp_path_factory) -> str:
-    from allsides_batch.training.train import train_model
-
-    out = tmp_path_factory.mktemp("linear") / "model"
-    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out)))
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def articles(articles_sample) -> pa.Table:
-    return pq.read_table(articles_sample, columns=["id", "source", "title", "text", "date", "url"])
-
-
-def _cfg(model: str, inputs, out, **kw) -> ScoreConfig:
-    return ScoreConfig(model=model, input=[str(i) for i in inputs], output=str(out), progress=False, workers=0, **kw)
-
-
-def _scores(out: Path) -> pa.Table:
-    files = sorted((out / "scores").rglob("part-*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({"id": pa.array([], pa.string())})
-
-
-def _aggregate(out: Path, **kw):
-    return outlet_aggregates(AggregateConfig(scores=str(out), output=str(out / "agg"), **kw))
-
 
 # ------------------------------------------------------------------ identity: the corpus as it is now
 
 @pytest.mark.slow
-def test_rewritten_file_supersedes_its_old_part(model, articles, tmp_path):
+def test_rewritten_file_supersedes_its_old_part(linear_model, sample_table, tmp_path):
     """Table row 2: a file rewritten in place with fewer rows, scored again: only the new rows remain."""
     corpus = tmp_path / "in"
     corpus.mkdir()
-    pq.write_table(articles.slice(0, 150), corpus / "a.parquet")
-    pq.write_table(articles.slice(150, 20), corpus / "b.parquet")
+    pq.write_table(sample_table.slice(0, 150), corpus / "a.parquet")
+    pq.write_table(sample_table.slice(150, 20), corpus / "b.parquet")
     out = tmp_path / "out"
-    score_corpus(_cfg(model, [corpus], out))
-    assert _scores(out).num_rows == 170
-    pq.write_table(articles.slice(0, 50), corpus / "a.parquet")
-    again = score_corpus(_cfg(model, [corpus], out))
+    score_corpus(score_config(linear_model, [corpus], out))
+    assert scores_table(out).num_rows == 170
+    pq.write_table(sample_table.slice(0, 50), corpus / "a.parquet")
+    again = score_corpus(score_config(linear_model, [corpus], out))
     assert again.files_scored == 1 and again.reconciled["retired_files"] == 1
     assert again.reconciled["retired_rows"] == 150
-    assert sorted(_scores(out)["id"].to_pylist()) == sorted(articles.slice(0, 50)["id"].to_pylist()
-                                                            + articles.slice(150, 20)["id"].to_pylist())
+    assert sorted(scores_table(out)["id"].to_pylist()) == sorted(sample_table.slice(0, 50)["id"].to_pylist()
+                                                            + sample_table.slice(150, 20)["id"].to_pylist())
     assert len(read_manifest(str(out))) == 2
-    assert _aggregate(out).aggregated_articles == 70
+    assert aggregate(out).aggregated_articles == 70
 
 
 @pytest.mark.slow
-def test_deleted_file_leaves_the_aggregate_then_is_retired(model, articles, tmp_path):
+def test_deleted_file_leaves_the_aggregate_then_is_retired(linear_model, sample_table, tmp_path):
     """Table row 3: a file deleted from the corpus no longer counts in `aggregate`, even before the next
     score run; that run retires its rows."""
     corpus = tmp_path / "in"
     corpus.mkdir()
-    pq.write_table(articles.slice(0, 40), corpus / "a.parquet")
-    pq.write_table(articles.slice(40, 30), corpus / "b.parquet")
+    pq.write_table(sample_table.slice(0, 40), corpus / "a.parquet")
+    pq.write_table(sample_table.slice(40, 30), corpus / "b.parquet")
     out = tmp_path / "out"
-    score_corpus(_cfg(model, [corpus], out))
+    score_corpus(score_config(linear_model, [corpus], out))
     (corpus / "a.parquet").unlink()
-    agg = _aggregate(out)
+    agg = aggregate(out)
     assert (agg.aggregated_articles, agg.files_left_corpus, agg.rows_left_corpus) == (30, 1, 40)
     assert any("deleted or rewritten" in n for n in agg.notes)
-    again = score_corpus(_cfg(model, [corpus], out))
+    again = score_corpus(score_config(linear_model, [corpus], out))
     assert (again.files_scored, again.reconciled["retired_files"]) == (0, 1)
-    assert _scores(out).num_rows == 30 and len(list((out / "scores").rglob("*.parquet"))) == 1
-    assert _aggregate(out).files_left_corpus == 0
+    assert scores_table(out).num_rows == 30 and len(list((out / "scores").rglob("*.parquet"))) == 1
+    assert aggregate(out).files_left_corpus == 0
 
 
-def test_touched_file_and_symlinked_corpus_are_not_scored_twice(model, articles, tmp_path):
+def test_touched_file_and_symlinked_corpus_are_not_scored_twice(linear_model, sample_table, tmp_path):
     """Table row 4: `touch`, or the same corpus named through a symlink, is no new work."""
     corpus = tmp_path / "in"
     corpus.mkdir()
-    pq.write_table(articles.slice(0, 30), corpus / "a.parquet")
+    pq.write_table(sample_table.slice(0, 30), corpus / "a.parquet")
     out = tmp_path / "out"
-    score_corpus(_cfg(model, [corpus], out))
+    score_corpus(score_config(linear_model, [corpus], out))
     os.utime(corpus / "a.parquet", (time.time() + 60, time.time() + 60))
     (tmp_path / "link").symlink_to(corpus)
     shutil.copy(corpus / "a.parquet", corpus / "copy-of-a.parquet")
-    again = score_corpus(_cfg(model, [corpus, tmp_path / "link"], out))
+    again = score_corpus(score_config(linear_model, [corpus, tmp_path / "link"], out))
     assert (again.files_scored, again.scored_rows, again.files_same_content) == (0, 0, 3)
-    assert _scores(out).num_rows == 30
+    assert scores_table(out).num_rows == 30
     (corpus / "a.parquet").unlink()  # its copy still holds the content: the scores stay
-    third = score_corpus(_cfg(model, [corpus], out))
+    third = score_corpus(score_config(linear_model, [corpus], out))
     assert (third.files_scored, third.reconciled["retired_files"]) == (0, 0)
     assert [e["inputs"] for e in read_manifest(str(out))] == [
         [str(corpus / "copy-of-a.parquet"), str(tmp_path / "link" / "copy-of-a.parquet")]]
-    assert _aggregate(out).aggregated_articles == 30
+    assert aggregate(out).aggregated_articles == 30
 
 
 @pytest.mark.slow
-def test_content_change_that_keeps_size_and_mtime_is_rescored(model, articles, tmp_path):
+def test_content_change_that_keeps_size_and_mtime_is_rescored(linear_model, sample_table, tmp_path):
     """Table row 5: `cp -p` of other content with the same size and mtime is new work."""
     corpus = tmp_path / "in"
     corpus.mkdir()
-    rows = articles.slice(0, 10)
+    rows = sample_table.slice(0, 10)
     pq.write_table(rows, corpus / "a.parquet", compression="none", use_dictionary=False, write_statistics=False)
     out = tmp_path / "out"
-    score_corpus(_cfg(model, [corpus], out))
+    score_corpus(score_config(linear_model, [corpus], out))
     before = os.stat(corpus / "a.parquet")
     raw = (corpus / "a.parquet").read_bytes()
     staged = tmp_path / "staged.parquet"
@@ -144,40 +115,40 @@ def test_content_change_that_keeps_size_and_mtime_is_rescored(model, articles, t
     os.utime(staged, ns=(before.st_atime_ns, before.st_mtime_ns))
     subprocess.run(["cp", "-p", str(staged), str(corpus / "a.parquet")], check=True)
     assert os.stat(corpus / "a.parquet").st_mtime_ns == before.st_mtime_ns
-    again = score_corpus(_cfg(model, [corpus], out))
+    again = score_corpus(score_config(linear_model, [corpus], out))
     assert (again.files_scored, again.reconciled["retired_files"]) == (1, 1)
-    scores = _scores(out)
+    scores = scores_table(out)
     assert sorted(scores["id"].to_pylist()) == sorted(rows["id"].to_pylist())
     (entry,) = read_manifest(str(out))
     assert entry["fingerprint"]["sha256"] == hashlib.sha256(staged.read_bytes()).hexdigest()
 
 
-def test_literal_path_with_glob_characters_is_that_file(model, articles, tmp_path):
+def test_literal_path_with_glob_characters_is_that_file(linear_model, sample_table, tmp_path):
     """Table row 6: `paths/[1].parquet` names that file, not `paths/1.parquet`."""
     paths = tmp_path / "paths"
     paths.mkdir()
-    pq.write_table(articles.slice(0, 5), paths / "[1].parquet")
-    pq.write_table(articles.slice(5, 7), paths / "1.parquet")
+    pq.write_table(sample_table.slice(0, 5), paths / "[1].parquet")
+    pq.write_table(sample_table.slice(5, 7), paths / "1.parquet")
     out = tmp_path / "out"
-    s = score_corpus(_cfg(model, [paths / "[1].parquet"], out))
+    s = score_corpus(score_config(linear_model, [paths / "[1].parquet"], out))
     assert s.scored_rows == 5
     assert [Path(e["input"]).name for e in read_manifest(str(out))] == ["[1].parquet"]
 
 
-def test_duplicate_ids_across_files_follow_one_rule(model, articles, tmp_path):
+def test_duplicate_ids_across_files_follow_one_rule(linear_model, sample_table, tmp_path):
     """Table row 15: an id in two files under two outlets is counted and left out, never moved to the
     other outlet; an id repeated under the same outlet counts once whatever the file order."""
     corpus = tmp_path / "in"
     corpus.mkdir()
-    base = articles.slice(0, 40)
+    base = sample_table.slice(0, 40)
     pq.write_table(base, corpus / "a.parquet")
     ids, sources = base["id"].to_pylist(), base["source"].to_pylist()
-    other = next(s for s in articles["source"].to_pylist() if s != sources[0])
+    other = next(s for s in sample_table["source"].to_pylist() if s != sources[0])
     bogus = base.slice(0, 2).set_column(1, "source", pa.array([other, sources[1]]))
     pq.write_table(bogus, corpus / "b.parquet")  # id 0 under another outlet; id 1 repeated as is
     out = tmp_path / "out"
-    score_corpus(_cfg(model, [corpus], out))
-    agg = _aggregate(out, min_articles=1)
+    score_corpus(score_config(linear_model, [corpus], out))
+    agg = aggregate(out, min_articles=1)
     assert (agg.conflicting_ids, agg.conflicting_rows, agg.conflicting_examples) == (1, 2, [ids[0]])
     assert agg.duplicate_rows == 1 and agg.aggregated_articles == 39
     table = pq.read_table(agg.output_path).to_pydict()
@@ -211,11 +182,6 @@ def test_non_finite_scores_never_reach_an_outlet(tmp_path):
 
 # --------------------------------------------------------------------------- errors: one line, exit 2
 
-def _cli(*args, env=None, preexec=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "allsides_batch", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, **(env or {})}, preexec_fn=preexec, timeout=600)
-
-
 def _one_error_line(run: subprocess.CompletedProcess, pattern: str) -> None:
     assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
     lines = [line for line in run.stderr.splitlines() if line.strip()]
@@ -224,51 +190,31 @@ def _one_error_line(run: subprocess.CompletedProcess, pattern: str) -> None:
 
 
 @pytest.mark.slow
-def test_run_id_and_device_are_validated(model, articles, tmp_path):
+def test_run_id_and_device_are_validated(linear_model, sample_table, tmp_path):
     """Table rows 7 and 8 (--device garbage): refused before anything is written."""
     inp = tmp_path / "in.parquet"
-    pq.write_table(articles.slice(0, 3), inp)
+    pq.write_table(sample_table.slice(0, 3), inp)
     with pytest.raises(UserError, match="run_id: must be a plain name"):
-        _cfg(model, [inp], tmp_path / "out", run_id="../../../x")
-    run = _cli("score", "--model", model, "--input", inp, "--output", tmp_path / "out", "--run-id", "../../../x")
+        score_config(linear_model, [inp], tmp_path / "out", run_id="../../../x")
+    run = run_cli("score", "--model", linear_model, "--input", inp, "--output", tmp_path / "out",
+                  "--run-id", "../../../x")
     _one_error_line(run, "run_id: must be a plain name")
-    run = _cli("score", "--model", model, "--input", inp, "--output", tmp_path / "out", "--device", "garbage")
+    run = run_cli("score", "--model", linear_model, "--input", inp, "--output", tmp_path / "out", "--device", "garbage")
     _one_error_line(run, "device: must be auto, cpu, cuda or cuda:N")
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "x.json").exists()
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A directory nobody, root included, can write into (chattr +i as root, mode 555 otherwise)."""
-    path = tmp_path / "ro"
-    path.mkdir()
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(path)], check=True)
-    else:
-        path.chmod(0o555)
-    yield path
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
-    path.chmod(0o755)
-
-
-def _file_size_limit(limit: int):
-    def apply():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
-
-
 @pytest.mark.slow
-def test_read_only_and_full_output_fail_in_one_line_and_leave_nothing(model, articles, tmp_path, read_only_dir):
+def test_read_only_and_full_output_fail_in_one_line_and_leave_nothing(linear_model, sample_table, tmp_path,
+                                                                      read_only_dir):
     """Table row 8: read-only output and a full disk (a file size limit stands in for it)."""
     inp = tmp_path / "in.parquet"
-    pq.write_table(articles, inp)
-    run = _cli("score", "--model", model, "--input", inp, "--output", read_only_dir / "out", "--no-progress")
+    pq.write_table(sample_table, inp)
+    run = run_cli("score", "--model", linear_model, "--input", inp, "--output", read_only_dir / "out", "--no-progress")
     _one_error_line(run, "cannot write")
     out = tmp_path / "out"
-    run = _cli("score", "--model", model, "--input", inp, "--output", out, "--no-progress",
-               preexec=_file_size_limit(20_000))
+    run = run_cli("score", "--model", linear_model, "--input", inp, "--output", out, "--no-progress",
+                  preexec=file_size_limit(20_000))
     _one_error_line(run, "cannot write")
     leftovers = [p for p in out.rglob("*") if p.is_file() and (p.name.startswith(".") or ".tmp" in p.name)]
     assert leftovers == [] and not list(out.rglob("part-*.parquet")) and not list(out.rglob("_manifest/**/*.json"))
@@ -276,8 +222,8 @@ def test_read_only_and_full_output_fail_in_one_line_and_leave_nothing(model, art
 
 # ----------------------------------------------------------------------------- hostile-input matrix
 
-def _write_case(case: str, corpus: Path, articles: pa.Table) -> None:
-    good = articles.slice(0, 20)
+def _write_case(case: str, corpus: Path, sample_table: pa.Table) -> None:
+    good = sample_table.slice(0, 20)
     if case == "corrupt":
         raw = bytearray(os.urandom(4000))
         (corpus / "corrupt.parquet").write_bytes(bytes(raw))
@@ -319,15 +265,15 @@ CASES = ["corrupt", "truncated", "empty", "zero-rows", "wrong-types", "nan-inf",
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-def test_hostile_input_matrix(case, model, articles, tmp_path):
+def test_hostile_input_matrix(case, linear_model, sample_table, tmp_path):
     """Every case ends with each file's rows = scored + quarantined (exit 0), or one `error:` line and
     exit 2; never a traceback; a good file beside it is scored as usual."""
     corpus = tmp_path / "in"
     corpus.mkdir()
-    _write_case(case, corpus, articles)
-    pq.write_table(articles.slice(100, 10), corpus / "good.parquet")
+    _write_case(case, corpus, sample_table)
+    pq.write_table(sample_table.slice(100, 10), corpus / "good.parquet")
     out = tmp_path / "out"
-    run = _cli("score", "--model", model, "--input", corpus, "--output", out, "--no-progress")
+    run = run_cli("score", "--model", linear_model, "--input", corpus, "--output", out, "--no-progress")
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     if run.returncode == 2:
         _one_error_line(run, "")
@@ -342,20 +288,20 @@ def test_hostile_input_matrix(case, model, articles, tmp_path):
         except Exception:  # noqa: BLE001 - unreadable: one quarantine row stands for the file
             expected = 1
         assert entry["rows_in"] == expected, entry
-    scores = _scores(out)
-    assert set(articles.slice(100, 10)["id"].to_pylist()) <= set(scores["id"].to_pylist())
+    scores = scores_table(out)
+    assert set(sample_table.slice(100, 10)["id"].to_pylist()) <= set(scores["id"].to_pylist())
     probs = np.stack([scores[c].to_numpy() for c in ("p_left", "p_center", "p_right")], 1)
     assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
 # ----------------------------------------------------------------------- SIGKILL at random moments
 
-def _corpus_with_quarantine(articles: pa.Table, root: Path, files: int = 6) -> Path:
+def _corpus_with_quarantine(sample_table: pa.Table, root: Path, files: int = 6) -> Path:
     corpus = root / "in"
     corpus.mkdir()
-    per = articles.num_rows // files
+    per = sample_table.num_rows // files
     for i in range(files):
-        part = articles.slice(i * per, per)
+        part = sample_table.slice(i * per, per)
         text = part["text"].to_pylist()
         text[0] = "   "                     # empty text: a quarantine row in every file
         ids = part["id"].to_pylist()
@@ -375,21 +321,21 @@ def _content(out: Path, table: str) -> list[tuple]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", [None, "cpu:2"])
-def test_random_sigkill_rounds_end_equal_to_a_clean_run(devices, model, articles, tmp_path):
-    corpus = _corpus_with_quarantine(articles, tmp_path)
+def test_random_sigkill_rounds_end_equal_to_a_clean_run(devices, linear_model, sample_table, tmp_path):
+    corpus = _corpus_with_quarantine(sample_table, tmp_path)
     extra = ["--no-progress", "--workers", "0"] + (["--devices", devices] if devices else [])
     clean = tmp_path / "clean"
-    assert _cli("score", "--model", model, "--input", corpus, "--output", clean, *extra).returncode == 0
+    assert run_cli("score", "--model", linear_model, "--input", corpus, "--output", clean, *extra).returncode == 0
     out = tmp_path / "killed"
     rng = random.Random(12345 if devices is None else 54321)
     for _ in range(3):
-        p = subprocess.Popen([sys.executable, "-m", "allsides_batch", "score", "--model", model, "--input",
+        p = subprocess.Popen([sys.executable, "-m", "allsides_batch", "score", "--model", linear_model, "--input",
                               str(corpus), "--output", str(out), *extra], cwd=REPO, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(2.0, 8.0))
         os.killpg(p.pid, signal.SIGKILL)   # the whole group: parent, device and tokenizer processes
         p.wait()
-    final = _cli("score", "--model", model, "--input", corpus, "--output", out, *extra)
+    final = run_cli("score", "--model", linear_model, "--input", corpus, "--output", out, *extra)
     assert final.returncode == 0, final.stderr[-2000:]
     assert _content(out, "scores") == _content(clean, "scores")
     assert _content(out, "quarantine") == _content(clean, "quarantine")

@@ -29,25 +29,14 @@ def _table(out: Path, name: str) -> pa.Table:
                                                                              else "id")
 
 
-@pytest.fixture(scope="module")
-def linear_dir(articles_sample, tmp_path_factory) -> str:
-    from allsides_batch.config import TrainConfig
-    from allsides_batch.training.train import train_model
-
-    out = tmp_path_factory.mktemp("linear") / "model"
-    train_model(TrainConfig(kind="linear", data=[str(articles_sample)], output=str(out), linear_outlet_folds=0,
-                            progress=False))
-    return str(out)
-
-
-def test_rows_with_probabilities_that_are_not_finite_are_quarantined(linear_dir, articles_sample, tmp_path):
+def test_rows_with_probabilities_that_are_not_finite_are_quarantined(linear_model, articles_sample, tmp_path):
     """Finite weights so large that an article's logits overflow float32 (a training on the edge of
     diverging): such rows come out NaN and are quarantined, never labelled; a row the huge weights do not
     touch (no known word: the intercepts alone) is scored."""
     from safetensors.numpy import load_file, save_file
 
     model = tmp_path / "model"
-    shutil.copytree(linear_dir, model)
+    shutil.copytree(linear_model, model)
     weights = load_file(model / "linear.safetensors")
     weights["coef"][0] = 3e38  # every term pushes left with float32's largest weights: two terms overflow
     save_file(weights, model / "linear.safetensors")
@@ -97,7 +86,7 @@ def test_a_cell_that_is_not_utf8_quarantines_its_row_and_the_rest_is_scored(colu
 
 
 @pytest.mark.slow
-def test_a_tokenizer_process_killed_mid_chunk_fails_the_run_instead_of_hanging(linear_dir, articles_sample, tmp_path):
+def test_a_tokenizer_process_killed_mid_chunk_fails_the_run_instead_of_hanging(linear_model, articles_sample, tmp_path):
     """The OOM killer (here SIGKILL) takes a tokenizer worker while it encodes a chunk: the run ends with one
     error line that says what happened and what to do, leaves no half-written part and no process, and a
     rerun scores everything. (A multiprocessing.Pool lost the chunk and waited for it forever.)"""
@@ -115,7 +104,7 @@ def test_a_tokenizer_process_killed_mid_chunk_fails_the_run_instead_of_hanging(l
     corpus.mkdir()
     pq.write_table(pq.read_table(articles_sample).slice(0, 300), corpus / "a.parquet")
     out, marker = tmp_path / "out", tmp_path / "stalled"
-    args = [sys.executable, "-m", "allsides_batch", "score", "--model", linear_dir, "--input", str(corpus),
+    args = [sys.executable, "-m", "allsides_batch", "score", "--model", linear_model, "--input", str(corpus),
             "--output", str(out), "--no-progress", "--workers", "1"]
     env = {**os.environ, STALL_ENV: "encode:1", STALL_ENV + "_MARKER": str(marker)}
     run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

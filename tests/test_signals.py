@@ -16,6 +16,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from allsides_batch.layout import leases_root
 from allsides_batch.scoring import STALL_ENV as SCORE_STALL
 from allsides_batch.training.train import STALL_ENV as TRAIN_STALL
 
@@ -63,17 +64,6 @@ def _scored_ids(output: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def linear_dir(unique_sample, tmp_path_factory) -> str:
-    from allsides_batch.config import TrainConfig
-    from allsides_batch.training.train import train_model
-
-    out = tmp_path_factory.mktemp("signals") / "linear"
-    train_model(TrainConfig(data=[str(unique_sample)], output=str(out), kind="linear", linear_min_df=1,
-                            linear_outlet_folds=0, progress=False))
-    return str(out)
-
-
-@pytest.fixture(scope="module")
 def three_files(unique_sample, tmp_path_factory) -> Path:
     table = pq.read_table(unique_sample)
     out = tmp_path_factory.mktemp("signals-corpus")
@@ -84,11 +74,11 @@ def three_files(unique_sample, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_score_on_two_devices_stopped_by_a_signal_leaves_no_process(sig, linear_dir, three_files, tmp_path):
+def test_score_on_two_devices_stopped_by_a_signal_leaves_no_process(sig, linear_model, three_files, tmp_path):
     """Two device processes, each with a tokenizer worker, one stalled after its first part: the signal ends
     them all, drops the half-written part, and a rerun scores every article exactly once."""
     out, log, marker = tmp_path / "out", tmp_path / "stderr.txt", tmp_path / "stalled"
-    args = ["score", "--model", linear_dir, "--input", str(three_files), "--output", str(out),
+    args = ["score", "--model", linear_model, "--input", str(three_files), "--output", str(out),
             "--devices", "cpu:2", "--workers", "1", "--no-progress"]
     proc = _start(args, log, tmp_path, **{SCORE_STALL: "part-committed:1", f"{SCORE_STALL}_MARKER": str(marker)})
     _wait_for_marker(proc, marker, log)
@@ -96,6 +86,7 @@ def test_score_on_two_devices_stopped_by_a_signal_leaves_no_process(sig, linear_
     assert code == (1 if sig == signal.SIGINT else 128 + sig), (code, log.read_text())  # click: Ctrl-C is 1
     assert "Traceback" not in log.read_text()
     assert not list(out.glob("scores/*/.*.tmp")), "a half-written part was left"
+    assert not list(Path(leases_root(str(out))).glob("*")), "the stopped run's lease was left"
 
     rerun = subprocess.run([sys.executable, "-m", "allsides_batch", *args], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
@@ -123,12 +114,12 @@ def test_train_stopped_while_its_folds_run_in_workers_leaves_no_process(articles
 
 
 @pytest.mark.slow
-def test_nightly_stopped_while_scoring_leaves_no_server_behind(linear_dir, three_files, tmp_path):
+def test_nightly_stopped_while_scoring_leaves_no_server_behind(linear_model, three_files, tmp_path):
     """nightly's temporary Prefect server (uvicorn, a child process) goes with it on SIGTERM."""
     from allsides_batch.registry import publish_model
 
     models = tmp_path / "models"
-    publish_model(linear_dir, str(models))
+    publish_model(linear_model, str(models))
     out, log, marker = tmp_path / "out", tmp_path / "stderr.txt", tmp_path / "stalled"
     args = ["nightly", "--corpus", str(three_files), "--output", str(out), "--models-root", str(models),
             "--run-date", "2026-01-02", "--no-progress"]
