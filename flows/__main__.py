@@ -87,7 +87,7 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
                              max_train_samples=train_steps * DEMO["batch_size"],
                              recipe=None if progress else {"progress": False},
                              allow_below_chance=allow_below_chance)
-    from allsides_batch.model import read_model_kind
+    from allsides_batch.models.identity import read_model_kind
 
     reads_tokens = read_model_kind(latest)["kind"] != "linear"
     quantize = quantize or (DEMO["quantize"] if reads_tokens else "none")

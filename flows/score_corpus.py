@@ -82,7 +82,7 @@ def score_config(model_dir: str, files: list[str], output: str, run_id: str | No
 
 @task(name="resolve-model", **storage_task)
 def resolve_model_task(model: str, models_root: str) -> str:
-    from allsides_batch.registry import resolve_model
+    from allsides_batch.models.registry import resolve_model
 
     return resolve_model(model, models_root)
 

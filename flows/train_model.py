@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from allsides_batch.config import LRScheduler, Metric, ModelKind, Precision
 from allsides_batch.errors import UserError
-from allsides_batch.registry import check_quality
+from allsides_batch.models.registry import check_quality
 from flows.score_corpus import DEFAULT_CORPUS, storage_task
 
 
@@ -82,7 +82,7 @@ def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: floa
 
 @task(name="publish", **storage_task)
 def publish_task(model_dir: str, models_root: str, set_latest: bool) -> dict:
-    from allsides_batch.registry import publish_model
+    from allsides_batch.models.registry import publish_model
 
     return publish_model(model_dir, models_root, set_latest=set_latest).to_dict()
 

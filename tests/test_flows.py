@@ -119,7 +119,7 @@ def test_score_corpus_flow_refuses_bad_input(prefect_server, corpus_dir, tmp_pat
 
 
 def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sample, tiny_model_dir, tmp_path):
-    from allsides_batch.model import model_id
+    from allsides_batch.models.identity import model_id
     from flows.train_model import train_model_flow
 
     root = tmp_path / "models"
@@ -238,7 +238,7 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
     """What `make run DATA=<a corpus without labels>` does by default: train-model trains the linear kind on
     the labelled --train-data (not on the corpus), score-corpus scores the unlabelled corpus with it (no int8:
     a linear model has none), the aggregate and table come out."""
-    from allsides_batch.model import read_model_kind
+    from allsides_batch.models.identity import read_model_kind
     from flows.__main__ import main
 
     unlabelled = tmp_path / "unlabelled"
@@ -260,8 +260,8 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
     scores = _scores(str(tmp_path / "out"))
     assert scores.num_rows == 300 and set(scores["label"].to_pylist()) <= {"left", "center", "right"}
     # the probabilities are the linear model's own
-    from allsides_batch.calibration import softmax
-    from allsides_batch.linear_model import LinearModel
+    from allsides_batch.models.calibration import softmax
+    from allsides_batch.models.linear import LinearModel
     from allsides_batch.text.prep import TextPrep, prepare_text
 
     model_dir = str(tmp_path / "models" / "latest")

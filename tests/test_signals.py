@@ -125,7 +125,7 @@ def test_train_stopped_while_its_folds_run_in_workers_leaves_no_process(articles
 @pytest.mark.slow
 def test_nightly_stopped_while_scoring_leaves_no_server_behind(linear_dir, three_files, tmp_path):
     """nightly's temporary Prefect server (uvicorn, a child process) goes with it on SIGTERM."""
-    from allsides_batch.registry import publish_model
+    from allsides_batch.models.registry import publish_model
 
     models = tmp_path / "models"
     publish_model(linear_dir, str(models))

@@ -23,7 +23,7 @@ from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
 from ..layout import Layout, run_summary
 from ..metrics import classification_report, outlet_agreement
-from ..model_files import TRAINING_RECIPE_FILE, read_model_json
+from ..models.files import TRAINING_RECIPE_FILE, read_model_json
 from ..outlets import read_training_outlets
 from ..storage import (
     atomic_write_text,

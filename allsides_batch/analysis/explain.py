@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..linear_model import LinearModel
+from ..models.linear import LinearModel
 from ..text.prep import TextPrep, prepare_text
 
 
@@ -59,8 +59,8 @@ class LinearExplainer:
 
 def load_explainer(model_dir: str) -> LinearExplainer:
     """The linear model of a linear model directory, or the linear half of an ensemble."""
-    from ..calibration import load_temperature
-    from ..model import read_model_kind
+    from ..models.calibration import load_temperature
+    from ..models.identity import read_model_kind
 
     if not os.path.isdir(model_dir):
         raise UserError(f"--model {model_dir!r}: no such directory; give a model directory that `train` wrote")
@@ -167,7 +167,7 @@ def write_outlet_terms(aggregates_dir: str, output_dir: str, model_dir: str, inp
     import polars as pl
 
     from ..layout import REPORT_TERMS
-    from ..model import read_model_kind
+    from ..models.identity import read_model_kind
     from ..storage import atomic_write_text, join
     from .report import available_windows, read_aggregates
 

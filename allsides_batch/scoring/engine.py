@@ -19,20 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..calibration import load_temperature, softmax
 from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
-from ..model import (
-    label_order,
-    load_classifier,
-    load_tokenizer,
-    local_model_dir,
-    parse_label_map,
-    read_model_kind,
-    resolve_device,
-    resolve_precision,
-)
-from ..model_files import TRAINING_RECIPE_FILE, read_model_json
+from ..models.calibration import load_temperature, softmax
+from ..models.files import TRAINING_RECIPE_FILE, read_model_json
+from ..models.hardware import resolve_device, resolve_precision
+from ..models.hub import load_classifier, load_tokenizer, local_model_dir
+from ..models.identity import label_order, parse_label_map, read_model_kind
 from ..shutdown import ignore_interrupt
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
@@ -61,7 +54,7 @@ class TextEncoder:
     """Prepared texts → Encoded, with the spec's tokenizer and/or linear model loaded once."""
 
     def __init__(self, spec: EncodeSpec):
-        from ..linear_model import LinearModel
+        from ..models.linear import LinearModel
 
         self.spec = spec
         self.tokenizer = load_tokenizer(spec.model_dir) if spec.model_dir else None
@@ -360,7 +353,7 @@ class Scorer:
             return softmax(enc.linear_logits, self.linear_temperature).astype(np.float32)
         probs = self.transformer_row_probs(enc)
         if self.kind == "ensemble":
-            from ..ensemble_model import combine
+            from ..models.ensemble import combine
 
             linear = softmax(enc.linear_logits, self.linear_temperature)
             return combine({"transformer": probs, "linear": linear}, self.weights).astype(np.float32)

@@ -82,15 +82,8 @@ def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = 
 
 def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     """Check model, labels and input columns (a clear error before any work) and list files not yet done."""
-    from ..model import (
-        check_complete,
-        label_order,
-        load_tokenizer,
-        local_model_dir,
-        model_id,
-        parse_label_map,
-        read_model_kind,
-    )
+    from ..models.hub import check_complete, load_tokenizer, local_model_dir
+    from ..models.identity import label_order, model_id, parse_label_map, read_model_kind
     from .engine import default_max_length, member_dirs
 
     if not cfg.output:

@@ -13,7 +13,7 @@ import uuid
 from ..config import ScoreConfig
 from ..corpus import reconcile
 from ..leases import hold
-from ..model import is_local_path
+from ..models.hub import is_local_path
 from ..storage import write_json
 from .device import score_files
 from .devices import parse_devices, score_on_devices

@@ -54,7 +54,7 @@ def size_bin(n: int) -> str:
 
 def _oof_fold(cfg: TrainConfig, fold: int, rest: LabelledData, held: LabelledData,
               temperature: float) -> tuple[int, np.ndarray]:
-    from ..calibration import softmax
+    from ..models.calibration import softmax
     from ..stall import TRAIN_STALL_ENV as STALL_ENV
     from ..stall import stall_point
     from .linear import fit_recipe

@@ -17,12 +17,9 @@ import numpy as np
 from .. import LABELS
 from ..config import TrainConfig
 from ..errors import UserError
-from ..model import (
-    ENSEMBLE_MEMBERS,
-    MODEL_KIND_FILE,
-    save_model,
-    write_model_kind,
-)
+from ..models.files import ENSEMBLE_MEMBERS, MODEL_KIND_FILE
+from ..models.hub import save_model
+from ..models.identity import write_model_kind
 from ..outlets import TRAINING_OUTLETS_FILE, training_outlets
 from ..stall import TRAIN_STALL_ENV, stall_point
 from ..storage import write_json

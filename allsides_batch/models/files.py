@@ -11,9 +11,22 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 RETRAIN = "retrain the model or restore the file from a good copy"
+# {"kind": "transformer" | "linear" | "ensemble", ...}: what a model directory holds. A directory
+# without it is a transformers checkpoint (ours from before model kinds, or any hub classifier).
+MODEL_KIND_FILE = "allsides_model.json"
+
+ENSEMBLE_MEMBERS = ("transformer", "linear")  # an ensemble's subdirectories, one complete model each
+
+# A tokenizer reads its vocabulary from one of these; the others configure it. All of them decide the ids
+# a text becomes, so model_id hashes every one that a directory holds.
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                         "sentencepiece.bpe.model", "tokenizer.model")
+
+TOKENIZER_FILES = TOKENIZER_VOCAB_FILES + ("merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                                           "added_tokens.json")
 TRAINING_RECIPE_FILE = "training_recipe.json"  # its max_length_used is the scorer's default --max-length
 
 

@@ -11,9 +11,9 @@ from itertools import repeat
 
 import numpy as np
 
-from . import LABELS
-from .errors import UserError
-from .model_files import RETRAIN, load_weights, read_model_json
+from .. import LABELS
+from ..errors import UserError
+from .files import RETRAIN, load_weights, read_model_json
 
 VECTORIZER_FILE = "vectorizer.json"
 WEIGHTS_FILE = "linear.safetensors"
