@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The package's loggers carry Prefect's run-log handler once flows/ is imported; records logged by tests
+# The package's loggers carry Prefect's run-log handler once allsides_batch.flows is imported; records logged by tests
 # outside a flow run are then dropped there without a warning each.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 

@@ -20,9 +20,9 @@ import pytest
 
 from allsides_batch.analysis.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig, ScoreConfig, TrainConfig
-from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.scoring import STALL_ENV, pending_files, score_corpus
+from allsides_batch.storage.corpus import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -243,7 +243,7 @@ def test_file_url_rewritten_with_same_size_and_mtime_is_rescored(model, articles
 
 
 def test_a_lease_beats_until_released_and_never_removes_a_namesakes(tmp_path, monkeypatch):
-    from allsides_batch import leases
+    from allsides_batch.storage import leases
 
     monkeypatch.setattr(leases, "HEARTBEAT_S", 0.05)
     lease = leases.hold(str(tmp_path), "run-1")

@@ -21,9 +21,9 @@ import torch
 from hf_reference import plain_chunk_probs
 
 from allsides_batch.config import ScoreConfig
-from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.scoring import STALL_ENV, pending_files, score_corpus
+from allsides_batch.storage.corpus import read_manifest
 
 MAXLEN = 64
 RUN_COLUMNS = ["run_id", "scored_at"]

@@ -1,5 +1,5 @@
 """SIGTERM and SIGINT to `score`, `train` and `nightly` leave no process behind: no device process, no
-tokenizer or fold worker, no temporary Prefect server (allsides_batch/shutdown.py). Each run is stopped at
+tokenizer or fold worker, no temporary Prefect server (allsides_batch/runtime/shutdown.py). Each run is stopped at
 an exact point by a stall seam, its process tree is recorded, then it is signalled."""
 
 from __future__ import annotations

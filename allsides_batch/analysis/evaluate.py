@@ -21,11 +21,10 @@ import pyarrow.parquet as pq
 from .. import LABELS
 from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
-from ..layout import Layout, run_summary
 from ..metrics import classification_report, outlet_agreement
 from ..models.files import TRAINING_RECIPE_FILE, read_model_json
 from ..outlets import read_training_outlets
-from ..storage import (
+from ..storage.io import (
     atomic_write_text,
     check_output_dir,
     exists,
@@ -37,6 +36,7 @@ from ..storage import (
     schema_names,
     write_json,
 )
+from ..storage.layout import Layout, run_summary
 from ..training.outlet_rule import label_of
 
 PROB_COLUMNS = ("p_left", "p_center", "p_right")

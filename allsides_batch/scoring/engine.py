@@ -26,7 +26,7 @@ from ..models.files import TRAINING_RECIPE_FILE, read_model_json
 from ..models.hardware import resolve_device, resolve_precision
 from ..models.hub import load_classifier, load_tokenizer, local_model_dir
 from ..models.identity import label_order, parse_label_map, read_model_kind
-from ..shutdown import ignore_interrupt
+from ..runtime.shutdown import ignore_interrupt
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
 

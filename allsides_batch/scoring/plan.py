@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass, field
 
 from ..config import ScoreConfig
-from ..corpus import check_manifest, file_key, write_cache
 from ..errors import UserError
-from ..layout import Layout
-from ..storage import check_output_dir, expand_inputs, parquet_file
+from ..storage.corpus import check_manifest, file_key, write_cache
+from ..storage.io import check_output_dir, expand_inputs, parquet_file
+from ..storage.layout import Layout
 from .parts import REQUIRED, input_columns
 
 

@@ -55,8 +55,8 @@ def size_bin(n: int) -> str:
 def _oof_fold(cfg: TrainConfig, fold: int, rest: LabelledData, held: LabelledData,
               temperature: float) -> tuple[int, np.ndarray]:
     from ..models.calibration import softmax
-    from ..stall import TRAIN_STALL_ENV as STALL_ENV
-    from ..stall import stall_point
+    from ..runtime.stall import TRAIN_STALL_ENV as STALL_ENV
+    from ..runtime.stall import stall_point
     from .linear import fit_recipe
 
     stall_point(STALL_ENV, "fold")  # test seam: a fold under way (in a worker process when folds run in parallel)
@@ -78,7 +78,7 @@ def oof_scores(cfg: TrainConfig, data: LabelledData, folds: int, jobs: int = 1,
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        from ..shutdown import ignore_interrupt
+        from ..runtime.shutdown import ignore_interrupt
 
         with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn"),
                                  initializer=ignore_interrupt) as pool:
@@ -228,7 +228,7 @@ def read_outlet_rule(model_dir: str | None) -> OutletRule | None:
     the rule existed). A damaged file is an error that says what to do."""
     import os
 
-    from ..storage import read_json
+    from ..storage.io import read_json
 
     path = os.path.join(model_dir or "", RULE_FILE)
     if not model_dir or not os.path.isfile(path):

@@ -21,8 +21,8 @@ from ..models.files import ENSEMBLE_MEMBERS, MODEL_KIND_FILE
 from ..models.hub import save_model
 from ..models.identity import write_model_kind
 from ..outlets import TRAINING_OUTLETS_FILE, training_outlets
-from ..stall import TRAIN_STALL_ENV, stall_point
-from ..storage import write_json
+from ..runtime.stall import TRAIN_STALL_ENV, stall_point
+from ..storage.io import write_json
 from ..text.masking import MASK_VERSION
 from ..text.prep import TextPrep
 from .data import LabelledData, load_labelled, make_split
