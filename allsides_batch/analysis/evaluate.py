@@ -22,7 +22,7 @@ from .. import LABELS
 from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
 from ..metrics import classification_report, outlet_agreement
-from ..models.files import TRAINING_RECIPE_FILE, read_model_json
+from ..models.files import METRICS_FILE, TRAINING_RECIPE_FILE, read_model_json
 from ..outlets import read_training_outlets
 from ..storage.io import (
     atomic_write_text,
@@ -203,7 +203,7 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
     return float(np.mean(hits)) if hits else float("nan")
 
 
-PROVENANCE_FILES = (TRAINING_RECIPE_FILE, "metrics.json")  # what seen_in_training reads
+PROVENANCE_FILES = (TRAINING_RECIPE_FILE, METRICS_FILE)  # what seen_in_training reads
 
 
 def seen_in_training(model_dir: str | None, cfg: EvaluateConfig, files: list[str]) -> str | None:

@@ -56,9 +56,10 @@ def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: floa
     outlet-disjoint validation metrics training kept for its best epoch are used."""
     from allsides_batch.analysis.evaluate import evaluate_model, markdown_report, write_evaluation
     from allsides_batch.config import EvaluateConfig, ScoreConfig
+    from allsides_batch.models.files import METRICS_FILE
     from allsides_batch.storage.io import read_json
 
-    metrics = read_json(os.path.join(model_dir, "metrics.json"))
+    metrics = read_json(os.path.join(model_dir, METRICS_FILE))
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "per_class_f1"}
             for r in metrics["epochs"]]
     create_table_artifact(rows, key="train-model-epochs", description=f"per-epoch validation metrics, {model_dir}")

@@ -20,9 +20,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import expected_calibration_error, log_loss
-from .files import read_model_json
+from .files import CALIBRATION_FILE, read_model_json
 
-CALIBRATION_FILE = "calibration.json"
 # log T is searched in [log 0.05, log 20]: beyond that the model is broken, not miscalibrated.
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 

@@ -15,9 +15,19 @@ from .. import LABELS
 from ..errors import UserError
 from ..text.prep import TextPrep
 from .calibration import load_temperature
-from .files import (ENSEMBLE_MEMBERS, TOKENIZER_FILES, TOKENIZER_VOCAB_FILES, TRAINING_RECIPE_FILE,
-                    check_transformer_weights, read_model_json)
-from .identity import _REQUIRED_FILES, ID2LABEL, LABEL2ID, missing_model_files, read_model_kind
+from .files import (
+    CONFIG_FILE,
+    ENSEMBLE_MEMBERS,
+    PICKLE_WEIGHTS_FILES,
+    TOKENIZER_FILES,
+    TOKENIZER_VOCAB_FILES,
+    TRANSFORMER_WEIGHTS_FILE,
+    TRANSFORMER_WEIGHTS_INDEX_FILE,
+    check_transformer_weights,
+    read_model_json,
+    read_recipe,
+)
+from .identity import ID2LABEL, REQUIRED_FILES, LABEL2ID, missing_model_files, read_model_kind
 from .linear import LinearModel
 
 _OFFLINE_HINT = ("offline, point at a local directory holding config.json, model.safetensors and the tokenizer "
@@ -108,7 +118,7 @@ def _check_tokenizer_fits(tokenizer, model_dir: str) -> None:
     if size <= special:
         raise UserError(f"the tokenizer in {model_dir!r} has an empty vocabulary ({size} special tokens "
                         f"only); {_COPY_TOKENIZER}")
-    config = os.path.join(model_dir, "config.json")
+    config = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(config):
         return
     try:
@@ -132,15 +142,15 @@ def check_complete(model_dir: str) -> None:
                     "ensemble": [os.path.join(model_dir, "transformer")]}[kind]
     linears = {"transformer": [], "linear": [model_dir], "ensemble": [os.path.join(model_dir, "linear")]}[kind]
     linear = [name for name in missing_model_files(model_dir)
-              if os.path.basename(name) not in _REQUIRED_FILES["transformer"]]
+              if os.path.basename(name) not in REQUIRED_FILES["transformer"]]
     if linear:
         raise UserError(f"{model_dir!r} is not a complete model directory: {', '.join(linear)} missing; "
                         "retrain it")
     TextPrep.load(model_dir)
     for part in transformers:
-        if not os.path.isfile(os.path.join(part, "config.json")):
-            raise UserError(f"{part!r} is not a model directory: no config.json")
-        read_model_json(os.path.join(part, "config.json"))
+        if not os.path.isfile(os.path.join(part, CONFIG_FILE)):
+            raise UserError(f"{part!r} is not a model directory: no {CONFIG_FILE}")
+        read_model_json(os.path.join(part, CONFIG_FILE))
         if not _has_safetensors(part):
             pickle = _pickle_weights(part)
             if pickle:
@@ -150,8 +160,7 @@ def check_complete(model_dir: str) -> None:
         check_transformer_weights(part)
         load_tokenizer(part)
         load_temperature(part)
-        if os.path.isfile(os.path.join(part, TRAINING_RECIPE_FILE)):
-            read_model_json(os.path.join(part, TRAINING_RECIPE_FILE))
+        read_recipe(part)
     for part in linears:
         LinearModel.load(part)
         load_temperature(part)
@@ -159,12 +168,12 @@ def check_complete(model_dir: str) -> None:
 
 def _has_safetensors(model_dir: str) -> bool:
     return any(os.path.isfile(os.path.join(model_dir, f))
-               for f in ("model.safetensors", "model.safetensors.index.json"))
+               for f in (TRANSFORMER_WEIGHTS_FILE, TRANSFORMER_WEIGHTS_INDEX_FILE))
 
 
 def _pickle_weights(model_dir: str) -> str | None:
     """The name of a pickle weights file in the directory (torch.save format), if any."""
-    return next((f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+    return next((f for f in PICKLE_WEIGHTS_FILES
                  if os.path.isfile(os.path.join(model_dir, f))), None)
 
 
@@ -214,8 +223,8 @@ def load_classifier(name_or_path: str):
     local = is_local_path(name_or_path)
     if local:
         name_or_path = _local_dir(name_or_path)
-    if local and not os.path.isfile(os.path.join(name_or_path, "config.json")):
-        raise UserError(f"{name_or_path!r} is not a model directory: no config.json")
+    if local and not os.path.isfile(os.path.join(name_or_path, CONFIG_FILE)):
+        raise UserError(f"{name_or_path!r} is not a model directory: no {CONFIG_FILE}")
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, trust_remote_code=False, use_safetensors=True, attn_implementation="sdpa",

@@ -22,7 +22,7 @@ import torch
 from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
 from ..models.calibration import load_temperature, softmax
-from ..models.files import TRAINING_RECIPE_FILE, read_model_json
+from ..models.files import read_recipe
 from ..models.hardware import resolve_device, resolve_precision
 from ..models.hub import load_classifier, load_tokenizer, local_model_dir
 from ..models.identity import label_order, parse_label_map, read_model_kind
@@ -213,11 +213,9 @@ def forward_with_halving(forward: Callable[[torch.Tensor, torch.Tensor], torch.T
 
 def default_max_length(model_dir: str, config, tokenizer) -> int:
     """training_recipe.json's max_length_used, else the tokenizer's limit capped by the position table and 512."""
-    recipe = os.path.join(model_dir, TRAINING_RECIPE_FILE)
-    if os.path.isfile(recipe):
-        used = read_model_json(recipe).get("max_length_used")
-        if used:
-            return int(used)
+    used = (read_recipe(model_dir) or {}).get("max_length_used")
+    if used:
+        return int(used)
     limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
     positions = getattr(config, "max_position_embeddings", None)
     return min(limit, int(positions)) if positions else limit

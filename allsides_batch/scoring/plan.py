@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..config import ScoreConfig
 from ..errors import UserError
+from ..models.files import CONFIG_FILE
 from ..storage.corpus import check_manifest, file_key, write_cache
 from ..storage.io import check_output_dir, expand_inputs, parquet_file
 from ..storage.layout import Layout
@@ -133,8 +134,8 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
 def _load_config(model_dir: str):
     from transformers import AutoConfig
 
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise UserError(f"{model_dir!r} is not a model directory: no config.json")
+    if not os.path.isfile(os.path.join(model_dir, CONFIG_FILE)):
+        raise UserError(f"{model_dir!r} is not a model directory: no {CONFIG_FILE}")
     try:
         return AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     except (OSError, ValueError, json.JSONDecodeError) as exc:

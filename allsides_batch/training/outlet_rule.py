@@ -32,12 +32,14 @@ import numpy as np
 from .. import LABELS
 from ..config import OUTLET_LABEL_THRESHOLD, TrainConfig
 from ..errors import UserError
+from ..models.files import OOF_SCORES_FILE, OUTLET_RULE_FILE
 from .data import LabelledData, outlet_folds
 
 log = logging.getLogger(__name__)
 
-RULE_FILE = "outlet_rule.json"
-OOF_FILE = "oof_scores.parquet"
+# the names report.py and aggregate.py know these files by
+RULE_FILE = OUTLET_RULE_FILE
+OOF_FILE = OOF_SCORES_FILE
 VERSION = 1
 DEFAULT_SET_LEVEL = 0.9
 SIZE_BINS = ((1, 4), (5, 19), (20, 99), (100, None))  # outlet article counts, for coverage by size
