@@ -36,12 +36,12 @@ lock: install
 	@git diff --stat -- requirements || true
 
 # The nightly score-corpus flow on Prefect's ephemeral local server: trains models/latest first if absent
-# (`allsides-batch nightly`, the same job as `python -m flows`).
+# (`allsides-batch nightly`, the same job as `python -m allsides_batch.flows`).
 run: install
 	DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 $(PY) -m allsides_batch nightly --corpus $(DATA)
 
 lint: install
-	$(VENV)/bin/ruff check allsides_batch flows tests bench deploy requirements
+	$(VENV)/bin/ruff check allsides_batch tests bench deploy requirements
 
 # The suite in TEST_WORKERS processes (pytest-xdist), a test file per process, one math thread each: a
 # Prefect server test waiting on its workers leaves the other process the CPU (9 min here, 12-16 in one process).
@@ -58,7 +58,7 @@ bench: install
 	$(PY) bench/score_memory.py
 
 style: install
-	$(VENV)/bin/ruff check --fix allsides_batch flows tests bench deploy requirements
+	$(VENV)/bin/ruff check --fix allsides_batch tests bench deploy requirements
 
 clean:
 	rm -rf runs .pytest_cache

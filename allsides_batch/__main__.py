@@ -36,7 +36,7 @@ def app(ctx: click.Context, log_level: str, verbose: bool, quiet: bool) -> None:
 def main() -> None:
     import os
 
-    from .shutdown import install_signal_handlers
+    from .runtime.shutdown import install_signal_handlers
 
     install_signal_handlers()  # SIGTERM / Ctrl-C end the command and every process it started
 

@@ -271,7 +271,7 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 class ScoreConfig:
     """Everything `score` needs.
 
-    Output layout and exactly-once rules: see allsides_batch/layout.py and docs/scoring.md.
+    Output layout and exactly-once rules: see allsides_batch/storage/layout.py and docs/scoring.md.
     """
 
     model: str = field(default="", metadata={"help": "model directory or hub name"})

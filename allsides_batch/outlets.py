@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .domains import registered_domain
 from .errors import UserError
-from .storage import read_json
+from .storage.io import read_json
 
 TRAINING_OUTLETS_FILE = "training_outlets.json"
 VERSION = 1

@@ -86,7 +86,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from allsides_batch.model import load_tokenizer
+    from allsides_batch.models.hub import load_tokenizer
     from allsides_batch.text.prep import TextPrep, encode
     from allsides_batch.training.data import load_labelled
 

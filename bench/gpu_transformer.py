@@ -56,7 +56,7 @@ def main() -> None:
     from gpu_pack import ids_digest
 
     from allsides_batch.config import TrainConfig
-    from allsides_batch.storage import write_json
+    from allsides_batch.storage.io import write_json
     from allsides_batch.text.prep import TextPrep
     from allsides_batch.training.cv import fold_assignment, inner_split, split_fold
     from allsides_batch.training.data import load_labelled

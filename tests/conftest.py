@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The package's loggers carry Prefect's run-log handler once flows/ is imported; records logged by tests
+# The package's loggers carry Prefect's run-log handler once allsides_batch.flows is imported; records logged by tests
 # outside a flow run are then dropped there without a warning each.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
@@ -97,7 +97,7 @@ def tiny_model_dir(minilm_path, tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-    from allsides_batch.model import ID2LABEL, LABEL2ID
+    from allsides_batch.models.identity import ID2LABEL, LABEL2ID
 
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,

@@ -15,7 +15,7 @@ def fine_tune_tiny(tiny_model_dir: str, articles_sample, out) -> str:
     certainty, and unlike the random tiny model its answers depend on the text."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from allsides_batch.model import LABEL2ID
+    from allsides_batch.models.identity import LABEL2ID
     from allsides_batch.text.prep import prepare_text
 
     rows = pq.read_table(articles_sample).to_pylist()

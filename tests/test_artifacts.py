@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("prefect")
 
-from flows import artifacts  # noqa: E402
-from flows.score_corpus import as_path_list  # noqa: E402
+from allsides_batch.flows import artifacts  # noqa: E402
+from allsides_batch.flows.score_corpus import as_path_list  # noqa: E402
 
 
 def _night(tmp_path) -> tuple[dict, dict, dict]:
@@ -96,8 +96,8 @@ def test_flow_parameters_accept_a_single_path():
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools.validation import validate
 
-    from flows.score_corpus import score_corpus_flow
-    from flows.train_model import train_model_flow
+    from allsides_batch.flows.score_corpus import score_corpus_flow
+    from allsides_batch.flows.train_model import train_model_flow
 
     for flow, params in ((score_corpus_flow, {"corpus": "/data/today"}),
                          (train_model_flow, {"data": "/data/x.parquet", "test": "/data/t.parquet"})):
@@ -106,7 +106,7 @@ def test_flow_parameters_accept_a_single_path():
 
 
 def test_train_model_config_from_single_paths():
-    from flows.train_model import train_config
+    from allsides_batch.flows.train_model import train_config
 
     cfg = train_config({"data": "/data/x.parquet", "test": "/data/t.parquet"}, default_output="/tmp/m")
     assert cfg.data == ["/data/x.parquet"] and cfg.test == ["/data/t.parquet"]

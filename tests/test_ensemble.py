@@ -55,9 +55,9 @@ def test_fit_weights_lowers_log_loss_below_either_member():
 def test_ensemble_trains_saves_and_scores_as_its_members_combined(articles_sample, tiny_model_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from allsides_batch.calibration import softmax
-    from allsides_batch.linear_model import LinearModel
-    from allsides_batch.model import model_id
+    from allsides_batch.models.calibration import softmax
+    from allsides_batch.models.identity import model_id
+    from allsides_batch.models.linear import LinearModel
     from allsides_batch.scoring import score_corpus
     from allsides_batch.text.prep import TextPrep, prepare_text
 

@@ -63,8 +63,8 @@ def _artifacts(flow_run_id, key: str) -> list:
 def test_score_corpus_flow_equals_library(prefect_server, corpus_dir, tiny_model_dir, tmp_path):
     from allsides_batch.analysis.aggregate import outlet_aggregates
     from allsides_batch.config import AggregateConfig, ScoreConfig
+    from allsides_batch.flows.score_corpus import score_corpus_flow
     from allsides_batch.scoring import score_corpus
-    from flows.score_corpus import score_corpus_flow
 
     opts = dict(max_length=64, device="cpu", workers=1)
     flow_out = tmp_path / "flow"
@@ -107,7 +107,7 @@ def test_score_corpus_flow_equals_library(prefect_server, corpus_dir, tiny_model
 
 
 def test_score_corpus_flow_refuses_bad_input(prefect_server, corpus_dir, tmp_path):
-    from flows.score_corpus import score_corpus_flow
+    from allsides_batch.flows.score_corpus import score_corpus_flow
 
     state = score_corpus_flow(corpus=[corpus_dir], model="latest", models_root=str(tmp_path / "none"),
                               output=str(tmp_path / "out"), return_state=True)
@@ -119,8 +119,8 @@ def test_score_corpus_flow_refuses_bad_input(prefect_server, corpus_dir, tmp_pat
 
 
 def test_train_model_flow_publishes_only_on_success(prefect_server, articles_sample, tiny_model_dir, tmp_path):
-    from allsides_batch.model import model_id
-    from flows.train_model import train_model_flow
+    from allsides_batch.flows.train_model import train_model_flow
+    from allsides_batch.models.identity import model_id
 
     root = tmp_path / "models"
     kwargs = dict(kind="transformer", data=[str(articles_sample)], base_model=tiny_model_dir, models_root=str(root),
@@ -168,7 +168,7 @@ def below_chance_data(articles_sample, tmp_path_factory) -> str:
 
 
 def test_train_model_flow_refuses_a_below_chance_model(prefect_server, below_chance_data, tmp_path):
-    from flows.train_model import train_model_flow
+    from allsides_batch.flows.train_model import train_model_flow
 
     root = tmp_path / "models"
     state = train_model_flow(data=[below_chance_data], kind="linear", models_root=str(root),
@@ -198,14 +198,14 @@ def test_nightly_cli_refuses_a_below_chance_model(prefect_server, below_chance_d
 
 
 def test_shards_of():
-    from flows.score_corpus import shards_of
+    from allsides_batch.flows.score_corpus import shards_of
 
     assert shards_of(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
     assert shards_of([], 3) == []
 
 
 def test_main_job_trains_then_scores_and_prints_the_table(prefect_server, corpus_dir, tiny_model_dir, tmp_path):
-    from flows.__main__ import main
+    from allsides_batch.flows.__main__ import main
 
     args = ["--corpus", corpus_dir, "--train-data", corpus_dir, "--output", str(tmp_path / "out"),
             "--models-root", str(tmp_path / "models"), "--kind", "transformer", "--base-model", tiny_model_dir,
@@ -224,7 +224,7 @@ def test_main_job_trains_then_scores_and_prints_the_table(prefect_server, corpus
 
 
 def test_main_job_bad_input_is_one_line_and_exit_2(prefect_server, tiny_model_dir, tmp_path):
-    from flows.__main__ import main
+    from allsides_batch.flows.__main__ import main
 
     err = io.StringIO()
     code = main(["--corpus", str(tmp_path / "missing.parquet"), "--output", str(tmp_path / "out"),
@@ -238,8 +238,8 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
     """What `make run DATA=<a corpus without labels>` does by default: train-model trains the linear kind on
     the labelled --train-data (not on the corpus), score-corpus scores the unlabelled corpus with it (no int8:
     a linear model has none), the aggregate and table come out."""
-    from allsides_batch.model import read_model_kind
-    from flows.__main__ import main
+    from allsides_batch.flows.__main__ import main
+    from allsides_batch.models.identity import read_model_kind
 
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
@@ -260,8 +260,8 @@ def test_main_job_with_the_default_linear_model(prefect_server, corpus_dir, tmp_
     scores = _scores(str(tmp_path / "out"))
     assert scores.num_rows == 300 and set(scores["label"].to_pylist()) <= {"left", "center", "right"}
     # the probabilities are the linear model's own
-    from allsides_batch.calibration import softmax
-    from allsides_batch.linear_model import LinearModel
+    from allsides_batch.models.calibration import softmax
+    from allsides_batch.models.linear import LinearModel
     from allsides_batch.text.prep import TextPrep, prepare_text
 
     model_dir = str(tmp_path / "models" / "latest")
@@ -329,7 +329,7 @@ def dated_corpus(articles_sample, tmp_path_factory) -> tuple[str, dict]:
 @pytest.mark.slow
 def test_score_corpus_run_date_picks_the_directory_and_ends_the_windows(prefect_server, dated_corpus, tiny_model_dir,
                                                                         tmp_path):
-    from flows.score_corpus import score_corpus_flow
+    from allsides_batch.flows.score_corpus import score_corpus_flow
 
     root, night_dates = dated_corpus
     out = tmp_path / "out"
@@ -390,7 +390,7 @@ def test_score_corpus_run_date_picks_the_directory_and_ends_the_windows(prefect_
 
 @pytest.mark.slow
 def test_score_corpus_bad_run_date_with_a_dated_corpus(prefect_server, dated_corpus, tiny_model_dir, tmp_path):
-    from flows.score_corpus import score_corpus_flow
+    from allsides_batch.flows.score_corpus import score_corpus_flow
 
     root, _ = dated_corpus
     for bad in ("2024-02-30", "13/03/2024", "tonight"):
@@ -426,8 +426,8 @@ def test_train_model_flow_with_test_data_reports_the_published_models_test_metri
         prefect_server, articles_sample, test_articles, tmp_path):
     from allsides_batch import LABELS
     from allsides_batch.config import ScoreConfig
+    from allsides_batch.flows.train_model import train_model_flow
     from allsides_batch.scoring import score_corpus
-    from flows.train_model import train_model_flow
 
     truth = pq.read_table(test_articles, columns=["id", "bias_text"]).to_pydict()
     assert len(truth["id"]) == 90 and len(set(truth["id"])) == 90

@@ -73,7 +73,7 @@ def test_score_refuses_a_model_without_tokenizer_files(tiny_model_dir, small, tm
                                  "--workers", "0", "--no-progress", "--max-length", str(MAXLEN)])
     assert result.exit_code == 2 and "no tokenizer" in result.output, result.output
 
-    from allsides_batch.model import check_complete
+    from allsides_batch.models.hub import check_complete
 
     with pytest.raises(UserError, match="no tokenizer"):
         check_complete(str(bare))
@@ -86,7 +86,7 @@ def test_score_refuses_a_tokenizer_larger_than_the_embeddings(minilm_path, small
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-    from allsides_batch.model import ID2LABEL, LABEL2ID
+    from allsides_batch.models.identity import ID2LABEL, LABEL2ID
 
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=1000, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
@@ -101,7 +101,7 @@ def test_score_refuses_a_tokenizer_larger_than_the_embeddings(minilm_path, small
 
 def test_model_id_covers_the_tokenizer_files(tiny_model_dir, minilm_path, tmp_path):
     """The same weights and config with other tokenizer files turn text into other ids: another model_id."""
-    from allsides_batch.model import model_id
+    from allsides_batch.models.identity import model_id
 
     base = model_id(tiny_model_dir)
     ids = set()
@@ -131,7 +131,7 @@ def test_train_refuses_pickle_only_base_weights(minilm_path, small, tmp_path):
     import torch
     from transformers import AutoModel
 
-    from allsides_batch.model import load_base_model
+    from allsides_batch.models.hub import load_base_model
 
     pickled = tmp_path / "pickled"
     model = AutoModel.from_pretrained(minilm_path)
@@ -163,7 +163,7 @@ def test_train_refuses_pickle_only_base_weights(minilm_path, small, tmp_path):
 
 # ---- 3. chunk mode: at most max_windows windows, and only a head of a huge text tokenized ---------------
 def _encoder(model_dir, max_windows, stride=16):
-    from allsides_batch.model import load_tokenizer
+    from allsides_batch.models.hub import load_tokenizer
     from allsides_batch.scoring.engine import EncodeSpec
     from allsides_batch.text.prep import TextPrep
 
@@ -196,7 +196,7 @@ def test_capped_windows_are_the_first_windows_of_an_uncapped_run(tiny_model_dir,
 def test_head_tokens_are_a_prefix_of_the_whole_texts_tokens(tiny_model_dir):
     """Words of 300 characters are one [UNK] token each, far below the characters-per-token guess:
     the head is cut again, longer, until it yields the tokens asked for."""
-    from allsides_batch.model import load_tokenizer
+    from allsides_batch.models.hub import load_tokenizer
     from allsides_batch.scoring.engine import head_tokens
 
     tok = load_tokenizer(tiny_model_dir)

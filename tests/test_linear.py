@@ -57,7 +57,7 @@ def test_reloaded_model_gives_scikit_learns_probabilities(real_slice):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from allsides_batch.calibration import softmax
+    from allsides_batch.models.calibration import softmax
     from allsides_batch.training.data import load_labelled
 
     data = load_labelled([str(real_slice)])
@@ -81,7 +81,7 @@ def test_reloaded_model_gives_scikit_learns_probabilities(real_slice):
 
 def test_score_cli_gives_the_models_probabilities(linear_dir, real_slice, tmp_path):
     """The production path (spawned worker processes, Parquet out) against the model applied directly."""
-    from allsides_batch.calibration import softmax
+    from allsides_batch.models.calibration import softmax
     from allsides_batch.text.prep import TextPrep, prepare_text
 
     inp = tmp_path / "in.parquet"

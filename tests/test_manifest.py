@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from scoring_runs import REPO, aggregate, run_cli, score_config, scores_table
 
-from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.scoring import STALL_ENV, pending_files, score_corpus
+from allsides_batch.storage.corpus import read_manifest
 
 
 def _corpus(root: Path, sample_table: pa.Table, spans: list[tuple[int, int]]) -> Path:
@@ -201,7 +201,7 @@ def test_file_url_rewritten_with_same_size_and_mtime_is_rescored(linear_model, s
 
 
 def test_a_lease_beats_until_released_and_never_removes_a_namesakes(tmp_path, monkeypatch):
-    from allsides_batch import leases
+    from allsides_batch.storage import leases
 
     monkeypatch.setattr(leases, "HEARTBEAT_S", 0.05)
     lease = leases.hold(str(tmp_path), "run-1")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from allsides_batch.calibration import fit_temperature, softmax
 from allsides_batch.config import TrainConfig
 from allsides_batch.metrics import spearman, t_critical
+from allsides_batch.models.calibration import fit_temperature, softmax
 from allsides_batch.training.transformer import _lr_scheduler
 
 

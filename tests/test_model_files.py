@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from allsides_batch.__main__ import app
 from allsides_batch.errors import UserError
-from allsides_batch.model import is_local_path, local_model_dir
+from allsides_batch.models.hub import is_local_path, local_model_dir
 
 MAXLEN = 64
 
@@ -90,7 +90,7 @@ def _model_copy(kind: str, linear_model: str, tiny_model_dir: str, dest: Path) -
         return dest
     shutil.copytree(tiny_model_dir, dest / "transformer")
     shutil.copytree(linear_model, dest / "linear")
-    from allsides_batch.model import write_model_kind
+    from allsides_batch.models.identity import write_model_kind
 
     write_model_kind(str(dest), "ensemble", weights={"transformer": 0.5, "linear": 1.0})
     return dest
@@ -142,7 +142,7 @@ def test_transformer_weights_that_are_not_finite_are_refused(tiny_model_dir, sma
 
 
 def test_a_temperature_that_is_not_finite_is_refused(tmp_path):
-    from allsides_batch.calibration import CALIBRATION_FILE, load_temperature
+    from allsides_batch.models.calibration import CALIBRATION_FILE, load_temperature
 
     (tmp_path / CALIBRATION_FILE).write_text('{"temperature": Infinity}')  # every probability would be 1/3
     with pytest.raises(UserError, match="finite"):

@@ -31,7 +31,7 @@ def sensitive_dir(tiny_model_dir, tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-    from allsides_batch.model import ID2LABEL, LABEL2ID
+    from allsides_batch.models.identity import ID2LABEL, LABEL2ID
 
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,

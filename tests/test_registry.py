@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from allsides_batch.errors import UserError
-from allsides_batch.model import model_id
-from allsides_batch.registry import point_latest, publish_model, resolve_model
+from allsides_batch.models.identity import model_id
+from allsides_batch.models.registry import point_latest, publish_model, resolve_model
 
 
 def test_publish_copies_under_model_id_and_moves_latest(tiny_model_dir, tmp_path):

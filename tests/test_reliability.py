@@ -26,9 +26,9 @@ from scoring_runs import REPO, aggregate, file_size_limit, run_cli, score_config
 
 from allsides_batch.analysis.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig
-from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.scoring import score_corpus
+from allsides_batch.storage.corpus import read_manifest
 
 # The scorer end to end on a trained model, subprocesses and SIGKILL rounds: slow.
 pytestmark = pytest.mark.slow

@@ -21,9 +21,9 @@ import torch
 from hf_reference import plain_chunk_probs
 
 from allsides_batch.config import ScoreConfig
-from allsides_batch.corpus import read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.scoring import STALL_ENV, pending_files, score_corpus
+from allsides_batch.storage.corpus import read_manifest
 
 MAXLEN = 64
 RUN_COLUMNS = ["run_id", "scored_at"]
@@ -59,7 +59,7 @@ def _scores(out) -> pa.Table:
 
 def _reference(model_dir, table: pa.Table) -> dict[str, np.ndarray]:
     """One article at a time, plain tokenizer truncation, no batching: the probabilities to match."""
-    from allsides_batch.model import load_classifier, load_tokenizer
+    from allsides_batch.models.hub import load_classifier, load_tokenizer
     from allsides_batch.text.prep import TextPrep, prepare_text
 
     model, tok = load_classifier(model_dir).eval(), load_tokenizer(model_dir)
@@ -236,7 +236,7 @@ def test_chunk_mode_end_to_end_scores_whole_articles(fine_tuned_dir, corpus, tmp
     """score_corpus in chunk mode writes, for every article, the probabilities of the plain window-by-window
     loop of hf_reference.plain_chunk_probs (the Hugging Face tokenizer and model, one window at a
     time, averaged weighted by content tokens), every token counted once and nothing marked truncated."""
-    from allsides_batch.model import load_tokenizer
+    from allsides_batch.models.hub import load_tokenizer
     from allsides_batch.scoring.engine import prepare_rows
     from allsides_batch.text.prep import TextPrep
 

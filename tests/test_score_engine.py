@@ -104,7 +104,7 @@ def test_out_of_memory_halves_the_real_scorers_batch_and_later_batches_start_sma
 
 
 def test_predict_matches_plain_truncation_and_applies_temperature(tiny_model_dir, texts, tmp_path):
-    from allsides_batch.model import load_classifier, load_tokenizer
+    from allsides_batch.models.hub import load_classifier, load_tokenizer
 
     scorer = _scorer(tiny_model_dir)
     probs, enc = scorer.predict_with_tokens(texts)
@@ -138,7 +138,7 @@ def test_chunk_mode_matches_a_plain_window_by_window_loop(fine_tuned_dir, texts,
     window's worth of tokens and one token more; then with max_windows capping the long ones. The model
     is the fine-tuned one: the random tiny model gives every window the same probabilities to 1e-5, which
     would hide any weighting of the windows."""
-    from allsides_batch.model import load_tokenizer
+    from allsides_batch.models.hub import load_tokenizer
 
     calibrated = tmp_path / "calibrated"
     shutil.copytree(fine_tuned_dir, calibrated)

@@ -12,9 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from allsides_batch.config import Columns
-from allsides_batch.corpus import content_key, file_key, read_manifest
 from allsides_batch.errors import UserError
-from allsides_batch.layout import Layout
 from allsides_batch.scoring.parts import (
     QUARANTINE_SCHEMA,
     SCORES_SCHEMA,
@@ -22,6 +20,8 @@ from allsides_batch.scoring.parts import (
     input_columns,
     split_batch,
 )
+from allsides_batch.storage.corpus import content_key, file_key, read_manifest
+from allsides_batch.storage.layout import Layout
 
 
 def test_file_key_names_the_content_not_the_path_or_mtime(tmp_path):
@@ -88,7 +88,7 @@ def test_part_writer_commits_by_rename_or_leaves_nothing(tmp_path):
 
 
 def test_read_manifest_lists_every_model(tmp_path):
-    from allsides_batch.storage import write_json
+    from allsides_batch.storage.io import write_json
 
     assert read_manifest(str(tmp_path)) == []
     for model, key in [("m2", "k1"), ("m1", "k2"), ("m1", "k1")]:

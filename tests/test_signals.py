@@ -1,5 +1,5 @@
 """SIGTERM and SIGINT to `score`, `train` and `nightly` leave no process behind: no device process, no
-tokenizer or fold worker, no temporary Prefect server (allsides_batch/shutdown.py). Each run is stopped at
+tokenizer or fold worker, no temporary Prefect server (allsides_batch/runtime/shutdown.py). Each run is stopped at
 an exact point by a stall seam, its process tree is recorded, then it is signalled."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from allsides_batch.layout import leases_root
 from allsides_batch.scoring import STALL_ENV as SCORE_STALL
+from allsides_batch.storage.layout import leases_root
 from allsides_batch.training.train import STALL_ENV as TRAIN_STALL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_train_stopped_while_its_folds_run_in_workers_leaves_no_process(articles
 @pytest.mark.slow
 def test_nightly_stopped_while_scoring_leaves_no_server_behind(linear_model, three_files, tmp_path):
     """nightly's temporary Prefect server (uvicorn, a child process) goes with it on SIGTERM."""
-    from allsides_batch.registry import publish_model
+    from allsides_batch.models.registry import publish_model
 
     models = tmp_path / "models"
     publish_model(linear_model, str(models))

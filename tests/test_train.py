@@ -37,7 +37,7 @@ def test_a_half_precision_base_model_is_fine_tuned_with_float32_weights(tiny_mod
     small updates)."""
     from transformers import AutoModelForSequenceClassification
 
-    from allsides_batch.model import load_base_model
+    from allsides_batch.models.hub import load_base_model
 
     for dtype in (torch.float16, torch.bfloat16):
         half = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).to(dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from allsides_batch.model import load_tokenizer
+from allsides_batch.models.hub import load_tokenizer
 from allsides_batch.text.prep import encode
 from allsides_batch.text.windows import encode_windows, window_spans
 

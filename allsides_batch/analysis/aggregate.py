@@ -43,7 +43,10 @@ from .. import LABELS
 from ..config import AggregateConfig
 from ..domains import HOST_PATTERN, MULTI_PART_SUFFIXES
 from ..errors import UserError
-from ..layout import (
+from ..metrics import t_critical
+from ..outlets import TRAINING_OUTLETS_FILE, TrainingOutlets, read_training_outlets
+from ..storage.io import atomic_write_parquet, check_output_dir, exists, expand_inputs, write_json
+from ..storage.layout import (
     AGGREGATE_PART,
     Layout,
     aggregate_part,
@@ -53,9 +56,6 @@ from ..layout import (
     quarantine_root,
     scores_root,
 )
-from ..metrics import t_critical
-from ..outlets import TRAINING_OUTLETS_FILE, TrainingOutlets, read_training_outlets
-from ..storage import atomic_write_parquet, check_output_dir, exists, expand_inputs, write_json
 from ..training.outlet_rule import RULE_FILE, OutletRule, read_outlet_rule
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _output_root(scores: str) -> str | None:
 def score_parts(scores: str) -> ScoreParts:
     if not scores:
         raise UserError("--scores is required: the output directory of `score`")
-    from ..corpus import check_manifest, live_inputs
+    from ..storage.corpus import check_manifest, live_inputs
 
     root = _output_root(scores)
     if root is not None:
@@ -177,7 +177,7 @@ def score_parts(scores: str) -> ScoreParts:
 def _check_promises(parts: ScoreParts, model: str) -> None:
     """Refuse to aggregate `model` on fewer rows than its manifest promises: an entry that cannot be read,
     or whose score part is gone or holds other than the rows it names. `score` redoes exactly those."""
-    from ..storage import parquet_file
+    from ..storage.io import parquet_file
 
     damaged = [url for m, url in parts.damaged if m == model]
     if damaged:

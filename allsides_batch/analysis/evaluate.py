@@ -21,11 +21,10 @@ import pyarrow.parquet as pq
 from .. import LABELS
 from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
-from ..layout import Layout, run_summary
 from ..metrics import classification_report, outlet_agreement
-from ..model_files import TRAINING_RECIPE_FILE, read_model_json
+from ..models.files import METRICS_FILE, TRAINING_RECIPE_FILE, read_model_json
 from ..outlets import read_training_outlets
-from ..storage import (
+from ..storage.io import (
     atomic_write_text,
     check_output_dir,
     exists,
@@ -37,6 +36,7 @@ from ..storage import (
     schema_names,
     write_json,
 )
+from ..storage.layout import Layout, run_summary
 from ..training.outlet_rule import label_of
 
 PROB_COLUMNS = ("p_left", "p_center", "p_right")
@@ -203,7 +203,7 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
     return float(np.mean(hits)) if hits else float("nan")
 
 
-PROVENANCE_FILES = (TRAINING_RECIPE_FILE, "metrics.json")  # what seen_in_training reads
+PROVENANCE_FILES = (TRAINING_RECIPE_FILE, METRICS_FILE)  # what seen_in_training reads
 
 
 def seen_in_training(model_dir: str | None, cfg: EvaluateConfig, files: list[str]) -> str | None:

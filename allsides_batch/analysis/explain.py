@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..linear_model import LinearModel
+from ..models.linear import LinearModel
 from ..text.prep import TextPrep, prepare_text
 
 
@@ -59,8 +59,8 @@ class LinearExplainer:
 
 def load_explainer(model_dir: str) -> LinearExplainer:
     """The linear model of a linear model directory, or the linear half of an ensemble."""
-    from ..calibration import load_temperature
-    from ..model import read_model_kind
+    from ..models.calibration import load_temperature
+    from ..models.identity import read_model_kind
 
     if not os.path.isdir(model_dir):
         raise UserError(f"--model {model_dir!r}: no such directory; give a model directory that `train` wrote")
@@ -98,7 +98,7 @@ def read_rows(inputs: list[str], *, article_id: str | None = None, outlet: str |
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ..storage import expand_inputs
+    from ..storage.io import expand_inputs
 
     if (article_id is None) == (outlet is None):
         raise UserError("give exactly one of --id (one article) or --outlet (every article of a source)")
@@ -144,7 +144,7 @@ def outlet_terms(model_dir: str, inputs: list[str], outlets: list[str], top: int
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ..storage import expand_inputs
+    from ..storage.io import expand_inputs
 
     explainer = load_explainer(model_dir)
     wanted, rows = pa.array(sorted(set(outlets)), pa.string()), {o: [] for o in outlets}
@@ -166,9 +166,9 @@ def write_outlet_terms(aggregates_dir: str, output_dir: str, model_dir: str, inp
     their articles in `inputs`. None for a model explain cannot decompose (a transformer) or no such article."""
     import polars as pl
 
-    from ..layout import REPORT_TERMS
-    from ..model import read_model_kind
-    from ..storage import atomic_write_text, join
+    from ..models.identity import read_model_kind
+    from ..storage.io import atomic_write_text, join
+    from ..storage.layout import REPORT_TERMS
     from .report import available_windows, read_aggregates
 
     if read_model_kind(model_dir)["kind"] not in ("linear", "ensemble"):

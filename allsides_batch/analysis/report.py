@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from ..config import OUTLET_LABEL_THRESHOLD, ReportConfig
 from ..errors import UserError
-from ..layout import (
+from ..storage.io import atomic_write_text, check_output_dir, join
+from ..storage.layout import (
     AGGREGATE_PART,
     REPORT_OUTLET_CHART,
     REPORT_TABLE,
@@ -27,7 +28,6 @@ from ..layout import (
     aggregate_part,
     aggregate_summary,
 )
-from ..storage import atomic_write_text, check_output_dir, join
 
 COLOURS = {"left": "#2166ac", "center": "#8c6bb1", "right": "#b2182b"}
 WINDOW_ORDER = ("all", "month", "week", "day")  # outlet chart prefers the coarsest window

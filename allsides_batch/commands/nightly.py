@@ -1,6 +1,6 @@
-"""`nightly`: the nightly job on this machine, as `python -m flows` runs it (flows/__main__.py's nightly):
-train and publish models/latest if absent, then the score-corpus flow on Prefect's ephemeral local server.
-Prefect is imported only when the job runs."""
+"""`nightly`: the nightly job on this machine, as `python -m allsides_batch.flows` runs it
+(allsides_batch/flows/__main__.py's nightly): train and publish models/latest if absent, then the
+score-corpus flow on Prefect's ephemeral local server. Prefect is imported only when the job runs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 
 import click
 
-# flows/__main__.py imports nothing from Prefect at module level; its defaults are the job's own.
-from flows.__main__ import DEMO, _default_kind
+# allsides_batch/flows/__main__.py imports nothing from Prefect at module level; its defaults are the job's own.
+from allsides_batch.flows.__main__ import DEMO, default_kind
 
 from ..cli import run_command
 from ..config import MAX_UNREADABLE_FILES
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @click.option("--train-data", multiple=True,
               help="labelled Parquet to train models/latest on when there is none (default: the shared AllSides "
                    "articles, whatever --corpus is)")
-@click.option("--kind", type=click.Choice(["linear", "transformer", "ensemble"]), default=_default_kind(),
+@click.option("--kind", type=click.Choice(["linear", "transformer", "ensemble"]), default=default_kind(),
               show_default=True, help="model kind to train when no model exists (train's default)")
 @click.option("--base-model", default=None,
               help="encoder to fine-tune for --kind transformer/ensemble (default: the pretrained MiniLM-L6)")
@@ -60,8 +60,8 @@ def _nightly(values: dict) -> None:
     from ..errors import UserError
 
     try:
-        from flows.__main__ import next_steps, nightly, quiet_user_errors
-        from flows.artifacts import console_summary
+        from allsides_batch.flows.__main__ import next_steps, nightly, quiet_user_errors
+        from allsides_batch.flows.artifacts import console_summary
     except ModuleNotFoundError as exc:
         raise UserError(f"{exc}: nightly runs Prefect flows; pip install -e '.[flows]'") from exc
     with quiet_user_errors():

@@ -17,11 +17,11 @@ import pyarrow as pa
 
 from .. import LABELS
 from ..config import ScoreConfig
-from ..corpus import content_key
 from ..errors import UserError
-from ..layout import Layout
-from ..stall import SCORE_STALL_ENV, stall_point
-from ..storage import parquet_file, write_json
+from ..runtime.stall import SCORE_STALL_ENV, stall_point
+from ..storage.corpus import content_key
+from ..storage.io import parquet_file, write_json
+from ..storage.layout import Layout
 from .engine import Encoded, Scorer, Tokenizers
 from .parts import (
     QUARANTINE_SCHEMA,

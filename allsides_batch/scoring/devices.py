@@ -14,7 +14,7 @@ import traceback
 
 from ..config import ScoreConfig
 from ..errors import UserError
-from ..storage import _fs
+from ..storage.io import _fs
 
 EXIT_WAIT_S = 30.0  # how long a device process that reported may take to exit before it is ended
 
@@ -65,7 +65,7 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
     """Entry point of one device process. It dies with the parent that started it (`parent_pid`): a parent
     killed with SIGKILL leaves no device process scoring on, nor its tokenizer processes (see
     score_engine.die_with_parent)."""
-    from ..shutdown import ignore_interrupt
+    from ..runtime.shutdown import ignore_interrupt
     from .engine import die_with_parent
 
     if parent_pid is not None:

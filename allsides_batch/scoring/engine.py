@@ -20,22 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..calibration import load_temperature, softmax
 from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
-from ..model import (
-    label_order,
-    load_classifier,
-    load_tokenizer,
-    local_model_dir,
-    parse_label_map,
-    read_model_kind,
-    resolve_device,
-    resolve_precision,
-)
-from ..model_files import TRAINING_RECIPE_FILE, read_model_json
-from ..shutdown import ignore_interrupt
-from ..stall import SCORE_STALL_ENV, stall_point
+from ..models.calibration import load_temperature, softmax
+from ..models.files import read_recipe
+from ..models.hardware import resolve_device, resolve_precision
+from ..models.hub import load_classifier, load_tokenizer, local_model_dir
+from ..models.identity import label_order, parse_label_map, read_model_kind
+from ..runtime.shutdown import ignore_interrupt
+from ..runtime.stall import SCORE_STALL_ENV, stall_point
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
 
@@ -63,7 +56,7 @@ class TextEncoder:
     """Prepared texts → Encoded, with the spec's tokenizer and/or linear model loaded once."""
 
     def __init__(self, spec: EncodeSpec):
-        from ..linear_model import LinearModel
+        from ..models.linear import LinearModel
 
         self.spec = spec
         self.tokenizer = load_tokenizer(spec.model_dir) if spec.model_dir else None
@@ -229,11 +222,9 @@ def forward_with_halving(forward: Callable[[torch.Tensor, torch.Tensor], torch.T
 
 def default_max_length(model_dir: str, config, tokenizer) -> int:
     """training_recipe.json's max_length_used, else the tokenizer's limit capped by the position table and 512."""
-    recipe = os.path.join(model_dir, TRAINING_RECIPE_FILE)
-    if os.path.isfile(recipe):
-        used = read_model_json(recipe).get("max_length_used")
-        if used:
-            return int(used)
+    used = (read_recipe(model_dir) or {}).get("max_length_used")
+    if used:
+        return int(used)
     limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
     positions = getattr(config, "max_position_embeddings", None)
     return min(limit, int(positions)) if positions else limit
@@ -369,7 +360,7 @@ class Scorer:
             return softmax(enc.linear_logits, self.linear_temperature).astype(np.float32)
         probs = self.transformer_row_probs(enc)
         if self.kind == "ensemble":
-            from ..ensemble_model import combine
+            from ..models.ensemble import combine
 
             linear = softmax(enc.linear_logits, self.linear_temperature)
             return combine({"transformer": probs, "linear": linear}, self.weights).astype(np.float32)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Columns
-from ..storage import _commit, _fs
+from ..storage.io import _commit, _fs
 
 SCORES_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("date", pa.string()), ("label", pa.string()),

@@ -10,10 +10,11 @@ import os
 from dataclasses import dataclass, field
 
 from ..config import ScoreConfig
-from ..corpus import check_manifest, file_key, write_cache
 from ..errors import UserError
-from ..layout import Layout
-from ..storage import check_output_dir, expand_inputs, parquet_file
+from ..models.files import CONFIG_FILE
+from ..storage.corpus import check_manifest, file_key, write_cache
+from ..storage.io import check_output_dir, expand_inputs, parquet_file
+from ..storage.layout import Layout
 from .parts import REQUIRED, input_columns
 
 
@@ -82,15 +83,8 @@ def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = 
 
 def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     """Check model, labels and input columns (a clear error before any work) and list files not yet done."""
-    from ..model import (
-        check_complete,
-        label_order,
-        load_tokenizer,
-        local_model_dir,
-        model_id,
-        parse_label_map,
-        read_model_kind,
-    )
+    from ..models.hub import check_complete, load_tokenizer, local_model_dir
+    from ..models.identity import label_order, model_id, parse_label_map, read_model_kind
     from .engine import default_max_length, member_dirs
 
     if not cfg.output:
@@ -140,8 +134,8 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
 def _load_config(model_dir: str):
     from transformers import AutoConfig
 
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise UserError(f"{model_dir!r} is not a model directory: no config.json")
+    if not os.path.isfile(os.path.join(model_dir, CONFIG_FILE)):
+        raise UserError(f"{model_dir!r} is not a model directory: no {CONFIG_FILE}")
     try:
         return AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     except (OSError, ValueError, json.JSONDecodeError) as exc:

@@ -11,10 +11,10 @@ import time
 import uuid
 
 from ..config import ScoreConfig
-from ..corpus import reconcile
-from ..leases import hold
-from ..model import is_local_path
-from ..storage import write_json
+from ..models.hub import is_local_path
+from ..storage.corpus import reconcile
+from ..storage.io import write_json
+from ..storage.leases import hold
 from .device import score_files
 from .devices import parse_devices, score_on_devices
 from .plan import ScoreSummary, pending_files, plan, score_id
@@ -66,7 +66,7 @@ def check_unreadable(summaries: list[dict], max_share: float) -> None:
     if not unreadable or (unreadable < read and unreadable / read <= max_share):
         return
     from ..errors import UserError
-    from ..layout import Layout
+    from ..storage.layout import Layout
 
     first = summaries[0]
     where = Layout(first["output"].rstrip("/"), first["model_id"]).quarantine_dir()

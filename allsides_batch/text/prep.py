@@ -12,9 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..model_files import read_model_json
+from ..models.files import TEXT_PREP_FILE, read_model_json
 
-TEXT_PREP_FILE = "text_preparation.json"
 # WordPiece on English news averages about 5 characters per token; 8 leaves room for short words,
 # numbers and punctuation. encode() falls back to the whole text when the cut was too short.
 CHARS_PER_TOKEN = 8

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..errors import UserError
-from ..storage import write_json
+from ..storage.io import write_json
 from .data import LabelledData, load_labelled, make_split, outlet_folds, split_random
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        from ..shutdown import ignore_interrupt
+        from ..runtime.shutdown import ignore_interrupt
 
         with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn"),
                                  initializer=ignore_interrupt) as pool:

@@ -17,7 +17,7 @@ from .. import LABELS
 from ..config import Columns
 from ..domains import outlet_groups
 from ..errors import UserError
-from ..storage import expand_inputs, file_fingerprint, read_table, schema_names
+from ..storage.io import expand_inputs, file_fingerprint, read_table, schema_names
 from ..text.prep import TextPrep, prepare_text
 
 log = logging.getLogger(__name__)

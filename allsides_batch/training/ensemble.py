@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from ..ensemble_model import _log, combine, combined_logits
-from ..model import ENSEMBLE_MEMBERS
+from ..models.ensemble import _log, combine, combined_logits
+from ..models.files import ENSEMBLE_MEMBERS
 
 __all__ = ["combine", "combine_members", "combined_logits", "fit_ensemble", "fit_weights"]
 

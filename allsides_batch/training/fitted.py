@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..calibration import Calibration, article_probs, fit_temperature
 from ..config import OUTLET_MIN_ARTICLES, TrainConfig
 from ..metrics import classification_report, outlet_agreement
+from ..models.calibration import Calibration, article_probs, fit_temperature
 from .data import LabelledData
 
 

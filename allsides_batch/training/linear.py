@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import LABELS
 from ..errors import UserError
-from ..linear_model import TOKEN_PATTERN, LinearModel, tfidf_rows
+from ..models.linear import TOKEN_PATTERN, LinearModel, tfidf_rows
 
 __all__ = ["LinearModel", "TOKEN_PATTERN", "fit_linear", "fit_linear_model", "fit_recipe", "outlet_sample_weights",
            "tfidf_rows"]
@@ -108,7 +108,7 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
 
     import torch
 
-    from ..calibration import softmax
+    from ..models.calibration import softmax
     from .fitted import Fitted, metrics_from_article_logits
 
     started = time.perf_counter()

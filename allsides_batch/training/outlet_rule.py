@@ -32,12 +32,14 @@ import numpy as np
 from .. import LABELS
 from ..config import OUTLET_LABEL_THRESHOLD, TrainConfig
 from ..errors import UserError
+from ..models.files import OOF_SCORES_FILE, OUTLET_RULE_FILE
 from .data import LabelledData, outlet_folds
 
 log = logging.getLogger(__name__)
 
-RULE_FILE = "outlet_rule.json"
-OOF_FILE = "oof_scores.parquet"
+# the names report.py and aggregate.py know these files by
+RULE_FILE = OUTLET_RULE_FILE
+OOF_FILE = OOF_SCORES_FILE
 VERSION = 1
 DEFAULT_SET_LEVEL = 0.9
 SIZE_BINS = ((1, 4), (5, 19), (20, 99), (100, None))  # outlet article counts, for coverage by size
@@ -54,9 +56,9 @@ def size_bin(n: int) -> str:
 
 def _oof_fold(cfg: TrainConfig, fold: int, rest: LabelledData, held: LabelledData,
               temperature: float) -> tuple[int, np.ndarray]:
-    from ..calibration import softmax
-    from ..stall import TRAIN_STALL_ENV as STALL_ENV
-    from ..stall import stall_point
+    from ..models.calibration import softmax
+    from ..runtime.stall import TRAIN_STALL_ENV as STALL_ENV
+    from ..runtime.stall import stall_point
     from .linear import fit_recipe
 
     stall_point(STALL_ENV, "fold")  # test seam: a fold under way (in a worker process when folds run in parallel)
@@ -78,7 +80,7 @@ def oof_scores(cfg: TrainConfig, data: LabelledData, folds: int, jobs: int = 1,
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        from ..shutdown import ignore_interrupt
+        from ..runtime.shutdown import ignore_interrupt
 
         with ProcessPoolExecutor(min(jobs, folds), mp_context=mp.get_context("spawn"),
                                  initializer=ignore_interrupt) as pool:
@@ -228,7 +230,7 @@ def read_outlet_rule(model_dir: str | None) -> OutletRule | None:
     the rule existed). A damaged file is an error that says what to do."""
     import os
 
-    from ..storage import read_json
+    from ..storage.io import read_json
 
     path = os.path.join(model_dir or "", RULE_FILE)
     if not model_dir or not os.path.isfile(path):

@@ -17,15 +17,24 @@ import numpy as np
 from .. import LABELS
 from ..config import TrainConfig
 from ..errors import UserError
-from ..model import (
+from ..models.files import (
+    CONFIG_FILE,
     ENSEMBLE_MEMBERS,
+    LINEAR_WEIGHTS_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
     MODEL_KIND_FILE,
-    save_model,
-    write_model_kind,
+    OOF_SCORES_FILE,
+    OUTLET_RULE_FILE,
+    TRAINING_OUTLETS_FILE,
+    TRAINING_RECIPE_FILE,
+    TRANSFORMER_WEIGHTS_FILE,
 )
-from ..outlets import TRAINING_OUTLETS_FILE, training_outlets
-from ..stall import TRAIN_STALL_ENV, stall_point
-from ..storage import write_json
+from ..models.hub import save_model
+from ..models.identity import write_model_kind
+from ..outlets import training_outlets
+from ..runtime.stall import TRAIN_STALL_ENV, stall_point
+from ..storage.io import write_json
 from ..text.masking import MASK_VERSION
 from ..text.prep import TextPrep
 from .data import LabelledData, load_labelled, make_split
@@ -39,7 +48,7 @@ __all__ = ["MODEL_FILES", "OUTLET_MIN_ARTICLES", "Encoded", "Fitted", "TrainResu
 
 log = logging.getLogger(__name__)
 
-MODEL_FILES = ("model.safetensors", "config.json", "training_recipe.json", MODEL_KIND_FILE, "linear.safetensors")
+MODEL_FILES = (TRANSFORMER_WEIGHTS_FILE, CONFIG_FILE, TRAINING_RECIPE_FILE, MODEL_KIND_FILE, LINEAR_WEIGHTS_FILE)
 # test seam: "staged" pauses once the new model is complete beside --output, "fold" in an out-of-fold fit
 STALL_ENV = TRAIN_STALL_ENV
 
@@ -146,7 +155,7 @@ def save_fitted(fitted: Fitted, out_dir: str, prep: TextPrep) -> None:
             sub = os.path.join(out_dir, member)
             os.makedirs(sub)
             save_fitted(part, sub, prep)
-            write_json(os.path.join(sub, "training_recipe.json"), {"max_length_used": part.max_length,
+            write_json(os.path.join(sub, TRAINING_RECIPE_FILE), {"max_length_used": part.max_length,
                                                                    "member_of": "ensemble"})
         write_model_kind(out_dir, "ensemble", weights=fitted.ensemble_weights, members=list(ENSEMBLE_MEMBERS))
     elif fitted.kind == "linear":
@@ -218,17 +227,15 @@ def _write_output(cfg: TrainConfig, fitted: Fitted, prep: TextPrep, recipe: dict
     os.makedirs(tmp)
     try:
         save_fitted(fitted, tmp, prep)
-        write_json(os.path.join(tmp, "training_recipe.json"), recipe)
-        write_json(os.path.join(tmp, "metrics.json"), fitted.metrics)
+        write_json(os.path.join(tmp, TRAINING_RECIPE_FILE), recipe)
+        write_json(os.path.join(tmp, METRICS_FILE), fitted.metrics)
         write_json(os.path.join(tmp, TRAINING_OUTLETS_FILE), outlets)
         if rule is not None:
             import pyarrow.parquet as pq
 
-            from .outlet_rule import OOF_FILE, RULE_FILE
-
-            write_json(os.path.join(tmp, RULE_FILE), rule["rule"])
-            pq.write_table(rule["oof"], os.path.join(tmp, OOF_FILE))
-        with open(os.path.join(tmp, "README.md"), "w") as fh:
+            write_json(os.path.join(tmp, OUTLET_RULE_FILE), rule["rule"])
+            pq.write_table(rule["oof"], os.path.join(tmp, OOF_SCORES_FILE))
+        with open(os.path.join(tmp, MODEL_CARD_FILE), "w") as fh:
             fh.write(model_card(cfg, recipe, fitted.metrics, _strongest_terms(fitted)))
         stall_point(STALL_ENV, "staged")
     except BaseException:

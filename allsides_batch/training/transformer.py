@@ -20,14 +20,10 @@ import transformers
 from tqdm.auto import tqdm
 
 from .. import LABELS
-from ..calibration import article_probs, fit_temperature
 from ..config import WINDOW_STRIDE, TrainConfig
-from ..model import (
-    load_base_model,
-    load_tokenizer,
-    resolve_device,
-    resolve_precision,
-)
+from ..models.calibration import article_probs, fit_temperature
+from ..models.hardware import resolve_device, resolve_precision
+from ..models.hub import load_base_model, load_tokenizer
 from ..text.windows import Encoded, encode_windows, pad_batch
 from .data import LabelledData
 from .fitted import Fitted, report_from_probs

@@ -18,8 +18,9 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass
 
-from .errors import UserError
-from .model import is_local_path, missing_model_files, model_id
+from ..errors import UserError
+from .hub import is_local_path
+from .identity import missing_model_files, model_id
 
 LATEST = "latest"
 # Macro-F1 of guessing: three labels, each predicted a third of the time, scores 1/3 on balanced data. A

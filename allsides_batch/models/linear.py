@@ -11,12 +11,10 @@ from itertools import repeat
 
 import numpy as np
 
-from . import LABELS
-from .errors import UserError
-from .model_files import RETRAIN, load_weights, read_model_json
+from .. import LABELS
+from ..errors import UserError
+from .files import LINEAR_WEIGHTS_FILE, RETRAIN, VECTORIZER_FILE, load_weights, read_model_json
 
-VECTORIZER_FILE = "vectorizer.json"
-WEIGHTS_FILE = "linear.safetensors"
 # scikit-learn's default word pattern: runs of two or more word characters.
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
@@ -96,14 +94,14 @@ class LinearModel:
         save_file({"idf": np.ascontiguousarray(self.idf, np.float32),
                    "coef": np.ascontiguousarray(self.coef, np.float32),
                    "intercept": np.ascontiguousarray(self.intercept, np.float32)},
-                  os.path.join(model_dir, WEIGHTS_FILE))
-        os.chmod(os.path.join(model_dir, WEIGHTS_FILE), 0o644)  # safetensors writes 0600; others read it too
+                  os.path.join(model_dir, LINEAR_WEIGHTS_FILE))
+        os.chmod(os.path.join(model_dir, LINEAR_WEIGHTS_FILE), 0o644)  # safetensors writes 0600; others read it too
 
     @classmethod
     def load(cls, model_dir: str) -> LinearModel:
         """The model saved in `model_dir`; a UserError naming the file when one is missing or damaged or a
         weight is not finite (a diverged fit)."""
-        paths = [os.path.join(model_dir, name) for name in (VECTORIZER_FILE, WEIGHTS_FILE)]
+        paths = [os.path.join(model_dir, name) for name in (VECTORIZER_FILE, LINEAR_WEIGHTS_FILE)]
         missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
         if missing:
             raise UserError(f"{model_dir!r} is not a complete linear model: missing {', '.join(missing)}; "

@@ -16,9 +16,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..runtime.shutdown import process_alive
+from .io import _fs, read_json, write_json
 from .layout import lease_file, leases_root
-from .shutdown import process_alive
-from .storage import _fs, read_json, write_json
 
 HEARTBEAT_S = 30.0
 # A run is taken for dead once its heartbeat is this old: twenty missed beats, far above any pause of a

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import ENSEMBLE_MEMBERS
+from .files import ENSEMBLE_MEMBERS
 
 
 def _log(probs: np.ndarray) -> np.ndarray:

@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import UserError
-from .metrics import expected_calibration_error, log_loss
-from .model_files import read_model_json
+from ..errors import UserError
+from ..metrics import expected_calibration_error, log_loss
+from .files import CALIBRATION_FILE, read_model_json
 
-CALIBRATION_FILE = "calibration.json"
 # log T is searched in [log 0.05, log 20]: beyond that the model is broken, not miscalibrated.
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 

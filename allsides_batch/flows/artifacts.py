@@ -23,8 +23,8 @@ REPORT_FILES = (("outlet_chart", "outlet chart"), ("trend_chart", "trend chart")
 
 def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
     """The scorer's run summary of each shard (every shard writes one, even with no work)."""
-    from allsides_batch.layout import run_summary
-    from allsides_batch.storage import exists, read_json
+    from allsides_batch.storage.io import exists, read_json
+    from allsides_batch.storage.layout import run_summary
 
     paths = [run_summary(output, run_id) for run_id in run_ids]
     missing = [p for p in paths if not exists(p)]
@@ -35,7 +35,7 @@ def read_run_summaries(output: str, run_ids: list[str]) -> list[dict]:
 
 def aggregate_rows(path: str) -> list[dict]:
     """The per-outlet table, most-covered outlets first (the aggregates are one small file)."""
-    from allsides_batch.storage import read_table
+    from allsides_batch.storage.io import read_table
 
     rows = read_table(path, TABLE_COLUMNS).to_pylist()
     rows.sort(key=lambda r: (-r["n_articles"], r["outlet"]))
@@ -44,7 +44,7 @@ def aggregate_rows(path: str) -> list[dict]:
 
 def night_summary(run_date: str, score_id: str, model_dir: str, output: str, shards: list[dict], agg: dict,
                   report: dict, seconds: float, fan_out: str, n_files: int) -> dict:
-    from allsides_batch.layout import Layout
+    from allsides_batch.storage.layout import Layout
 
     layout = Layout(output, score_id)
     scoring_s = sum(s["seconds"] for s in shards)
