@@ -15,13 +15,8 @@ from allsides_batch.config import Columns
 from allsides_batch.corpus import content_key, file_key, read_manifest
 from allsides_batch.errors import UserError
 from allsides_batch.layout import Layout
-from allsides_batch.scoring.parts import (
-    QUARANTINE_SCHEMA,
-    SCORES_SCHEMA,
-    PartWriter,
-    input_columns,
-    split_batch,
-)
+from allsides_batch.schema import QUARANTINE_SCHEMA, SCORES_SCHEMA
+from allsides_batch.scoring.parts import PartWriter, input_columns, split_batch
 
 
 def test_file_key_names_the_content_not_the_path_or_mtime(tmp_path):
