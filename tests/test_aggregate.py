@@ -19,8 +19,11 @@ from allsides_batch.analysis.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig
 from allsides_batch.errors import ConfigError, UserError
 from allsides_batch.metrics import t_critical
+from allsides_batch.schema import SCORED_AT, SCORES_SCHEMA
 
 LABEL_OF = {0: "left", 1: "center", 2: "right"}
+# The scorer's schema with scored_at as ISO text: the rows below give it as strings
+STRING_TIME_SCHEMA = SCORES_SCHEMA.set(SCORES_SCHEMA.get_field_index(SCORED_AT), pa.field(SCORED_AT, pa.string()))
 
 
 def score_row(id_, source, date, p_left, p_right, *, url=None, source_url=None, model="m1",
@@ -41,12 +44,7 @@ def write_scores(root: Path, rows: list[dict], part: str = "part-0") -> Path:
     for model, items in by_model.items():
         out = root / "scores" / f"model_id={model}"
         out.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist(items).cast(pa.schema([
-            ("id", pa.string()), ("source", pa.string()), ("date", pa.string()), ("label", pa.string()),
-            ("p_left", pa.float32()), ("p_center", pa.float32()), ("p_right", pa.float32()),
-            ("bias_score", pa.float32()), ("confidence", pa.float32()), ("n_tokens", pa.int32()),
-            ("truncated", pa.bool_()), ("model_id", pa.string()), ("run_id", pa.string()),
-            ("scored_at", pa.string()), ("url", pa.string()), ("source_url", pa.string())]))
+        table = pa.Table.from_pylist(items).cast(STRING_TIME_SCHEMA)
         pq.write_table(table, out / f"{part}.parquet")
     (root / "quarantine").mkdir(exist_ok=True)
     return root

@@ -151,7 +151,7 @@ def test_outlet_split_on_few_large_outlets_still_validates_every_label():
 
 
 def test_registered_domain():
-    from allsides_batch.domains import registered_domain
+    from allsides_batch.outlets import registered_domain
 
     assert registered_domain("https://www.money.cnn.com/2017/x.html") == "cnn.com"
     assert registered_domain("http://www.bbc.co.uk/news") == "bbc.co.uk"
@@ -162,7 +162,7 @@ def test_registered_domain():
 
 @pytest.mark.slow
 def test_domain_grouped_split_keeps_each_domain_on_one_side(articles_path):
-    from allsides_batch.domains import registered_domain
+    from allsides_batch.outlets import registered_domain
 
     data = load_labelled([str(articles_path)], fingerprint=False)
     assert data.urls is not None and sum(u is not None for u in data.urls) > 0.9 * len(data)

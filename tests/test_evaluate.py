@@ -90,8 +90,9 @@ def test_metrics_equal_scikit_learn(tmp_path, unique_sample):
 @pytest.mark.slow
 def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, unique_sample):
     data = load_labelled([str(unique_sample)], fingerprint=False)
-    fake_scores(tmp_path / "s", data.ids[:500], data.labels[:500], seed=1)
-    # a later run rescored the first 100 articles: those scores replace the old ones
+    first = fake_scores(tmp_path / "s", data.ids[:500], data.labels[:500], seed=1)
+    # a later run scored the first 100 articles again into another file: each id counts once, from the file
+    # whose path sorts first (part-1), whatever the scored_at (the rule `aggregate` applies)
     newer = fake_scores(tmp_path / "s", data.ids[:100], data.labels[:100], seed=2, scored_at="2026-02-01T00:00:00Z")
     fake_scores(tmp_path / "s", ["not-labelled-1", "not-labelled-2"], np.array([0, 1]), seed=3)
     q = tmp_path / "s" / "quarantine" / "model_id=m1"
@@ -101,9 +102,10 @@ def test_join_counts_rescored_unscored_and_unlabelled(tmp_path, unique_sample):
     assert (result["evaluated"] == 500 and result["unscored"] == len(data.ids) - 500
             and result["scores_without_label"] == 2)
     assert result["unscored_reasons"] == {"empty text": 20} and result["notes"]
-    only_new = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(unique_sample)], split="all"),
+    first_100 = evaluate_scores(str(tmp_path / "s"), EvaluateConfig(data=[str(unique_sample)], split="all"),
                                labelled=_first(select_labelled(EvaluateConfig(data=[str(unique_sample)])), 100))
-    assert only_new["articles"]["accuracy"] == pytest.approx(accuracy_score(data.labels[:100], newer.argmax(1)))
+    assert first_100["articles"]["accuracy"] == pytest.approx(accuracy_score(data.labels[:100], first[:100].argmax(1)))
+    assert accuracy_score(data.labels[:100], newer.argmax(1)) != first_100["articles"]["accuracy"]
 
 
 def _first(labelled, n):
@@ -227,3 +229,67 @@ def test_rows_the_model_trained_on_are_flagged_not_held_out(unique_sample, artic
     assert 0 < overlap["outlets"] < overlap["of_outlets"]
     assert any(f"{overlap['outlets']} of {overlap['of_outlets']} evaluated outlet(s) (100 of 200 articles) were in "
                "the model's training data" in n for n in result["notes"]), result["notes"]
+
+
+@pytest.mark.slow
+def test_aggregate_and_evaluate_read_the_same_articles(tmp_path, unique_sample, tiny_model_dir):
+    """An article id in two input files, scored by two runs, the later run scoring the file whose path sorts
+    last: `aggregate` and `evaluate --scores` both keep the row of the path that sorts first (not the latest
+    scored_at) and both leave out an id whose rows name different outlets (outlets.py: the duplicate-id rule)."""
+    import math
+
+    from allsides_batch.analysis.aggregate import outlet_aggregates
+    from allsides_batch.config import AggregateConfig
+    from allsides_batch.scoring import score_corpus
+
+    table = pq.read_table(unique_sample).slice(0, 60)
+    ids = table["id"].to_pylist()
+    solo, ambiguous = ids[30], ids[31]  # in both files: one under the same outlet, one under two outlets
+    sources = table["source"].to_pylist()
+    sources[30] = "Solo Outlet"
+    a = table.set_column(table.schema.get_field_index("source"), "source", pa.array(sources)).slice(0, 40)
+    texts, b_sources = table["text"].to_pylist(), list(sources)
+    texts[30], b_sources[31] = texts[50], "Another Outlet"  # the same id with other text; the same id elsewhere
+    b = table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts))
+    b = b.set_column(b.schema.get_field_index("source"), "source", pa.array(b_sources)).slice(30, 30)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pq.write_table(a, inputs / "a.parquet")
+    pq.write_table(b, inputs / "b.parquet")
+    out = tmp_path / "out"
+    for files in (["a.parquet"], ["a.parquet", "b.parquet"]):  # b is scored by the later run
+        score_corpus(ScoreConfig(model=tiny_model_dir, input=[str(inputs / f) for f in files], output=str(out),
+                                 max_length=64, device="cpu", progress=False, workers=0))
+    rows = {}
+    for part in sorted((out / "scores").rglob("*.parquet")):
+        for r in pq.read_table(part).to_pylist():
+            rows.setdefault(r["id"], []).append(r)
+    first, later = sorted(rows[solo], key=lambda r: r["scored_at"])
+    assert first["scored_at"] < later["scored_at"] and first["bias_score"] != later["bias_score"]
+
+    agg = outlet_aggregates(AggregateConfig(scores=str(out), output=str(tmp_path / "agg"), window="all",
+                                            min_articles=1))
+    outlet_rows = {r["outlet"]: r for r in pq.read_table(agg.output_path).to_pylist()}
+    ev = evaluate_scores(str(out), EvaluateConfig(data=[str(unique_sample)], split="all", min_articles=1),
+                         labelled=_first(select_labelled(EvaluateConfig(data=[str(unique_sample)], split="all")), 60))
+    # the same articles: 60 ids, less the one whose rows name two outlets
+    assert agg.aggregated_articles == ev["evaluated"] == 59 and ev["unscored"] == 0
+    assert agg.conflicting_ids == ev["conflicting_ids"] == 1 and agg.conflicting_examples == [ambiguous]
+    assert "Another Outlet" not in outlet_rows
+    # the same row of the duplicated id: the one from a.parquet, scored first
+    assert outlet_rows["Solo Outlet"]["n_articles"] == 1
+    assert outlet_rows["Solo Outlet"]["mean_bias_score"] == pytest.approx(first["bias_score"], rel=1e-12)
+    assert outlet_rows["Solo Outlet"]["mean_bias_score"] != pytest.approx(later["bias_score"], rel=1e-12)
+    labelled = select_labelled(EvaluateConfig(data=[str(unique_sample)], split="all"))
+    at = labelled.ids.index(solo)
+    one = _first(labelled, at + 1)
+    one.ids, one.labels, one.sources = one.ids[at:], one.labels[at:], one.sources[at:]
+    ev_solo = evaluate_scores(str(out), EvaluateConfig(data=[str(unique_sample)], split="all"), labelled=one)
+    y = int(one.labels[0])
+
+    def loss(r):
+        p = np.array([r["p_left"], r["p_center"], r["p_right"]], dtype=np.float64)
+        return -math.log(p[y] / p.sum())
+
+    assert ev_solo["evaluated"] == 1 and ev_solo["articles"]["log_loss"] == pytest.approx(loss(first), rel=1e-9)
+    assert ev_solo["articles"]["log_loss"] != pytest.approx(loss(later), rel=1e-9)

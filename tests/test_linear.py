@@ -200,8 +200,7 @@ def test_model_directory_records_the_outlets_it_was_trained_on(linear_dir, real_
     rows' outlets apart."""
     from collections import Counter
 
-    from allsides_batch.domains import registered_domain
-    from allsides_batch.outlets import read_training_outlets
+    from allsides_batch.outlets import read_training_outlets, registered_domain
 
     raw = json.loads((linear_dir / "training_outlets.json").read_text())
     recipe = json.loads((linear_dir / "training_recipe.json").read_text())["split_sizes"]

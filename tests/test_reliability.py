@@ -160,7 +160,7 @@ def test_duplicate_ids_across_files_follow_one_rule(linear_model, sample_table, 
 def test_non_finite_scores_never_reach_an_outlet(tmp_path):
     """Table row 9: NaN confidence or ±inf bias_score rows are counted and left out; the outlet's mean,
     interval and label come from its valid rows."""
-    from allsides_batch.scoring.parts import SCORES_SCHEMA
+    from allsides_batch.schema import SCORES_SCHEMA
 
     n = 6
     bias = [0.5, 0.5, 0.5, 0.5, float("inf"), float("-inf")]

@@ -13,13 +13,8 @@ import pytest
 
 from allsides_batch.config import Columns
 from allsides_batch.errors import UserError
-from allsides_batch.scoring.parts import (
-    QUARANTINE_SCHEMA,
-    SCORES_SCHEMA,
-    PartWriter,
-    input_columns,
-    split_batch,
-)
+from allsides_batch.schema import QUARANTINE_SCHEMA, SCORES_SCHEMA
+from allsides_batch.scoring.parts import PartWriter, input_columns, split_batch
 from allsides_batch.storage.corpus import content_key, file_key, read_manifest
 from allsides_batch.storage.layout import Layout
 

@@ -41,10 +41,32 @@ from typing import TYPE_CHECKING
 
 from .. import LABELS
 from ..config import AggregateConfig
-from ..domains import HOST_PATTERN, MULTI_PART_SUFFIXES
 from ..errors import UserError
 from ..metrics import t_critical
-from ..outlets import TRAINING_OUTLETS_FILE, TrainingOutlets, read_training_outlets
+from ..models.files import TRAINING_OUTLETS_FILE
+from ..outlets import (
+    HOST_PATTERN,
+    INPUT_COLUMN,
+    NO_SOURCE,
+    TrainingOutlets,
+    choose_model,
+    first_rows_lazy,
+    fixed_thresholds,
+    label_expr,
+    read_training_outlets,
+    registered_domain_expr,
+)
+from ..schema import (
+    BIAS_SCORE,
+    CONFIDENCE,
+    DATE,
+    ID,
+    LABEL,
+    MODEL_ID,
+    SCORED_AT,
+    SOURCE,
+    URL_COLUMNS,
+)
 from ..storage.io import atomic_write_parquet, check_output_dir, exists, expand_inputs, write_json
 from ..storage.layout import (
     AGGREGATE_PART,
@@ -61,8 +83,7 @@ from ..training.outlet_rule import RULE_FILE, OutletRule, read_outlet_rule
 if TYPE_CHECKING:
     import polars as pl
 
-REQUIRED = ("id", "source", "date", "label", "bias_score", "confidence", "model_id", "scored_at")
-URL_COLUMNS = ("url", "source_url")
+SCORE_COLUMNS = (ID, SOURCE, DATE, LABEL, BIAS_SCORE, CONFIDENCE, MODEL_ID, SCORED_AT)  # what aggregate reads
 CI_METHOD = "student-t: mean ± t(0.975, n-1)·s/√n, clipped to [-1, 1]; null for n = 1"
 MIN_YEAR = 1900
 
@@ -273,11 +294,11 @@ def _with_dates(rows: pl.LazyFrame, dtype) -> pl.LazyFrame:
     import polars as pl
 
     if dtype == pl.Date or isinstance(dtype, pl.Datetime):
-        parsed = pl.col("date").cast(pl.Date)
-        status = _date_status(pl.col("date").is_null(), parsed)
+        parsed = pl.col(DATE).cast(pl.Date)
+        status = _date_status(pl.col(DATE).is_null(), parsed)
         return rows.with_columns(_status=status).with_columns(
             _date=pl.when(pl.col("_status") == "ok").then(parsed))
-    rows = rows.with_columns(_raw_date=pl.col("date").cast(pl.String).fill_null(""))
+    rows = rows.with_columns(_raw_date=pl.col(DATE).cast(pl.String).fill_null(""))
     dates = _collect(rows.select(pl.col("_raw_date").unique()))
     parsed = _parsed_date(pl.col("_raw_date"))
     dates = dates.with_columns(_status=_date_status(pl.col("_raw_date").str.strip_chars() == "", parsed),
@@ -286,28 +307,13 @@ def _with_dates(rows: pl.LazyFrame, dtype) -> pl.LazyFrame:
     return rows.join(dates.lazy(), on="_raw_date", how="left").drop("_raw_date")
 
 
-def registered_domain(host: pl.Expr) -> pl.Expr:
-    """A host name reduced to its registered domain: www.money.cnn.com → cnn.com, www.bbc.co.uk → bbc.co.uk
-    (domains.registered_domain, the rule training's --group-by domain uses, as a polars expression)."""
-    import polars as pl
-
-    host = host.str.to_lowercase().str.strip_chars(".")
-    parts = host.str.split(".")
-    last2 = parts.list.slice(-2, 2).list.join(".")
-    last3 = parts.list.slice(-3, 3).list.join(".")
-    return (pl.when(host.str.contains(r"^\d+(\.\d+){3}$")).then(host)
-            .when(last2.is_in(list(MULTI_PART_SUFFIXES)) & (parts.list.len() >= 3)).then(last3)
-            .when(host.str.contains(r"\.")).then(last2)
-            .otherwise(None))
-
-
 def _with_outlet(rows: pl.LazyFrame, cfg: AggregateConfig, names: list[str]) -> pl.LazyFrame:
     """Add _outlet (the outlet key), _fallback (keyed by source name for want of a URL) and _domain (the
     registered domain of the row's URL, null without one). Domains are worked out once per distinct host
     and joined back: hosts are few, URLs are not."""
     import polars as pl
 
-    source = pl.col("source").cast(pl.String).fill_null("(no source)")
+    source = pl.col(SOURCE).cast(pl.String).fill_null(NO_SOURCE)
     urls = [c for c in URL_COLUMNS if c in names]
     if cfg.outlet_key == "domain" and not urls:
         raise UserError("--outlet-key domain needs a url or source_url column in the scores; "
@@ -316,7 +322,7 @@ def _with_outlet(rows: pl.LazyFrame, cfg: AggregateConfig, names: list[str]) -> 
         rows = rows.with_columns(
             _host=pl.coalesce([pl.col(c).cast(pl.String).str.extract(HOST_PATTERN, 1) for c in urls]))
         hosts = _collect(rows.select(pl.col("_host").unique().drop_nulls()))
-        hosts = hosts.with_columns(_domain=registered_domain(pl.col("_host")))
+        hosts = hosts.with_columns(_domain=registered_domain_expr(pl.col("_host")))
         rows = rows.join(hosts.lazy(), on="_host", how="left").drop("_host")
     else:
         rows = rows.with_columns(_domain=pl.lit(None, dtype=pl.String))
@@ -353,30 +359,23 @@ def _with_seen(rows: pl.LazyFrame, trained: TrainingOutlets | None) -> pl.LazyFr
     if trained is None:
         unknown = pl.lit(None, dtype=pl.Boolean)
         return rows.with_columns(_source_seen=unknown, _domain_seen=unknown)
-    source = pl.col("source").cast(pl.String)
+    source = pl.col(SOURCE).cast(pl.String)
     return rows.with_columns(
         _source_seen=source.is_in(list(trained.sources)).fill_null(False),
         _domain_seen=pl.when(pl.col("_domain").is_not_null()).then(pl.col("_domain").is_in(list(trained.domains))))
 
 
 def _choose_model(lf: pl.LazyFrame, wanted: str | None) -> tuple[str, list[str], list[str]]:
-    """The model to aggregate: `wanted`, else the one with the latest scored_at; models tied on it are
-    ordered by model id, so the id that sorts first wins (a polars sort keeps no order among ties)."""
+    """The model to aggregate (outlets.choose_model: `wanted`, else the latest scored_at), every model found,
+    and a note when several were found and none was asked for."""
     import polars as pl
 
-    latest = (lf.group_by("model_id").agg(pl.col("scored_at").max().alias("last"))
-              .sort(["last", "model_id"], descending=[True, False], nulls_last=True).collect())
-    found = [str(m) for m in latest["model_id"].to_list()]
-    if not found:
-        raise UserError("the scores hold no rows: nothing to aggregate")
-    if wanted is not None:
-        if wanted not in found:
-            raise UserError(f"--model-id {wanted!r} not in the scores; found: {', '.join(found)}")
-        return wanted, found, []
-    notes = [] if len(found) == 1 else [
+    latest = _collect(lf.group_by(MODEL_ID).agg(pl.col(SCORED_AT).max().alias("last")))
+    model, found = choose_model({str(m): last for m, last in latest.iter_rows()}, wanted)
+    notes = [] if wanted is not None or len(found) == 1 else [
         (f"scores hold {len(found)} models ({', '.join(found)}); aggregated the most recently scored, "
          f"{found[0]}; choose another with --model-id")]
-    return found[0], found, notes
+    return model, found, notes
 
 
 def _window_start(window: str) -> pl.Expr:
@@ -409,26 +408,12 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     """Aggregate one model's article scores per outlet (and window) into
     `aggregate_part(cfg.output, window)` (layout.py), replacing that window's previous output.
 
-    Interval: Student-t (see the module docstring). Labels: mean < −T left, > T right, else center."""
-    import polars as pl
-
+    Interval: Student-t (see the module docstring). Labels: outlets.label_expr (fitted rule, else ±T)."""
     if not cfg.output:
         raise UserError("--output is required: the directory for the aggregates")
     check_output_dir(cfg.output)
     found_parts = score_parts(cfg.scores)
-    files = found_parts.files
-    scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore",
-                           include_file_paths="_part")
-    try:
-        schema = scan.collect_schema()
-    except (pl.exceptions.ComputeError, OSError) as exc:
-        raise UserError(f"cannot read the scores under {cfg.scores!r} as Parquet: {exc}") from exc
-    names = schema.names()
-    missing = [c for c in REQUIRED if c not in names]
-    if missing:
-        raise UserError(f"scores under {cfg.scores!r} lack column(s) {', '.join(missing)} "
-                        f"(found: {', '.join(names)}); give the output directory of `score`")
-
+    scan, schema = _scan_scores(cfg.scores, found_parts.files)
     model, found, notes = _choose_model(scan, cfg.model_id)
     _check_promises(found_parts, model)
     trained = read_training_outlets(cfg.model)
@@ -436,32 +421,76 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
     missing = _model_files_note(cfg, trained, rule)
     if missing:
         notes.append(missing)
+    articles = _articles(scan, schema, cfg, model, found_parts.inputs, trained)
+    keep, counts, dates = _counts(articles.rows, cfg)
+    table = _apply_rule(_aggregate_rows(articles.rows.filter(keep), cfg, model), rule, cfg.set_level)
+    out_path = atomic_write_parquet(table.to_arrow(), aggregate_part(cfg.output, cfg.window))
+    _remove_stale_parts(aggregate_window_dir(cfg.output, cfg.window))
+    summary = _summary(cfg, found_parts, articles, counts, dates, table, rule,
+                       out_path=out_path, model=model, found=found, notes=notes)
+    write_json(summary.summary_path, {"config": cfg.to_dict(), **summary.to_dict()})
+    return summary
+
+
+def _scan_scores(scores: str, files: list[str]) -> tuple[pl.LazyFrame, pl.Schema]:
+    """The score files as one lazy frame (with each row's part path), refused when it lacks a column."""
+    import polars as pl
+
+    scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore",
+                           include_file_paths="_part")
+    try:
+        schema = scan.collect_schema()
+    except (pl.exceptions.ComputeError, OSError) as exc:
+        raise UserError(f"cannot read the scores under {scores!r} as Parquet: {exc}") from exc
+    names = schema.names()
+    missing = [c for c in SCORE_COLUMNS if c not in names]
+    if missing:
+        raise UserError(f"scores under {scores!r} lack column(s) {', '.join(missing)} "
+                        f"(found: {', '.join(names)}); give the output directory of `score`")
+    return scan, schema
+
+
+@dataclass
+class _Articles:
+    """The chosen model's articles, one row each (in memory, as a lazy frame), and what choosing them left out."""
+
+    rows: pl.LazyFrame
+    input_rows: int
+    conflicts: pl.DataFrame
+
+
+def _articles(scan: pl.LazyFrame, schema: pl.Schema, cfg: AggregateConfig, model: str, inputs: dict[str, str],
+              trained: TrainingOutlets | None) -> _Articles:
+    """`model`'s rows keyed by outlet, dated, marked seen, with one row per article id (outlets.first_rows_lazy:
+    the duplicate-id rule `evaluate` applies too) and the --outlet-map applied."""
+    import polars as pl
+
     mapping = read_outlet_map(cfg.outlet_map) if cfg.outlet_map else {}
-    rows = scan.filter(pl.col("model_id") == model).select(
-        "id", "source", "date", "label", "bias_score", "confidence", "scored_at", "_part",
-        *[c for c in URL_COLUMNS if c in names])
+    names = schema.names()
+    rows = scan.filter(pl.col(MODEL_ID) == model).select(
+        ID, SOURCE, DATE, LABEL, BIAS_SCORE, CONFIDENCE, SCORED_AT, "_part", *[c for c in URL_COLUMNS if c in names])
     input_rows = _collect(rows.select(pl.len())).item()
-    rows = rows.with_columns(_input=pl.col("_part").replace_strict(found_parts.inputs, default=pl.col("_part"),
-                                                                   return_dtype=pl.String))
-    rows = _with_seen(_with_dates(_with_outlet(rows, cfg, names), schema["date"]), trained)
-    # One article id in several input files. If its rows name different outlets, the id is ambiguous:
-    # it is left out and counted, never moved to one of the outlets. Otherwise the row of the input path
-    # that sorts first is kept (deterministic whatever order the files were scored in).
-    sources = pl.col("source").cast(pl.String).fill_null("(no source)")
-    conflicts = _collect(rows.group_by("id").agg(n=pl.len(), sources=sources.n_unique())
-                         .filter(pl.col("sources") > 1).sort("id"))
-    rows = rows.join(conflicts.lazy().select("id"), on="id", how="anti")
-    rows = rows.sort(["_input", "id"]).unique(subset=["id"], keep="first", maintain_order=True)
+    rows = rows.with_columns(pl.col("_part").replace_strict(inputs, default=pl.col("_part"), return_dtype=pl.String)
+                             .alias(INPUT_COLUMN))
+    rows = _with_seen(_with_dates(_with_outlet(rows, cfg, names), schema[DATE]), trained)
+    rows, conflicts = first_rows_lazy(rows, _collect)
     rows = rows.with_columns(_mapped=pl.col("_outlet").is_in(list(mapping)), _outlet=pl.col("_outlet").replace(mapping))
-    # One pass over the files; the counts and the aggregates below read this projection in memory.
-    rows = _collect(rows.select("date", "label", "bias_score", "confidence", "_outlet", "_fallback", "_mapped",
+    # One pass over the files; the counts and the aggregates read this projection in memory.
+    rows = _collect(rows.select(DATE, LABEL, BIAS_SCORE, CONFIDENCE, "_outlet", "_fallback", "_mapped",
                                 "_status", "_date", "_source_seen", "_domain_seen")).lazy()
-    bias, conf = pl.col("bias_score").cast(pl.Float64), pl.col("confidence").cast(pl.Float64)
+    return _Articles(rows, input_rows, conflicts)
+
+
+def _filters(cfg: AggregateConfig) -> tuple[pl.Expr, pl.Expr, pl.Expr, dict[str, pl.Expr]]:
+    """(present, valid, keep, checks): rows with a score, rows whose score is usable, rows aggregated, and each
+    reason a scored row is left out (by name)."""
+    import polars as pl
+
+    bias, conf = pl.col(BIAS_SCORE).cast(pl.Float64), pl.col(CONFIDENCE).cast(pl.Float64)
     present = bias.is_not_null() & conf.is_not_null()
     # NaN, ±inf or out-of-range numbers never reach a mean or a label: counted and left out
     valid = bias.is_finite() & conf.is_finite() & bias.is_between(-1.0, 1.0) & conf.is_between(0.0, 1.0)
     scored = present & valid
-
     placed = pl.col("_status") == "ok"
     keep = scored
     checks = {}
@@ -476,57 +505,79 @@ def outlet_aggregates(cfg: AggregateConfig) -> AggregateSummary:
         until = dt.date.fromisoformat(cfg.until)
         keep = keep & (pl.col("_date") <= until)
         checks["after --until"] = scored & placed & (pl.col("_date") > until)
+    return present, valid, keep, checks
 
+
+def _counts(rows: pl.LazyFrame, cfg: AggregateConfig) -> tuple[pl.Expr, dict, dict]:
+    """(keep, counts, dates): the rows to aggregate; rows without a score, with an invalid one, keyed by source
+    for want of a URL, mapped, kept and left out by each check (`excluded`); unplaceable dates by reason, and
+    examples."""
+    import polars as pl
+
+    present, valid, keep, checks = _filters(cfg)
     counts = _collect(rows.select(
         n=pl.len(), no_score=(~present).sum(), invalid=(present & ~valid).sum(), fallback=pl.col("_fallback").sum(),
         mapped=pl.col("_mapped").sum(), kept=keep.sum(),
         **{f"x{i}": expr.sum() for i, expr in enumerate(checks.values())})).row(0, named=True)
-    status_counts = _collect(rows.filter(~placed).group_by("_status").len())
-    examples = _collect(rows.filter(~placed).select(pl.col("date").cast(pl.String).fill_null("<null>"))
-                        .unique().sort("date").head(5))["date"].to_list()
+    counts["excluded"] = {name: counts.pop(f"x{i}") for i, name in enumerate(checks)}
+    unplaced = rows.filter(pl.col("_status") != "ok")
+    status_counts = _collect(unplaced.group_by("_status").len()).sort("_status")
+    examples = _collect(unplaced.select(pl.col(DATE).cast(pl.String).fill_null("<null>"))
+                        .unique().sort(DATE).head(5))[DATE].to_list()
+    dates = {"unplaceable_dates": {r["_status"]: r["len"] for r in status_counts.iter_rows(named=True)},
+             "unplaceable_examples": examples}
+    return keep, counts, dates
 
-    table = _apply_rule(_aggregate_rows(rows.filter(keep), cfg, model), rule, cfg.set_level)
-    out_path = atomic_write_parquet(table.to_arrow(), aggregate_part(cfg.output, cfg.window))
-    _remove_stale_parts(aggregate_window_dir(cfg.output, cfg.window))
+
+def _summary(cfg: AggregateConfig, found_parts: ScoreParts, articles: _Articles, counts: dict, dates: dict,
+             table: pl.DataFrame, rule: OutletRule | None, *, out_path: str, model: str, found: list[str],
+             notes: list[str]) -> AggregateSummary:
+    import polars as pl
+
+    conflicts = articles.conflicts
     if counts["kept"] == 0:
         notes.append("no articles left to aggregate after the date filters; wrote an empty table")
     summary = AggregateSummary(
         output_path=out_path, summary_path=aggregate_summary(cfg.output, cfg.window), window=cfg.window,
-        outlet_key=cfg.outlet_key, model_id=model, model_ids_found=found, input_files=len(files),
-        input_rows=input_rows, duplicate_rows=input_rows - counts["n"] - int(conflicts["n"].sum()),
+        outlet_key=cfg.outlet_key, model_id=model, model_ids_found=found, input_files=len(found_parts.files),
+        input_rows=articles.input_rows,
+        duplicate_rows=articles.input_rows - counts["n"] - int(conflicts["n"].sum()),
         rows_without_score=counts["no_score"], invalid_score_rows=counts["invalid"],
         conflicting_ids=conflicts.height, conflicting_rows=int(conflicts["n"].sum()),
-        conflicting_examples=conflicts["id"].head(5).cast(pl.String).to_list(),
+        conflicting_examples=conflicts[ID].head(5).cast(pl.String).to_list(),
         files_left_corpus=found_parts.left_corpus_files, rows_left_corpus=found_parts.left_corpus_rows,
         aggregated_articles=counts["kept"], outlets=table["outlet"].n_unique(), rows=table.height,
-        low_n_rows=int(table["low_n"].sum()),
-        unplaceable_dates={r["_status"]: r["len"] for r in status_counts.sort("_status").iter_rows(named=True)},
-        unplaceable_examples=examples,
-        excluded_rows={name: counts[f"x{i}"] for i, name in enumerate(checks)},
+        low_n_rows=int(table["low_n"].sum()), **dates, excluded_rows=counts["excluded"],
         domain_fallback_rows=counts["fallback"], mapped_rows=counts["mapped"],
         aggregated_at=table["aggregated_at"][0].isoformat() if table.height else _now().isoformat(),
         notes=notes, label_rule="fitted" if rule else "fixed",
-        label_thresholds=list(rule.thresholds) if rule else [-cfg.label_threshold, cfg.label_threshold],
+        label_thresholds=list(rule.thresholds if rule else fixed_thresholds(cfg.label_threshold)),
         **_seen_counts(table))
-    if counts["invalid"]:
-        notes.append(f"{counts['invalid']} row(s) had a NaN, infinite or out-of-range bias_score or confidence "
-                     "and were left out")
+    notes += _count_notes(summary, conflicts)
+    return summary
+
+
+def _count_notes(summary: AggregateSummary, conflicts: pl.DataFrame) -> list[str]:
+    """One note for each kind of row left out or keyed otherwise, and for outlets the model trained on."""
+    notes = []
+    if summary.invalid_score_rows:
+        notes.append(f"{summary.invalid_score_rows} row(s) had a NaN, infinite or out-of-range bias_score or "
+                     "confidence and were left out")
     if conflicts.height:
         notes.append(f"{conflicts.height} article id(s) appear in several input files under different outlets "
-                     f"({conflicts['n'].sum()} rows, e.g. {', '.join(map(str, conflicts['id'].head(3)))}) and "
+                     f"({conflicts['n'].sum()} rows, e.g. {', '.join(map(str, conflicts[ID].head(3)))}) and "
                      "were left out")
-    if found_parts.left_corpus_files:
-        notes.append(f"{found_parts.left_corpus_files} scored input file(s) ({found_parts.left_corpus_rows} rows) "
+    if summary.files_left_corpus:
+        notes.append(f"{summary.files_left_corpus} scored input file(s) ({summary.rows_left_corpus} rows) "
                      "were deleted or rewritten since they were scored and were left out; rerun `score`")
-    if counts["fallback"]:
-        notes.append(f"{counts['fallback']} row(s) had no usable URL and were keyed by their source name")
+    if summary.domain_fallback_rows:
+        notes.append(f"{summary.domain_fallback_rows} row(s) had no usable URL and were keyed by their source name")
     if summary.outlets_seen_in_training:
         notes.append(f"{summary.outlets_seen_in_training} of {summary.outlets} outlet(s) "
-                     f"({summary.articles_from_seen_outlets} of {counts['kept']} articles) are ones the model was "
-                     "trained on: their positions are in-sample (seen_in_training), not what it does on outlets "
-                     "it never saw")
-    write_json(summary.summary_path, {"config": cfg.to_dict(), **summary.to_dict()})
-    return summary
+                     f"({summary.articles_from_seen_outlets} of {summary.aggregated_articles} articles) are ones the "
+                     "model was trained on: their positions are in-sample (seen_in_training), not what it does on "
+                     "outlets it never saw")
+    return notes
 
 
 def _apply_rule(table: pl.DataFrame, rule: OutletRule | None, level: float) -> pl.DataFrame:
@@ -565,12 +616,12 @@ def _now() -> dt.datetime:
 def _aggregate_rows(rows: pl.LazyFrame, cfg: AggregateConfig, model: str) -> pl.DataFrame:
     import polars as pl
 
-    bias = pl.col("bias_score").cast(pl.Float64)
-    label = pl.col("label").cast(pl.String).str.to_lowercase()
+    bias = pl.col(BIAS_SCORE).cast(pl.Float64)
+    label = pl.col(LABEL).cast(pl.String).str.to_lowercase()
     stats = [pl.len().alias("n_articles"), bias.mean().alias("mean_bias_score"),
              bias.std(ddof=1).alias("std_bias_score"),
              *[(label == name).mean().alias(f"share_{name}") for name in ("left", "center", "right")],
-             pl.col("confidence").cast(pl.Float64).mean().alias("mean_confidence"),
+             pl.col(CONFIDENCE).cast(pl.Float64).mean().alias("mean_confidence"),
              # any of the outlet's rows (null when none can tell: no --model, or no URL for the domain)
              pl.when(pl.col("_source_seen").is_not_null().any()).then(pl.col("_source_seen").any())
              .alias("seen_in_training"),
@@ -595,12 +646,10 @@ def _aggregate_rows(rows: pl.LazyFrame, cfg: AggregateConfig, model: str) -> pl.
         delta, previous = pl.lit(None, dtype=pl.Float64), pl.lit(None, dtype=pl.Date)
     else:
         delta = mean - mean.shift(1).over("outlet")
-    T = cfg.label_threshold
     frame = frame.with_columns(
         window=pl.lit(cfg.window),
         ci95_low=(mean - half).clip(-1.0, 1.0), ci95_high=(mean + half).clip(-1.0, 1.0),
-        outlet_label=pl.when(mean < -T).then(pl.lit("left")).when(mean > T).then(pl.lit("right"))
-        .otherwise(pl.lit("center")),
+        outlet_label=label_expr(mean, fixed_thresholds(cfg.label_threshold)),
         low_n=pl.col("n_articles") < cfg.min_articles,
         delta_vs_previous_window=delta, previous_window_start=previous,
         model_id=pl.lit(model), aggregated_at=pl.lit(_now(), dtype=pl.Datetime("us", "UTC")))

@@ -23,7 +23,8 @@ from ..config import Columns, EvaluateConfig, ScoreConfig
 from ..errors import UserError
 from ..metrics import classification_report, outlet_agreement
 from ..models.files import METRICS_FILE, TRAINING_RECIPE_FILE, read_model_json
-from ..outlets import read_training_outlets
+from ..outlets import Conflicts, choose_model, first_rows, fixed_thresholds, label_of, read_training_outlets
+from ..schema import ID, MODEL_ID, PROB_COLUMNS, REASON, SCORED_AT, SOURCE, SOURCE_URL
 from ..storage.io import (
     atomic_write_text,
     check_output_dir,
@@ -37,9 +38,6 @@ from ..storage.io import (
     write_json,
 )
 from ..storage.layout import Layout, run_summary
-from ..training.outlet_rule import label_of
-
-PROB_COLUMNS = ("p_left", "p_center", "p_right")
 
 
 @dataclass
@@ -80,26 +78,34 @@ def select_labelled(cfg: EvaluateConfig, columns: Columns | None = None) -> Labe
     return Labelled(ids=ids, labels=data.labels[rows], sources=[data.sources[i] for i in rows], files=files)
 
 
-def read_scores(scores_dir: str, model_id: str | None = None) -> tuple[pa.Table, str, list[str]]:
-    """One model's scores (latest score per article id), its model_id, and notes."""
-    from .aggregate import score_files
+def read_scores(scores_dir: str, model_id: str | None = None) -> tuple[pa.Table, str, list[str], Conflicts]:
+    """One model's scores, one row per article id, its model_id, notes, and the ids left out as ambiguous.
+    The model and the row of each id are chosen by the rules `aggregate` applies (outlets.choose_model,
+    outlets.first_rows), so both commands read the same articles."""
+    from .aggregate import score_parts
 
-    parts = [read_table(f, ["id", "model_id", "scored_at", *PROB_COLUMNS]) for f in score_files(scores_dir)]
+    found_parts = score_parts(scores_dir)
+    parts, inputs = [], []
+    for f in found_parts.files:
+        part = read_table(f, [ID, SOURCE, MODEL_ID, SCORED_AT, *PROB_COLUMNS])
+        parts.append(part)
+        inputs += [found_parts.inputs.get(f, f)] * part.num_rows
     table = pa.concat_tables(parts, promote_options="permissive")
-    found = sorted(set(table["model_id"].to_pylist()))
+    last: dict[str, object] = {}
+    for m, at in zip(table[MODEL_ID].to_pylist(), table[SCORED_AT].to_pylist()):
+        if m not in last or (at is not None and (last[m] is None or at > last[m])):
+            last[m] = at
+    wanted = model_id
+    model_id, found = choose_model(last, wanted, where=f" under {scores_dir!r}", command="evaluate")
     notes: list[str] = []
-    if model_id is None:
-        if len(found) > 1:
-            latest = {m: pc.max(table.filter(pc.equal(table["model_id"], m))["scored_at"]).as_py() for m in found}
-            model_id = max(found, key=lambda m: latest[m])
-            notes.append(f"scores hold {len(found)} models; evaluated the most recently scored, {model_id} "
-                         "(choose with --model-id)")
-        elif found:
-            model_id = found[0]
-    if model_id not in found:
-        raise UserError(f"model_id {model_id!r} not in the scores under {scores_dir!r}; found: {', '.join(found)}")
-    table = table.filter(pc.equal(table["model_id"], model_id)).sort_by([("scored_at", "ascending")])
-    return table, model_id, notes
+    if wanted is None and len(found) > 1:
+        notes.append(f"scores hold {len(found)} models; evaluated the most recently scored, {model_id} "
+                     "(choose with --model-id)")
+    mine = pc.equal(table[MODEL_ID], model_id)
+    table = table.filter(mine)
+    inputs = [path for path, keep in zip(inputs, mine.to_pylist()) if keep]
+    rows, conflicts = first_rows(table, inputs)
+    return table.take(pa.array(rows, pa.int64())), model_id, notes, conflicts
 
 
 def quarantine_reasons(scores_dir: str, model_id: str, ids: set[str]) -> dict[str, int]:
@@ -109,8 +115,8 @@ def quarantine_reasons(scores_dir: str, model_id: str, ids: set[str]) -> dict[st
         return {}
     reasons: Counter = Counter()
     for url in expand_inputs([qdir]):
-        q = read_table(url, ["id", "reason"])
-        for id_, reason in zip(q["id"].to_pylist(), q["reason"].to_pylist()):
+        q = read_table(url, [ID, REASON])
+        for id_, reason in zip(q[ID].to_pylist(), q[REASON].to_pylist()):
             if id_ in ids:
                 reasons[reason] += 1
     return dict(reasons)
@@ -121,15 +127,15 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
     """Metrics of the scores under `scores_dir` against the labelled rows --split selects. `held_out` says
     whether those rows are unseen by the model (its directory: `model_dir`, else the score run's)."""
     labelled = labelled if labelled is not None else select_labelled(cfg, columns)
-    table, model_id, notes = read_scores(scores_dir, cfg.model_id)
-    # Later rows win: a rescored article counts once, with its latest score.
-    latest = {id_: i for i, id_ in enumerate(table["id"].to_pylist())}
+    table, model_id, notes, conflicts = read_scores(scores_dir, cfg.model_id)
+    latest = {id_: i for i, id_ in enumerate(table[ID].to_pylist())}  # one row per id (read_scores)
+    ambiguous = set(conflicts.ids)
     probs_all = np.stack([table[c].to_numpy(zero_copy_only=False) for c in PROB_COLUMNS], axis=1).astype(np.float64)
     keep = [i for i, id_ in enumerate(labelled.ids) if id_ in latest]
     if not keep:
         raise UserError(f"no scored article under {scores_dir!r} has an id in the labelled data; check that "
                         "both use the same --id-column and --split")
-    unscored = {labelled.ids[i] for i in range(len(labelled.ids)) if labelled.ids[i] not in latest}
+    unscored = {id_ for id_ in labelled.ids if id_ not in latest and id_ not in ambiguous}
     without_label = len(latest) - len(keep)
     probs = probs_all[[latest[labelled.ids[i]] for i in keep]]
     # A NaN, infinite or missing probability has no place in a metric: such rows are counted and left out.
@@ -146,6 +152,7 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
         "evaluated": len(keep), "unscored": len(unscored),
         "unscored_reasons": quarantine_reasons(scores_dir, model_id, unscored) if unscored else {},
         "scores_without_label": without_label, "non_finite_scores": non_finite,
+        "conflicting_ids": len(conflicts.ids), "conflicting_rows": conflicts.rows,
         "articles": classification_report(y_true, probs),
         "outlets": {**outlet_agreement(sources, y_true, probs, cfg.min_articles),
                     "label_accuracy": _outlet_label_accuracy(sources, y_true, probs, cfg),
@@ -155,6 +162,10 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
     if unscored:
         notes.append(f"{len(unscored)} labelled article(s) have no score (see unscored_reasons); "
                      "metrics cover the scored ones")
+    if conflicts.ids:
+        notes.append(f"{len(conflicts.ids)} article id(s) appear in several input files under different outlets "
+                     f"({conflicts.rows} rows, e.g. {', '.join(conflicts.ids[:3])}) and were left out, as `aggregate` "
+                     "leaves them out")
     if non_finite:
         notes.append(f"{non_finite} labelled article(s) have a NaN, infinite or missing probability in their "
                      "score (non_finite_scores): left out of the metrics")
@@ -162,17 +173,23 @@ def evaluate_scores(scores_dir: str, cfg: EvaluateConfig, columns: Columns | Non
         notes.append(f"{without_label} scored article(s) have an id that is not in the labelled data "
                      "(scores_without_label): left out of the metrics")
     model_dir = model_dir if model_dir is not None else _model_of_scores(scores_dir, model_id)
-    seen = seen_in_training(model_dir, cfg, labelled.files)
+    result["outlets_seen_in_training"], result["held_out"] = _held_out(model_dir, cfg, labelled.files, sources, notes)
+    return result
+
+
+def _held_out(model_dir: str | None, cfg: EvaluateConfig, files: list[str], sources: list[str],
+              notes: list[str]) -> tuple[dict | None, bool]:
+    """The evaluated outlets the model trained on (outlets_in_training), and whether the evaluated rows are
+    held out from it; where they are not, a note says why."""
+    seen = seen_in_training(model_dir, cfg, files)
     overlap = outlets_in_training(model_dir, sources)
-    result["outlets_seen_in_training"] = overlap
     if seen is None and overlap and overlap["outlets"]:
         seen = (f"not held out: {overlap['outlets']} of {overlap['of_outlets']} evaluated outlet(s) "
                 f"({overlap['articles']} of {overlap['of_articles']} articles) were in the model's training data; "
                 "these figures overstate how it does on unseen outlets (evaluate on outlets it never saw)")
-    result["held_out"] = seen is None
     if seen:
         notes.append(seen)
-    return result
+    return overlap, seen is None
 
 
 def outlets_in_training(model_dir: str | None, sources: list[str]) -> dict | None:
@@ -198,7 +215,7 @@ def _outlet_label_accuracy(sources: list[str], y_true: np.ndarray, probs: np.nda
     for rows in groups.values():
         if len(rows) < cfg.min_articles:
             continue
-        predicted = label_of(score[rows].mean(), (-cfg.label_threshold, cfg.label_threshold))
+        predicted = label_of(score[rows].mean(), fixed_thresholds(cfg.label_threshold))
         hits.append(predicted == np.bincount(y_true[rows], minlength=len(LABELS)).argmax())
     return float(np.mean(hits)) if hits else float("nan")
 
@@ -277,7 +294,7 @@ def evaluate_model(score_cfg: ScoreConfig, cfg: EvaluateConfig) -> dict:
 def _write_subset(labelled: Labelled, columns: Columns, tmp: str) -> str:
     """The chosen rows of the labelled files, with the columns the scorer reads, as one Parquet file."""
     wanted = [c for c in (columns.id, columns.source, columns.text, columns.title, columns.date, columns.url,
-                          "source_url") if c]
+                          SOURCE_URL) if c]
     keep = pa.array(labelled.ids, pa.string())
     parts = []
     for url in labelled.files:

@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 
 from ..config import OUTLET_LABEL_THRESHOLD, ReportConfig
 from ..errors import UserError
+from ..outlets import fixed_thresholds
+from ..schema import BIAS_SCORE, SOURCE
 from ..storage.io import atomic_write_text, check_output_dir, join
 from ..storage.layout import (
     AGGREGATE_PART,
@@ -96,9 +98,8 @@ def label_bands(aggregates_dir: str, window: str) -> tuple[float, float]:
         if summary.get("label_thresholds"):
             lo, hi = summary["label_thresholds"]
             return float(lo), float(hi)
-        t = float(summary.get("config", {}).get("label_threshold", OUTLET_LABEL_THRESHOLD))
-        return -t, t
-    return -OUTLET_LABEL_THRESHOLD, OUTLET_LABEL_THRESHOLD
+        return fixed_thresholds(float(summary.get("config", {}).get("label_threshold", OUTLET_LABEL_THRESHOLD)))
+    return fixed_thresholds()
 
 
 def seen_flags(frame: pl.DataFrame) -> list[bool | None]:
@@ -142,7 +143,7 @@ def outlet_chart(frame: pl.DataFrame, *, threshold: float = OUTLET_LABEL_THRESHO
     n = frame.height
     fig = Figure(figsize=(9.0, max(2.6, 1.3 + 0.22 * n)))
     ax = fig.add_subplot()
-    cut_lo, cut_hi = bands if bands is not None else (-threshold, threshold)  # where outlet_label changes
+    cut_lo, cut_hi = bands if bands is not None else fixed_thresholds(threshold)  # where outlet_label changes
     for lo, hi, name in ((-1, cut_lo, "left"), (cut_lo, cut_hi, "center"), (cut_hi, 1, "right")):
         ax.axvspan(lo, hi, color=COLOURS[name], alpha=0.06, lw=0)
     ax.axvline(0, color="0.6", lw=0.8)
@@ -351,7 +352,7 @@ def unseen_outlets(model_dir: str, level: float = 0.9) -> tuple[pl.DataFrame, di
                         "with --linear-outlet-folds (the default) to draw how it places outlets it never saw")
     oof = pl.read_parquet(path)
     labels = np.array([LABELS.index(v) for v in oof["label"].to_list()])
-    out = outlets_of(oof["source"].to_list(), labels, oof["bias_score"].to_numpy())
+    out = outlets_of(oof[SOURCE].to_list(), labels, oof[BIAS_SCORE].to_numpy())
     sets = rule.sets(out.mean, out.n, level)
     frame = pl.DataFrame({
         "outlet": out.names, "n_articles": out.n, "oof_mean": out.mean,

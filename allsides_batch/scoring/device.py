@@ -19,13 +19,32 @@ from .. import LABELS
 from ..config import ScoreConfig
 from ..errors import UserError
 from ..runtime.stall import SCORE_STALL_ENV, stall_point
+from ..schema import (
+    BIAS_SCORE,
+    CONFIDENCE,
+    DATE,
+    ID,
+    INPUT_FILE,
+    LABEL,
+    MODEL_ID,
+    N_TOKENS,
+    P_CENTER,
+    P_LEFT,
+    P_RIGHT,
+    QUARANTINE_SCHEMA,
+    RUN_ID,
+    SCORED_AT,
+    SCORES_SCHEMA,
+    SOURCE,
+    SOURCE_URL,
+    TRUNCATED,
+    URL,
+)
 from ..storage.corpus import content_key
 from ..storage.io import parquet_file, write_json
 from ..storage.layout import Layout
 from .engine import Encoded, Scorer, Tokenizers
 from .parts import (
-    QUARANTINE_SCHEMA,
-    SCORES_SCHEMA,
     PartWriter,
     damaged_rows,
     input_columns,
@@ -120,7 +139,7 @@ class _FileOutput:
     def add_quarantine(self, table: pa.Table, run: dict) -> None:
         if self.quarantine is None:
             self.quarantine = PartWriter(self.layout.quarantine_part(self.key), self.qschema)
-        self.quarantine.write(with_run_columns(table, self.qschema, input_file=self.url, **run))
+        self.quarantine.write(with_run_columns(table, self.qschema, **{INPUT_FILE: self.url}, **run))
 
     def abort(self) -> None:
         self.scores.abort()
@@ -165,7 +184,7 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
                 url = args[0]
                 identity = p.identity[url]  # plan fingerprinted every file it hands out
                 current = _FileOutput(p.layout, url, qschema, identity, p.corpus.get(identity[0], [url]))
-                run = {"model_id": p.score_id, "run_id": run_id, "scored_at": current.scored_at}
+                run = {MODEL_ID: p.score_id, RUN_ID: run_id, SCORED_AT: current.scored_at}
             elif kind == "unit":
                 table, enc, rows = args[0], args[1](), args[2]
                 probs = scorer.row_probs(enc)
@@ -228,12 +247,12 @@ def _score_table(table: pa.Table, probs: np.ndarray, enc: Encoded, run: dict, ke
     """Score rows for one unit, the rows where `keep` (N,) is true: the input's id/source/date/url columns
     plus probabilities and labels."""
     probs = probs[keep].astype(np.float32)  # (K, 3) left, center, right
-    cols = {k: table[k].filter(keep) for k in ("id", "source", "date", "url", "source_url")}
-    cols.update(
-        label=pa.array(np.asarray(LABELS)[probs.argmax(1)]), p_left=probs[:, 0], p_center=probs[:, 1],
-        p_right=probs[:, 2], bias_score=probs[:, 2] - probs[:, 0], confidence=probs.max(1),
-        n_tokens=enc.n_tokens[keep], truncated=enc.truncated[keep],
-    )
+    cols = {k: table[k].filter(keep) for k in (ID, SOURCE, DATE, URL, SOURCE_URL)}
+    cols.update({
+        LABEL: pa.array(np.asarray(LABELS)[probs.argmax(1)]), P_LEFT: probs[:, 0], P_CENTER: probs[:, 1],
+        P_RIGHT: probs[:, 2], BIAS_SCORE: probs[:, 2] - probs[:, 0], CONFIDENCE: probs.max(1),
+        N_TOKENS: enc.n_tokens[keep], TRUNCATED: enc.truncated[keep],
+    })
     return with_run_columns(pa.table(cols), SCORES_SCHEMA, **run)
 
 
@@ -255,10 +274,10 @@ def _commit_file(out: _FileOutput, run: dict, summary: ScoreSummary) -> None:
         parts.append(out.quarantine.commit())
     stall_point(STALL_ENV, "part-committed")
     entry = {"input": out.url, "inputs": sorted(out.inputs), "key": out.key, "fingerprint": out.fingerprint,
-             "model_id": run["model_id"],
+             "model_id": run[MODEL_ID],
              "rows_in": out.rows_in, "rows_scored": scored, "rows_quarantined": quarantined,
              "scores_part": parts[0], "quarantine_part": parts[1] if len(parts) > 1 else None,
-             "run_id": run["run_id"], "scored_at": run["scored_at"].isoformat()}
+             "run_id": run[RUN_ID], SCORED_AT: run[SCORED_AT].isoformat()}
     write_json(out.layout.manifest_entry(out.key), entry)
     stall_point(STALL_ENV, "manifest-committed")
     summary.input_rows += out.rows_in

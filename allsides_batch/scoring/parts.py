@@ -1,5 +1,5 @@
-"""Scorer I/O: input rows sorted into scored and quarantined, the part schemas, and streaming part
-writers committed by rename (paths: layout.py; what is done: corpus.py)."""
+"""Scorer I/O: input rows sorted into scored and quarantined, and streaming part writers committed by
+rename (part schemas: schema.py; paths: layout.py; what is done: corpus.py)."""
 
 from __future__ import annotations
 
@@ -13,31 +13,26 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Columns
+from ..schema import (
+    ID,
+    INPUT_COLUMNS,
+    INPUT_FILE,
+    QUARANTINE_INPUT,
+    REASON,
+    ROW_INDEX,
+    SOURCE_URL,
+    TEXT,
+)
 from ..storage.io import _commit, _fs
 
-SCORES_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("date", pa.string()), ("label", pa.string()),
-    ("p_left", pa.float32()), ("p_center", pa.float32()), ("p_right", pa.float32()),
-    ("bias_score", pa.float32()), ("confidence", pa.float32()), ("n_tokens", pa.int32()),
-    ("truncated", pa.bool_()), ("model_id", pa.string()), ("run_id", pa.string()),
-    ("scored_at", pa.timestamp("us", tz="UTC")), ("url", pa.string()), ("source_url", pa.string()),
-])
-# Input columns copied (as strings) into quarantine rows, in this order, when the input has them.
-QUARANTINE_INPUT = ("id", "source", "title", "text", "date", "url", "source_url")
-QUARANTINE_TAIL = [("reason", pa.string()), ("input_file", pa.string()), ("row_index", pa.int64()),
-                   ("model_id", pa.string()), ("run_id", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC"))]
 _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 
 
 def input_columns(columns: Columns) -> dict[str, str]:
     """Logical name → input column name; `source_url` has no mapping flag and is passed through as is."""
-    mapping = {"id": columns.id, "source": columns.source, "text": columns.text, "title": columns.title,
-               "date": columns.date, "url": columns.url, "source_url": "source_url"}
+    mapping = dict(zip(INPUT_COLUMNS, (columns.id, columns.source, columns.text, columns.title, columns.date,
+                                       columns.url, SOURCE_URL)))
     return {k: v for k, v in mapping.items() if v}
-
-
-REQUIRED = ("id", "source", "text")
-LOGICAL = ("id", "source", "text", "title", "date", "url", "source_url")
 
 
 class PartWriter:
@@ -135,7 +130,7 @@ def split_batch(batch: pa.RecordBatch, names: dict[str, str], start_row: int, se
     `seen_ids` carries ids across the batches of one file."""
     present = {k: v for k, v in names.items() if v in batch.schema.names}
     n = batch.num_rows
-    text_col = batch.column(present["text"])
+    text_col = batch.column(present[TEXT])
     text_type = text_col.type.value_type if pa.types.is_dictionary(text_col.type) else text_col.type
     text_is_string = text_type in _STRING_TYPES  # string, large_string, string_view, or a dictionary of them
     strings = {k: _as_strings(batch.column(v)) for k, v in present.items()}
@@ -144,8 +139,8 @@ def split_batch(batch: pa.RecordBatch, names: dict[str, str], start_row: int, se
         strings[k], bad = _utf8_repaired(strings[k])
         for i in np.flatnonzero(bad) if bad is not None else ():
             invalid[i] = invalid[i] or f"invalid UTF-8 in column {v!r} ({_NOT_UTF8})"
-    ids = strings["id"].to_pylist()
-    texts = strings["text"].to_pylist() if text_is_string else None
+    ids = strings[ID].to_pylist()
+    texts = strings[TEXT].to_pylist() if text_is_string else None
     reasons: list[str | None] = []
     for i in range(n):
         if invalid[i] is not None:
@@ -166,26 +161,23 @@ def split_batch(batch: pa.RecordBatch, names: dict[str, str], start_row: int, se
     bad = pa.array([r is not None for r in reasons], pa.bool_())
     good = pc.invert(bad)
     # Every logical column, null where unmapped or absent: downstream code never checks which exist.
-    full = {k: strings.get(k, pa.nulls(n, pa.string())) for k in LOGICAL}
+    full = {k: strings.get(k, pa.nulls(n, pa.string())) for k in INPUT_COLUMNS}
     keep = pa.table(full).filter(good)
     qcols = {k: strings.get(k, pa.nulls(n, pa.string())) for k in QUARANTINE_INPUT}
-    qcols["reason"] = pa.array(reasons, pa.string())
-    qcols["input_file"] = pa.nulls(n, pa.string())
-    qcols["row_index"] = pa.array(range(start_row, start_row + n), pa.int64())
+    qcols[REASON] = pa.array(reasons, pa.string())
+    qcols[INPUT_FILE] = pa.nulls(n, pa.string())
+    qcols[ROW_INDEX] = pa.array(range(start_row, start_row + n), pa.int64())
     quarantine = pa.table(qcols).filter(bad)
     rows = [start_row + i for i in range(n) if reasons[i] is None]
     return Split(keep=keep, quarantine=quarantine, row_index=rows)
-
-
-# Every quarantine part has every column (null where the input lacks it), so parts read as one dataset.
-QUARANTINE_SCHEMA = pa.schema([(k, pa.string()) for k in QUARANTINE_INPUT] + QUARANTINE_TAIL)
 
 
 def _reason_rows(reason: str, row_index: pa.Array) -> pa.Table:
     """Quarantine rows with nothing of the input but a reason and a row index (null: unknown)."""
     n = len(row_index)
     cols = {k: pa.nulls(n, pa.string()) for k in QUARANTINE_INPUT}
-    cols.update(reason=pa.array([reason] * n, pa.string()), input_file=pa.nulls(n, pa.string()), row_index=row_index)
+    cols.update({REASON: pa.array([reason] * n, pa.string()), INPUT_FILE: pa.nulls(n, pa.string()),
+                 ROW_INDEX: row_index})
     return pa.table(cols)
 
 
@@ -204,8 +196,8 @@ def model_refused_rows(keep: pa.Table, row_index: list[int], reason: str) -> pa.
     output cannot be published."""
     n = keep.num_rows
     cols = {k: keep[k] for k in QUARANTINE_INPUT}
-    cols.update(reason=pa.array([reason] * n, pa.string()), input_file=pa.nulls(n, pa.string()),
-                row_index=pa.array(row_index, pa.int64()))
+    cols.update({REASON: pa.array([reason] * n, pa.string()), INPUT_FILE: pa.nulls(n, pa.string()),
+                 ROW_INDEX: pa.array(row_index, pa.int64())})
     return pa.table(cols)
 
 

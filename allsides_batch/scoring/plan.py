@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from ..config import ScoreConfig
 from ..errors import UserError
 from ..models.files import CONFIG_FILE
+from ..schema import INPUT_REQUIRED
 from ..storage.corpus import check_manifest, file_key, write_cache
 from ..storage.io import check_output_dir, expand_inputs, parquet_file
 from ..storage.layout import Layout
-from .parts import REQUIRED, input_columns
+from .parts import input_columns
 
 
 @dataclass
@@ -120,7 +121,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
         except UserError:
             total += 1  # unreadable: quarantined as one row when its turn comes
             continue
-        missing = [f"{names[k]} ({k})" for k in REQUIRED if names[k] not in pf.schema_arrow.names]
+        missing = [f"{names[k]} ({k})" for k in INPUT_REQUIRED if names[k] not in pf.schema_arrow.names]
         if missing:
             raise UserError(f"{url}: missing column(s) {', '.join(missing)}; has {pf.schema_arrow.names}. "
                             "Map columns with --id-column/--source-column/--text-column")

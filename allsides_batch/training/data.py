@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from .. import LABELS
 from ..config import Columns
-from ..domains import outlet_groups
 from ..errors import UserError
+from ..outlets import outlet_groups
 from ..storage.io import expand_inputs, file_fingerprint, read_table, schema_names
 from ..text.prep import TextPrep, prepare_text
 
@@ -44,7 +44,7 @@ class LabelledData:
         return len(self.texts)
 
     def groups(self, group_by: str = "source") -> list[str]:
-        """The outlet key of each article for grouped splits and folds (domains.outlet_groups)."""
+        """The outlet key of each article for grouped splits and folds (outlets.outlet_groups)."""
         return outlet_groups(self.sources, self.urls, group_by)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> LabelledData:

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import LABELS
-from ..config import OUTLET_LABEL_THRESHOLD, TrainConfig
+from ..config import TrainConfig
 from ..errors import UserError
 from ..models.files import OOF_SCORES_FILE, OUTLET_RULE_FILE
+from ..outlets import fixed_thresholds, label_of
 from .data import LabelledData, outlet_folds
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,7 @@ def outlets_of(sources: list[str], labels: np.ndarray, scores: np.ndarray) -> Ou
 
 # ---------------------------------------------------------------------------------------------- rules
 
-FIXED = (-OUTLET_LABEL_THRESHOLD, OUTLET_LABEL_THRESHOLD)  # aggregate's default ±T rule
-
-
-def label_of(mean: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
-    """0 left below lo, 2 right above hi, else 1 center (the fixed rule is thresholds ±T)."""
-    lo, hi = thresholds
-    mean = np.asarray(mean, dtype=np.float64)
-    return np.where(mean < lo, 0, np.where(mean > hi, 2, 1))
+FIXED = fixed_thresholds()  # aggregate's default ±T rule (outlets.py owns the label rule)
 
 
 def fit_thresholds(mean: np.ndarray, label: np.ndarray) -> tuple[float, float]:

@@ -34,6 +34,7 @@ from ..models.hub import save_model
 from ..models.identity import write_model_kind
 from ..outlets import training_outlets
 from ..runtime.stall import TRAIN_STALL_ENV, stall_point
+from ..schema import BIAS_SCORE
 from ..storage.io import write_json
 from ..text.masking import MASK_VERSION
 from ..text.prep import TextPrep
@@ -201,7 +202,7 @@ def fit_outlet_rule(cfg: TrainConfig, data: LabelledData, calibration) -> dict |
     oof = pa.table({"id": pa.array(data.ids, pa.string()), "source": pa.array(data.sources, pa.string()),
                     "url": pa.array(data.urls if data.urls is not None else [None] * len(data), pa.string()),
                     "label": pa.array([LABELS[int(y)] for y in data.labels], pa.string()),
-                    "bias_score": pa.array(scores, pa.float64()), "fold": pa.array(assign, pa.int32())})
+                    BIAS_SCORE: pa.array(scores, pa.float64()), "fold": pa.array(assign, pa.int32())})
     meta = {"method": "thresholds on out-of-fold outlet means (most outlets right), split-conformal label sets",
             "folds": folds, "group_by": cfg.group_by, "articles": len(data), "outlets": len(outlets.names),
             "fit_report": report, "seconds": round(seconds, 1)}
