@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..calibration import load_temperature, softmax
+from ..calibration import load_temperature, softmax, window_mean
 from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
 from ..model import (
@@ -371,10 +371,7 @@ class Scorer:
         seq = self.sequence_probs(enc.seqs)
         if len(enc.seqs) == enc.rows and np.array_equal(enc.owner, np.arange(enc.rows)):
             return seq
-        sums = np.zeros((enc.rows, 3), np.float64)
-        np.add.at(sums, enc.owner, seq * enc.weight[:, None])
-        totals = np.bincount(enc.owner, weights=enc.weight, minlength=enc.rows)
-        return (sums / totals[:, None]).astype(np.float32)
+        return window_mean(seq, enc.owner, enc.weight, enc.rows).astype(np.float32)
 
     def encode(self, texts: list[str]) -> Encoded:
         if self._encoder is None:  # built on first use: score_corpus encodes in Tokenizers instead
