@@ -1,9 +1,9 @@
 """The full-text linear model: TF-IDF over word 1-2-grams of the whole article (sublinear tf, l2 norm)
 and a multinomial logistic regression (scikit-learn).
 
-A transformer reads the first 128-512 tokens; about 90% of the shared articles are longer than 512.
-This model reads every word, trains in about 3 minutes on 2 CPU cores (the shared data, refit
-included) and scores about 1,800 articles a second there without a GPU; docs/results.md compares it
+A transformer reads the first 128-512 tokens; most shared articles are longer than 512. This model
+reads every word and trains and scores on a CPU without a GPU: README.md gives its training time on
+the shared data, docs/scoring.md ("Linear model") its scoring speed, and docs/results.md compares it
 with the transformer on unseen outlets.
 
 Saved without pickle by linear_model.LinearModel: `vectorizer.json` (analyzer settings and the vocabulary
@@ -121,8 +121,8 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
 
     model, train_loss = fit(train_data.texts, train_data.labels, train_data.sources)
     val_logits = model.logits(val_data.texts)
-    # Refitting on every outlet: in 5-fold outlet-grouped CV on the shared data, leaving the 10% validation
-    # outlets out of the saved model cost 0.021 macro-F1 (docs/results.md).
+    # Refitting on every outlet: what leaving the validation outlets out of the saved model costs, in
+    # outlet-grouped CV on the shared data, is in docs/results.md ("Refit on training + validation").
     refit = cfg.kind == "linear" and cfg.linear_refit
     before_refit = None
     if refit and test_data is not None:  # what the refit adds, on the same test articles
