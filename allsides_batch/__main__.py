@@ -10,7 +10,7 @@ from . import __version__
 from .cli import LazyGroup, configure_logging, logging_options, resolve_log_level
 
 COMMANDS = {
-    "train": ("allsides_batch.commands.train", "Fine-tune an encoder to label articles left/center/right."),
+    "train": ("allsides_batch.commands.train", "Train a model to label articles left/center/right."),
     "cv": ("allsides_batch.commands.cv", "Outlet-grouped K-fold cross-validation of a training recipe."),
     "score": ("allsides_batch.commands.score", "Score Parquet corpora article by article, exactly once."),
     "aggregate": ("allsides_batch.commands.aggregate", "Per-outlet (and per-window) statistics of article scores."),

@@ -138,9 +138,8 @@ class TrainConfig:
         default=1, metadata={"help": "linear: a term must occur in articles of this many training outlets"}
     )
     # The three defaults below (C 2, outlet weight 0.5, balanced classes) were measured together against the
-    # plain TF-IDF model in the 5-fold outlet-grouped protocol: outlet-level Spearman +0.057 ± 0.039 (never
-    # worse in a fold), macro-F1 +0.008 ± 0.027, ECE 0.048 (docs/results.md, row outlet-ranking-c2); on fifteen
-    # other folds +0.034 ± 0.059 Spearman, +0.014 ± 0.026 macro-F1.
+    # plain TF-IDF model in the 5-fold outlet-grouped protocol and on fifteen other folds: docs/results.md,
+    # "Defaults" (row outlet-ranking-c2).
     linear_c: float = field(default=2.0, metadata={"help": "linear: inverse L2 regularisation strength"})
     linear_refit: bool = field(
         default=True,

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from allsides_batch.config import TrainConfig
-from allsides_batch.training.linear import LinearModel, fit_linear, outlet_sample_weights
+from allsides_batch.training.linear import LinearModel, fit_tfidf_logreg, outlet_sample_weights
 from allsides_batch.training.train import train_model
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_reloaded_model_gives_scikit_learns_probabilities(real_slice):
 
     data = load_labelled([str(real_slice)])
     train, held = data.subset(range(0, 2000)), data.subset(range(2000, len(data)))
-    model, _ = fit_linear(train.texts, train.labels, train.sources, max_features=None)
+    model, _ = fit_tfidf_logreg(train.texts, train.labels, train.sources, max_features=None)
     reference = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2,
                                 dtype=np.float32)
     clf = LogisticRegression(max_iter=1000).fit(reference.fit_transform(train.texts), train.labels)
@@ -152,8 +152,8 @@ def _toy(n_per_outlet: int = 6):
 
 def test_min_outlets_drops_terms_one_outlet_owns():
     data = _toy()
-    with_all, _ = fit_linear(data.texts, data.labels, data.sources, min_df=1)
-    robust, _ = fit_linear(data.texts, data.labels, data.sources, min_df=1, min_outlets=2)
+    with_all, _ = fit_tfidf_logreg(data.texts, data.labels, data.sources, min_df=1)
+    robust, _ = fit_tfidf_logreg(data.texts, data.labels, data.sources, min_df=1, min_outlets=2)
     assert "signaturezz" in with_all.vocabulary and "signaturezz" not in robust.vocabulary
     assert "alpha" in robust.vocabulary and "common text" in robust.vocabulary
 

@@ -1,4 +1,4 @@
-"""`train`: fine-tune an encoder on labelled articles."""
+"""`train`: train a model (linear by default, transformer or ensemble) on labelled articles."""
 
 from __future__ import annotations
 

@@ -43,28 +43,35 @@ class Calibration:
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of logits / T, (N, C) → (N, C), in float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    from scipy.special import softmax as scipy_softmax
+
+    return scipy_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+
+
+def window_mean(probs: np.ndarray, groups: np.ndarray, weights: np.ndarray | None = None,
+                n_articles: int | None = None) -> np.ndarray:
+    """Per-article probabilities (N, C) in float64 from per-window ones (M, C): the mean over each
+    article's windows (`groups[m]` = article of window m) weighted by `weights` (content tokens; 1 each
+    without). Each window's weighted row is formed in the probabilities' own precision, so float32
+    probabilities and token counts give the scorer's numbers, float64 the trainer's."""
+    groups = np.asarray(groups, dtype=np.int64)
+    w = np.ones(len(groups)) if weights is None else np.asarray(weights, dtype=np.float64)
+    n = int(groups.max()) + 1 if n_articles is None else n_articles
+    out = np.zeros((n, probs.shape[1]))
+    np.add.at(out, groups, probs * w[:, None].astype(probs.dtype, copy=False))
+    total = np.bincount(groups, weights=w, minlength=n)
+    return out / np.maximum(total, 1e-12)[:, None]
 
 
 def article_probs(logits: np.ndarray, temperature: float = 1.0, groups: np.ndarray | None = None,
                   weights: np.ndarray | None = None, n_articles: int | None = None) -> np.ndarray:
     """Per-article probabilities (N, C) from per-window logits (M, C): softmax(logits / T), then the
-    token-weighted mean over each article's windows (`groups[m]` = article of window m). Without
-    groups every row is its own article."""
+    token-weighted mean over each article's windows (window_mean). Without groups every row is its own
+    article."""
     probs = softmax(logits, temperature)
     if groups is None:
         return probs
-    groups = np.asarray(groups, dtype=np.int64)
-    w = np.ones(len(groups)) if weights is None else np.asarray(weights, dtype=np.float64)
-    n = int(groups.max()) + 1 if n_articles is None else n_articles
-    out = np.zeros((n, probs.shape[1]))
-    np.add.at(out, groups, probs * w[:, None])
-    total = np.zeros(n)
-    np.add.at(total, groups, w)
-    return out / np.maximum(total, 1e-12)[:, None]
+    return window_mean(probs, groups, weights, n_articles)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .calibration import softmax
 from .files import ENSEMBLE_MEMBERS
 
 
@@ -19,7 +20,4 @@ def combined_logits(member_probs: dict[str, np.ndarray], weights: dict[str, floa
 
 def combine(member_probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """(N, C) ensemble probabilities from each member's (N, C) probabilities."""
-    z = combined_logits(member_probs, weights)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax(combined_logits(member_probs, weights))

@@ -22,7 +22,7 @@ import torch
 
 from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
-from ..models.calibration import load_temperature, softmax
+from ..models.calibration import load_temperature, softmax, window_mean
 from ..models.files import read_recipe
 from ..models.hardware import resolve_device, resolve_precision
 from ..models.hub import load_classifier, load_tokenizer, local_model_dir
@@ -296,8 +296,8 @@ class Scorer:
                 raise UserError(_INT8_ON_GPU)
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-            # Per-channel scales: on a fine-tuned MiniLM at 512 tokens (128 shared articles, 2-core CPU)
-            # label agreement with fp32 was 99.2% against 97.7% for one scale per tensor, at the same speed.
+            # Per-channel scales agree with fp32 more often than one scale per tensor, at the same speed:
+            # docs/scoring.md, "Throughput" (the int8 rows and their reading).
             with warnings.catch_warnings():  # torch announces eager-mode quantization's move to torchao
                 warnings.simplefilter("ignore")
                 model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
@@ -371,10 +371,7 @@ class Scorer:
         seq = self.sequence_probs(enc.seqs)
         if len(enc.seqs) == enc.rows and np.array_equal(enc.owner, np.arange(enc.rows)):
             return seq
-        sums = np.zeros((enc.rows, 3), np.float64)
-        np.add.at(sums, enc.owner, seq * enc.weight[:, None])
-        totals = np.bincount(enc.owner, weights=enc.weight, minlength=enc.rows)
-        return (sums / totals[:, None]).astype(np.float32)
+        return window_mean(seq, enc.owner, enc.weight, enc.rows).astype(np.float32)
 
     def encode(self, texts: list[str]) -> Encoded:
         if self._encoder is None:  # built on first use: score_corpus encodes in Tokenizers instead

@@ -237,12 +237,17 @@ def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orp
     hour, are removed too, unless a run other than `run_id` holds a live lease on the output (leases.py):
     such a run may be about to write the entry of a part it committed, so nothing is pruned and its run
     ids are reported."""
-    import time
-
-    from .leases import other_live_runs
-
     out = Reconciled(broken=dict(broken or {}))
     corpus = corpus or {}
+    _match_entries(output, corpus, out)
+    if prune_orphans:
+        _prune_orphans(output, corpus, run_id, out)
+    return out
+
+
+def _match_entries(output: str, corpus: dict[str, list[str]], out: Reconciled) -> None:
+    """Retire every manifest entry that is damaged, names a part that is gone, or whose inputs no longer
+    hold its content (entry first, then its parts); relink those whose content now sits at other paths."""
     fs, _ = _fs(output)
     for check in check_manifest(output):
         layout = Layout(output, check.model_id)
@@ -264,8 +269,16 @@ def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orp
         elif live != entry_inputs(entry):
             write_json(layout.manifest_entry(entry["key"]), {**entry, "input": live[0], "inputs": live})
             out.relinked_files += 1
-    if not prune_orphans:
-        return out
+
+
+def _prune_orphans(output: str, corpus: dict[str, list[str]], run_id: str | None, out: Reconciled) -> None:
+    """Remove parts without a manifest entry whose content is not in `corpus`, and temporary files older
+    than an hour, unless a run other than `run_id` holds a live lease on the output."""
+    import time
+
+    from .leases import other_live_runs
+
+    fs, _ = _fs(output)
     # Order matters: list the parts, then look for live runs, then read the manifest. A part listed here
     # was committed by a run that held its lease before it; if that lease is gone now the run ended, and
     # its entries were written before its lease was removed, so the manifest read below has them.
@@ -273,7 +286,7 @@ def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orp
              for path in fs.glob(_fs(table)[1].rstrip("/") + f"/{MODEL_PARTITION}*/*")]
     out.prune_skipped_for_runs = other_live_runs(output, run_id)
     if out.prune_skipped_for_runs:
-        return out
+        return
     done = {(e["model_id"], e["key"]) for e in read_manifest(output)}
     now = time.time()
     for path in found:
@@ -291,7 +304,6 @@ def reconcile(output: str, corpus: dict[str, list[str]] | None = None, prune_orp
                 continue
             if now - float(modified) > 3600:
                 _rm(fs, path)
-    return out
 
 
 def _rm(fs, url: str) -> None:

@@ -30,17 +30,16 @@ _MAX_WEIGHT = 20.0
 def fit_weights(member_probs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
     """Non-negative member weights minimising the log loss of `combine` on labelled (validation) rows."""
     from scipy.optimize import minimize
+    from scipy.special import log_softmax
 
     logs = np.stack([_log(member_probs[m]) for m in ENSEMBLE_MEMBERS])  # (K, N, C)
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.arange(len(labels))
 
     def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = np.tensordot(w, logs, axes=1)                                 # (N, C)
-        z = z - z.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(z).sum(axis=1))                          # (N,)
-        p = np.exp(z - log_norm[:, None])                                 # (N, C)
-        loss = float(np.mean(log_norm - z[rows, labels]))
+        log_p = log_softmax(np.tensordot(w, logs, axes=1), axis=1)       # (N, C): log of combine's output
+        p = np.exp(log_p)                                                 # (N, C)
+        loss = float(np.mean(-log_p[rows, labels]))
         # d loss / d w_k = mean over rows of E_p[log p_k] - log p_k[label]
         grad = (np.einsum("knc,nc->kn", logs, p) - logs[:, rows, labels]).mean(axis=1)
         return loss, grad

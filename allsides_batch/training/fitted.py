@@ -42,6 +42,26 @@ def report_from_probs(labels: np.ndarray, sources: list[str], probs: np.ndarray,
     return report
 
 
+def epoch_row(report: dict, epoch: float, step: int, train_loss: float) -> dict:
+    """One row of metrics.json's "epochs" (the model card's table) from that epoch's validation report.
+    The transformer adds train_samples_per_s (and adversary_loss) to it."""
+    return {"epoch": epoch, "step": step, "train_loss": float(train_loss), "val_loss": report["val_loss"],
+            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+            "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()}, "ece": report["ece"],
+            "outlet_spearman": report["outlets"]["spearman"]}
+
+
+def fit_metrics(cfg: TrainConfig, epochs: list[dict], best_epoch: float, best_value: float, seconds: float,
+                validation: dict, calibration: Calibration | None, test: dict | None = None,
+                test_uncalibrated: dict | None = None) -> dict:
+    """metrics.json for every kind: the epoch rows, the one chosen by cfg.metric_for_best, the validation
+    report (at the fitted temperature), the temperature fit, and the test reports with and without it."""
+    return {"metric_for_best": cfg.metric_for_best, "best_epoch": best_epoch, "best_value": best_value,
+            "epochs": epochs, "train_seconds": seconds, "validation": validation,
+            "calibration": asdict(calibration) if calibration else None, "test": test,
+            "test_uncalibrated": test_uncalibrated}
+
+
 def metrics_from_article_logits(cfg: TrainConfig, val_data: LabelledData, val_logits: np.ndarray,
                                 test_data: LabelledData | None, test_logits: np.ndarray | None,
                                 train_loss: float, seconds: float) -> tuple[dict, Calibration | None, np.ndarray,
@@ -53,19 +73,13 @@ def metrics_from_article_logits(cfg: TrainConfig, val_data: LabelledData, val_lo
     temperature = calibration.temperature if calibration else 1.0
     val_probs = article_probs(val_logits, temperature)
     report = report_from_probs(val_data.labels, val_data.sources, val_probs, temperature)
-    row = {"epoch": 1, "step": 0, "train_loss": float(train_loss), "val_loss": report["val_loss"],
-           "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-           "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()}, "ece": report["ece"],
-           "outlet_spearman": report["outlets"]["spearman"]}
-    metrics = {"metric_for_best": cfg.metric_for_best, "best_epoch": 1, "best_value": report[cfg.metric_for_best],
-               "epochs": [row], "train_seconds": seconds, "validation": report,
-               "calibration": asdict(calibration) if calibration else None, "test": None, "test_uncalibrated": None}
-    test_probs = None
+    test_probs, test, test_uncalibrated = None, None, None
     if test_data is not None:
         test_probs = article_probs(test_logits, temperature)
-        metrics["test"] = report_from_probs(test_data.labels, test_data.sources, test_probs, temperature)
-        metrics["test_uncalibrated"] = report_from_probs(test_data.labels, test_data.sources,
-                                                         article_probs(test_logits), 1.0)
+        test = report_from_probs(test_data.labels, test_data.sources, test_probs, temperature)
+        test_uncalibrated = report_from_probs(test_data.labels, test_data.sources, article_probs(test_logits), 1.0)
+    metrics = fit_metrics(cfg, [epoch_row(report, 1, 0, train_loss)], 1, report[cfg.metric_for_best], seconds,
+                          report, calibration, test, test_uncalibrated)
     return metrics, calibration, val_probs, test_probs
 
 

@@ -1,9 +1,9 @@
 """The full-text linear model: TF-IDF over word 1-2-grams of the whole article (sublinear tf, l2 norm)
 and a multinomial logistic regression (scikit-learn).
 
-A transformer reads the first 128-512 tokens; about 90% of the shared articles are longer than 512.
-This model reads every word, trains in about 3 minutes on 2 CPU cores (the shared data, refit
-included) and scores about 1,800 articles a second there without a GPU; docs/results.md compares it
+A transformer reads the first 128-512 tokens; most shared articles are longer than 512. This model
+reads every word and trains and scores on a CPU without a GPU: README.md gives its training time on
+the shared data, docs/scoring.md ("Linear model") its scoring speed, and docs/results.md compares it
 with the transformer on unseen outlets.
 
 Saved without pickle by linear_model.LinearModel: `vectorizer.json` (analyzer settings and the vocabulary
@@ -21,8 +21,8 @@ from .. import LABELS
 from ..errors import UserError
 from ..models.linear import TOKEN_PATTERN, LinearModel, tfidf_rows
 
-__all__ = ["LinearModel", "TOKEN_PATTERN", "fit_linear", "fit_linear_model", "fit_recipe", "outlet_sample_weights",
-           "tfidf_rows"]
+__all__ = ["LinearModel", "TOKEN_PATTERN", "fit_linear_model", "fit_recipe", "fit_tfidf_logreg",
+           "outlet_sample_weights", "tfidf_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,12 @@ def outlet_sample_weights(sources: list[str], power: float) -> np.ndarray | None
     return w * (len(w) / w.sum())
 
 
-def fit_linear(texts: list[str], labels: np.ndarray, sources: list[str], *, ngram_max: int = 2,
-               max_features: int | None = 200_000, min_df: int = 2, min_outlets: int = 1, c: float = 1.0,
-               outlet_weight: float = 0.0, class_weight: str = "none",
-               max_iter: int = 1000) -> tuple[LinearModel, float]:
-    """Fit TF-IDF + multinomial logistic regression (lbfgs) on training articles.
+def fit_tfidf_logreg(texts: list[str], labels: np.ndarray, sources: list[str], *, ngram_max: int = 2,
+                     max_features: int | None = 200_000, min_df: int = 2, min_outlets: int = 1, c: float = 1.0,
+                     outlet_weight: float = 0.0, class_weight: str = "none",
+                     max_iter: int = 1000) -> tuple[LinearModel, float]:
+    """Fit TF-IDF + multinomial logistic regression (lbfgs) on training articles' texts: the estimator
+    alone, no split, report or refit (fit_linear_model, kind linear's train.fit, does those).
 
     The vocabulary: n-grams in at least `min_df` articles and in articles of at least `min_outlets`
     outlets (a term only one outlet uses is its signature, not slant), the `max_features` most frequent of
@@ -94,16 +95,17 @@ def fit_linear(texts: list[str], labels: np.ndarray, sources: list[str], *, ngra
 
 
 def fit_recipe(cfg, texts, labels, sources) -> tuple[LinearModel, float]:
-    """fit_linear with a TrainConfig's linear_* settings (the first fit, the refit and the outlet rule's
-    out-of-fold fits alike)."""
-    return fit_linear(texts, labels, sources, ngram_max=cfg.linear_ngram_max, max_features=cfg.linear_max_features,
-                      min_df=cfg.linear_min_df, min_outlets=cfg.linear_min_outlets, c=cfg.linear_c,
-                      outlet_weight=cfg.linear_outlet_weight, class_weight=cfg.linear_class_weight)
+    """fit_tfidf_logreg with a TrainConfig's linear_* settings (the first fit, the refit and the outlet
+    rule's out-of-fold fits alike)."""
+    return fit_tfidf_logreg(texts, labels, sources, ngram_max=cfg.linear_ngram_max,
+                            max_features=cfg.linear_max_features, min_df=cfg.linear_min_df,
+                            min_outlets=cfg.linear_min_outlets, c=cfg.linear_c,
+                            outlet_weight=cfg.linear_outlet_weight, class_weight=cfg.linear_class_weight)
 
 
 def fit_linear_model(cfg, train_data, val_data, test_data=None):
-    """train.fit for kind linear: fit on train_data, report (and with --calibrate, fit the temperature)
-    on val_data, report test_data. Returns a train.Fitted."""
+    """train.fit for kind linear (as fit_transformer, fit_ensemble): fit on train_data, report (and with
+    --calibrate, fit the temperature) on val_data, refit, report test_data. Returns a train.Fitted."""
     import time
 
     import torch
@@ -119,8 +121,8 @@ def fit_linear_model(cfg, train_data, val_data, test_data=None):
 
     model, train_loss = fit(train_data.texts, train_data.labels, train_data.sources)
     val_logits = model.logits(val_data.texts)
-    # Refitting on every outlet: in 5-fold outlet-grouped CV on the shared data, leaving the 10% validation
-    # outlets out of the saved model cost 0.021 macro-F1 (docs/results.md).
+    # Refitting on every outlet: what leaving the validation outlets out of the saved model costs, in
+    # outlet-grouped CV on the shared data, is in docs/results.md ("Refit on training + validation").
     refit = cfg.kind == "linear" and cfg.linear_refit
     before_refit = None
     if refit and test_data is not None:  # what the refit adds, on the same test articles

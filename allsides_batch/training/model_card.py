@@ -45,28 +45,36 @@ def term_lines(terms: dict[str, list[tuple[str, float]]] | None) -> list[str]:
     return lines
 
 
-def model_card(cfg: TrainConfig, recipe: dict, metrics: dict,
-               terms: dict[str, list[tuple[str, float]]] | None = None) -> str:
-    """A model card with the same per-epoch table as the published DistilBERT-AllSides card (and, for a
-    linear model or an ensemble's linear half, the strongest terms each way)."""
-    what = {
-        "transformer": f"Fine-tuned from `{cfg.base_model}`",
-        "linear": (f"TF-IDF (word 1-{cfg.linear_ngram_max}-grams of the whole article, sublinear tf) + logistic "
-                   "regression"),
-        "ensemble": (f"An ensemble of `{cfg.base_model}` fine-tuned and the full-text TF-IDF + logistic regression "
-                     "model, weights "
-                     + ", ".join(f"{m} {w:.3f}" for m, w in (metrics.get("ensemble_weights") or {}).items())
-                     + " (fitted on validation),"),
-    }[cfg.kind]
-    lines = [
+def _what(cfg: TrainConfig, metrics: dict) -> str:
+    """The card's first words: what the model is, by kind."""
+    if cfg.kind == "transformer":
+        return f"Fine-tuned from `{cfg.base_model}`"
+    if cfg.kind == "linear":
+        return (f"TF-IDF (word 1-{cfg.linear_ngram_max}-grams of the whole article, sublinear tf) + logistic "
+                "regression")
+    weights = ", ".join(f"{m} {w:.3f}" for m, w in (metrics.get("ensemble_weights") or {}).items())
+    return (f"An ensemble of `{cfg.base_model}` fine-tuned and the full-text TF-IDF + logistic regression model, "
+            f"weights {weights} (fitted on validation),")
+
+
+def _header_lines(cfg: TrainConfig, recipe: dict, metrics: dict) -> list[str]:
+    """Front matter, title, what the model is and which epoch was kept."""
+    sizes = recipe["split_sizes"]
+    return [
         "---", f"library_name: {'transformers' if cfg.kind == 'transformer' else 'allsides-batch'}",
         "pipeline_tag: text-classification", "tags: [political-bias, allsides]",
         "---", "", f"# {os.path.basename(os.path.abspath(cfg.output))}", "",
-        f"{what} to label news articles {', '.join(LABELS)}, by allsides-batch {__version__} "
+        f"{_what(cfg, metrics)} to label news articles {', '.join(LABELS)}, by allsides-batch {__version__} "
         f"(model kind `{cfg.kind}`; `allsides-batch score --model DIR` loads it).", "",
         f"Best epoch: {metrics['best_epoch']} by validation {cfg.metric_for_best} = {metrics['best_value']:.4f} "
-        f"({cfg.split} split: {recipe['split_sizes']['train']} train / {recipe['split_sizes']['validation']} "
-        f"validation articles, {recipe['split_sizes']['outlets_in_both']} outlet(s) in both).", "",
+        f"({cfg.split} split: {sizes['train']} train / {sizes['validation']} "
+        f"validation articles, {sizes['outlets_in_both']} outlet(s) in both).", "",
+    ]
+
+
+def _result_lines(metrics: dict) -> list[str]:
+    """The per-epoch table, the test figures and the temperature."""
+    lines = [
         "## Training results", "",
         "| Training Loss | Epoch | Step | Validation Loss | Accuracy | Macro-F1 | F1 left | F1 center | F1 right |",
         "|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---:|",
@@ -85,17 +93,20 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict,
         lines += ["", f"Temperature scaling: T = {cal['temperature']:.3f} fitted on validation; ECE "
                   f"{cal['ece_before']:.4f} -> {cal['ece_after']:.4f}, NLL {cal['nll_before']:.4f} -> "
                   f"{cal['nll_after']:.4f}. The scorer divides logits by T (calibration.json)."]
+    return lines
+
+
+def _hyperparameter_lines(cfg: TrainConfig, recipe: dict) -> list[str]:
+    """The recipe's settings: the linear model's and the split's for every kind, the loop's for a
+    transformer or an ensemble."""
     c = recipe["config"]
     linear = [f"- linear: word 1-{c['linear_ngram_max']}-grams, {c['linear_max_features']} features, min_df "
               f"{c['linear_min_df']}, C {c['linear_c']}, outlet weight {c['linear_outlet_weight']}",
               f"- split: {c['split']} grouped by {c['group_by']}, validation share {c['val_fraction']}, "
               f"seed {c['seed']}"]
-    lines += term_lines(terms)
     if cfg.kind == "linear":
-        return "\n".join(lines + ["", "## Training hyperparameters", "", *linear, "", "## Framework versions", "",
-                                  *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], ""])
-    lines += [
-        "", "## Training hyperparameters", "",
+        return linear
+    return [
         f"- learning_rate: {c['learning_rate']}", f"- train_batch_size: {c['train_batch_size']}",
         f"- eval_batch_size: {c['eval_batch_size']}", f"- seed: {c['seed']}",
         f"- optimizer: Adam with betas=({c['adam_beta1']},{c['adam_beta2']}) and epsilon={c['adam_epsilon']}, "
@@ -107,7 +118,14 @@ def model_card(cfg: TrainConfig, recipe: dict, metrics: dict,
         f"class balance: {c.get('class_balance')}, windows per article: {c.get('train_windows')} "
         f"(stride {c.get('window_stride')})",
         *(linear if cfg.kind == "ensemble" else linear[1:]),
-        "", "## Framework versions", "",
-        *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], "",
     ]
+
+
+def model_card(cfg: TrainConfig, recipe: dict, metrics: dict,
+               terms: dict[str, list[tuple[str, float]]] | None = None) -> str:
+    """A model card with the same per-epoch table as the published DistilBERT-AllSides card (and, for a
+    linear model or an ensemble's linear half, the strongest terms each way)."""
+    lines = [*_header_lines(cfg, recipe, metrics), *_result_lines(metrics), *term_lines(terms),
+             "", "## Training hyperparameters", "", *_hyperparameter_lines(cfg, recipe),
+             "", "## Framework versions", "", *[f"- {k} {v}" for k, v in recipe["package_versions"].items()], ""]
     return "\n".join(lines)

@@ -77,7 +77,7 @@ def text_prep(cfg: TrainConfig) -> TextPrep:
 
 
 def train_model(cfg: TrainConfig) -> TrainResult:
-    """Fine-tune cfg.base_model on cfg.data and write a complete model directory to cfg.output."""
+    """Train a model of cfg.kind on cfg.data and write a complete model directory to cfg.output."""
     # ---- 1. inputs
     _check_output(cfg)
     unused = cfg.unused_options()
