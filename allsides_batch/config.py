@@ -30,6 +30,12 @@ WINDOW_STRIDE = 64  # tokens shared by consecutive windows
 # more likely the wrong files (CSV, a wrong glob) than damage, and a night that scored little should say so.
 MAX_UNREADABLE_FILES = 0.5
 
+# Where the nightly job reads and writes by default, relative to the repository root (the directory `make run`,
+# `python -m flows` and the deployments' pull step run in): the shared AllSides articles (corpus and training
+# data), the published models with their `latest` link, and the night's output root.
+SHARED_CORPUS = "../shared/data/allsides/articles.parquet"
+MODELS_ROOT = "models"
+NIGHTLY_OUTPUT = "runs/nightly"
 
 
 def stride_limit(max_length: int) -> int:
