@@ -141,19 +141,24 @@ def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...]
                 if optional:
                     kwargs["show_default"] = False
             func = click.option(*opt, name, **kwargs)(func)
-        params = getattr(func, "__click_params__", [])
-        config = next((p for p in params if isinstance(p, ConfigFileOption)), None)
-        if config is None:
-            func = click.option("--config", "config", cls=ConfigFileOption, metavar="FILE", is_eager=True,
-                                expose_value=False, show_envvar=True, callback=_load_config_file,
-                                help=CONFIG_HELP)(func)
-            config = func.__click_params__[-1]
-        else:  # a second dataclass on the same command (evaluate): one --config, listed first
-            params.remove(config)
-            params.append(config)
-        config.sources.append((cls, tuple(skip)))
-        return func
+        return _with_config_option(func, cls, skip)
     return decorate
+
+
+def _with_config_option(func, cls, skip: tuple[str, ...]):
+    """Add `--config FILE` to the command being decorated, once, and record `cls` as a source of its keys."""
+    params = getattr(func, "__click_params__", [])
+    config = next((p for p in params if isinstance(p, ConfigFileOption)), None)
+    if config is None:
+        func = click.option("--config", "config", cls=ConfigFileOption, metavar="FILE", is_eager=True,
+                            expose_value=False, show_envvar=True, callback=_load_config_file,
+                            help=CONFIG_HELP)(func)
+        config = func.__click_params__[-1]
+    else:  # a second dataclass on the same command (evaluate): one --config, listed first
+        params.remove(config)
+        params.append(config)
+    config.sources.append((cls, tuple(skip)))
+    return func
 
 
 def _load_config_file(ctx: click.Context, param: ConfigFileOption, path: str | None) -> None:
@@ -231,39 +236,12 @@ def config_file_values(command: click.Command, data: dict, sources: list, path: 
     """Map a config file's keys onto `command`'s parameter names: ({param name: value}, ignored keys).
     A training recipe ({"config": {...}, provenance...}) contributes its config part; there, fields of the
     config dataclasses that this command skips are ignored rather than refused."""
-    recipe = isinstance(data.get("config"), dict)
-    skipped: set[str] = set()
-    if recipe:
-        extra = sorted(set(data) - {"config"} - RECIPE_PROVENANCE_KEYS)
-        if extra:
-            provenance = ", ".join(sorted(RECIPE_PROVENANCE_KEYS))
-            raise UserError(f"--config {path!r}: unknown key(s) {', '.join(extra)} next to 'config' (a training "
-                            f"recipe holds 'config' and the provenance keys {provenance})")
-        data = data["config"]
-        skipped = {name for _, skip in sources for name in skip}
-    elif data and set(data) <= RECIPE_PROVENANCE_KEYS and "max_length_used" in data:
-        raise UserError(f"--config {path!r} is a training recipe without its `config` (an ensemble member's?); "
-                        "give the training_recipe.json of the model directory itself")
-    names: dict[str, click.Option] = {}
-    for p in command.params:
-        if not isinstance(p, click.Option) or not p.expose_value or not p.name:
-            continue
-        names.setdefault(p.name, p)
-        for opt in p.opts:  # the flag names (--outlet for `outlets`); not the --no-X of a flag pair
-            if opt.startswith("--"):
-                names.setdefault(opt[2:].replace("-", "_"), p)
-    flat: list[tuple[str, str, object]] = []  # (key as written, normalised option name, value)
-    for key, value in data.items():
-        key = str(key)
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                flat.append((f"{key}.{sub}", f"{sub}{_nested_suffix(key)}".replace("-", "_"), v))
-        else:
-            flat.append((key, key.replace("-", "_"), value))
+    data, skipped = _recipe_config(data, sources, path)
+    names = _option_names(command)
     values: dict = {}
     origin: dict[str, str] = {}
     unknown, ignored = [], []
-    for written, norm, value in flat:
+    for written, norm, value in _flatten(data):
         if norm in skipped:  # a recipe's field this command leaves out (cv: test, overwrite, output)
             ignored.append(written)
             continue
@@ -274,29 +252,84 @@ def config_file_values(command: click.Command, data: dict, sources: list, path: 
         if param.name in origin:
             raise UserError(f"--config {path!r} sets {param.opts[0]} twice ({origin[param.name]} and {written})")
         origin[param.name] = written
-        if value is None:  # null: the option's default
-            continue
-        if param.multiple:
-            value = [value] if isinstance(value, (str, int, float, bool)) else value
-            if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
-                raise UserError(f"--config {path!r}: {written} must be a value or a list of values")
-        elif isinstance(value, (list, dict)):
-            raise UserError(f"--config {path!r}: {written} takes one value ({param.opts[0]}), got a list")
-        for item in value if param.multiple else [value]:
-            _check_number(param, written, item, path)
-        values[param.name] = value
+        if value is not None:  # null: the option's default
+            values[param.name] = _option_value(param, written, value, path)
     if unknown:
-        import difflib
-
-        known = [n for n, p in names.items() if not isinstance(p, ConfigFileOption)]
-        hints = []
-        for written, norm in unknown:
-            close = difflib.get_close_matches(norm, known, n=1)
-            hints.append(f"{written} (did you mean {close[0]}?)" if close else written)
-        raise UserError(f"--config {path!r}: unknown key(s) {', '.join(hints)}: not an option of "
-                        f"`{command.name}` (`{command.name} --help` lists them; keys take dashes or underscores, "
-                        "column options also nested under `columns:`)")
+        raise _unknown_keys(command, names, unknown, path)
     return values, ignored
+
+
+def _recipe_config(data: dict, sources: list, path: str) -> tuple[dict, set[str]]:
+    """(the settings of a config file, the field names it may hold that the command skips): a training
+    recipe's `config` part and its skipped fields, or the file itself and none."""
+    if not isinstance(data.get("config"), dict):
+        if data and set(data) <= RECIPE_PROVENANCE_KEYS and "max_length_used" in data:
+            raise UserError(f"--config {path!r} is a training recipe without its `config` (an ensemble member's?); "
+                            "give the training_recipe.json of the model directory itself")
+        return data, set()
+    extra = sorted(set(data) - {"config"} - RECIPE_PROVENANCE_KEYS)
+    if extra:
+        provenance = ", ".join(sorted(RECIPE_PROVENANCE_KEYS))
+        raise UserError(f"--config {path!r}: unknown key(s) {', '.join(extra)} next to 'config' (a training "
+                        f"recipe holds 'config' and the provenance keys {provenance})")
+    return data["config"], {name for _, skip in sources for name in skip}
+
+
+def _option_names(command: click.Command) -> dict[str, click.Option]:
+    """Every name a config key may use for an option of `command`: its parameter name and its flag names
+    (--outlet for `outlets`; not the --no-X of a flag pair), with underscores."""
+    names: dict[str, click.Option] = {}
+    for p in command.params:
+        if not isinstance(p, click.Option) or not p.expose_value or not p.name:
+            continue
+        names.setdefault(p.name, p)
+        for opt in p.opts:
+            if opt.startswith("--"):
+                names.setdefault(opt[2:].replace("-", "_"), p)
+    return names
+
+
+def _flatten(data: dict) -> list[tuple[str, str, object]]:
+    """(key as written, normalised option name, value) per setting; a nested mapping (columns: {text: body})
+    names the options of its fields (text_column)."""
+    flat: list[tuple[str, str, object]] = []
+    for key, value in data.items():
+        key = str(key)
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                flat.append((f"{key}.{sub}", f"{sub}{_nested_suffix(key)}".replace("-", "_"), v))
+        else:
+            flat.append((key, key.replace("-", "_"), value))
+    return flat
+
+
+def _option_value(param: click.Option, written: str, value: object, path: str) -> object:
+    """A config value checked against its option: a list only for a multiple option (one value becomes a
+    list of one), and a number of the option's type."""
+    if param.multiple:
+        value = [value] if isinstance(value, (str, int, float, bool)) else value
+        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+            raise UserError(f"--config {path!r}: {written} must be a value or a list of values")
+    elif isinstance(value, (list, dict)):
+        raise UserError(f"--config {path!r}: {written} takes one value ({param.opts[0]}), got a list")
+    for item in value if param.multiple else [value]:
+        _check_number(param, written, item, path)
+    return value
+
+
+def _unknown_keys(command: click.Command, names: dict[str, click.Option], unknown: list[tuple[str, str]],
+                  path: str) -> UserError:
+    """The error for keys that name no option, each with the closest option name where there is one."""
+    import difflib
+
+    known = [n for n, p in names.items() if not isinstance(p, ConfigFileOption)]
+    hints = []
+    for written, norm in unknown:
+        close = difflib.get_close_matches(norm, known, n=1)
+        hints.append(f"{written} (did you mean {close[0]}?)" if close else written)
+    return UserError(f"--config {path!r}: unknown key(s) {', '.join(hints)}: not an option of "
+                     f"`{command.name}` (`{command.name} --help` lists them; keys take dashes or underscores, "
+                     "column options also nested under `columns:`)")
 
 
 def _fields(cls, suffix: str = ""):
