@@ -111,11 +111,12 @@ class ConfigFileOption(click.Option):
 
 
 def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...] = (),
-                      flags: dict[str, tuple[str, ...]] | None = None):
+                      flags: dict[str, tuple[str, ...]] | None = None, config_file: bool = True):
     """Decorator adding one click option per dataclass field (nested dataclasses flattened with
-    their field name as suffix: Columns.text → --text-column), and `--config FILE` once per command
-    (values from a YAML/TOML/JSON file or a training recipe; see CONFIG_HELP). Each option can also
-    come from ALLSIDES_BATCH_<COMMAND>_<OPTION> when the command runs under the LazyGroup."""
+    their field name as suffix: Columns.text → --text-column), and unless `config_file` is false,
+    `--config FILE` once per command (values from a YAML/TOML/JSON file or a training recipe; see
+    CONFIG_HELP). Each option can also come from ALLSIDES_BATCH_<COMMAND>_<OPTION> when the command runs
+    under the LazyGroup."""
     flags = flags or {}
 
     def decorate(func):
@@ -141,7 +142,7 @@ def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...]
                 if optional:
                     kwargs["show_default"] = False
             func = click.option(*opt, name, **kwargs)(func)
-        return _with_config_option(func, cls, skip)
+        return _with_config_option(func, cls, skip) if config_file else func
     return decorate
 
 
@@ -330,6 +331,26 @@ def _unknown_keys(command: click.Command, names: dict[str, click.Option], unknow
     return UserError(f"--config {path!r}: unknown key(s) {', '.join(hints)}: not an option of "
                      f"`{command.name}` (`{command.name} --help` lists them; keys take dashes or underscores, "
                      "column options also nested under `columns:`)")
+
+
+def argparse_options(parser, cls) -> None:
+    """Add one argparse option per field of the flat dataclass `cls`, as dataclass_options adds click options
+    (for a front door that is not a click command, `python -m flows`): a list field takes one or more values,
+    a flag defaulting to true gets --no-X too, a Literal its choices."""
+    import argparse
+
+    for name, tp, default, help_text in _fields(cls):
+        base, _ = _unwrap_optional(tp)
+        kwargs: dict = {"help": help_text, "default": default}
+        if typing.get_origin(base) is list:
+            kwargs["nargs"] = "+"
+        elif base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        elif typing.get_origin(base) is Literal:
+            kwargs["choices"] = list(get_args(base))
+        else:
+            kwargs["type"] = base
+        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
 def _fields(cls, suffix: str = ""):

@@ -491,3 +491,40 @@ class ReportConfig:
         _check_literals(self)
         _positive(self, "max_outlets", "dpi")
 
+
+@dataclass
+class NightConfig:
+    """The nightly job's options, which `allsides-batch nightly` and `python -m flows` both take (flows/__main__.py
+    runs it): the corpus and where the night goes, and how to train models/latest when there is none. The
+    transformer defaults are the CPU demo's (40 steps at 64 tokens); a GPU worker trains the full recipe."""
+
+    corpus: list[str] = field(default_factory=list, metadata={
+        "help": "Parquet file(s), directories or globs to score (default: the shared AllSides articles)"})
+    output: str = field(default=NIGHTLY_OUTPUT, metadata={
+        "help": "output root: scores shared by all nights, nights/<date>/aggregates and report"})
+    models_root: str = field(default=MODELS_ROOT, metadata={"help": "published models and the latest pointer"})
+    train_data: list[str] = field(default_factory=list, metadata={
+        "help": "labelled Parquet to train models/latest on when there is none (default: the shared AllSides "
+                "articles, whatever --corpus is)"})
+    kind: ModelKind = field(default=TrainConfig.kind, metadata={
+        "help": "model kind to train when no model exists (train's default)"})
+    base_model: str | None = field(default=None, metadata={
+        "help": "encoder to fine-tune for --kind transformer/ensemble (default: the pretrained MiniLM-L6)"})
+    train_steps: int = field(default=40, metadata={"help": "training budget of a transformer when training"})
+    max_length: int = field(default=64, metadata={"help": "tokens per article (transformer)"})
+    quantize: Literal["none", "int8"] | None = field(default=None, metadata={
+        "help": "CPU scoring weights of a transformer (default int8; a linear model has none)"})
+    retrain: bool = field(default=False, metadata={"help": "train and publish a new model even if latest exists"})
+    allow_below_chance: bool = field(default=False, metadata={
+        "help": "publish a model trained here even if its validation macro-F1 is at or below chance (1/3)"})
+    run_date: str | None = field(default=None, metadata={"help": "YYYY-MM-DD (default: today, UTC)"})
+    max_unreadable_files: float = field(default=MAX_UNREADABLE_FILES, metadata={
+        "help": "fail the night (exit 2, after committing what was scored) when more than this share of the "
+                "corpus files it read was unreadable; a night where all were always fails"})
+    progress: bool = field(default=True, metadata={"help": "progress bars while training and scoring"})
+
+    def __post_init__(self) -> None:
+        _as_lists(self, "corpus", "train_data")
+        _check_literals(self)
+        _positive(self, "train_steps", "max_length")
+        _check_unreadable_share(self)
