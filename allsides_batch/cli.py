@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import sys
-import types
 import typing
 from typing import Literal, get_args, get_type_hints
 
 import click
 
 from .errors import UserError
+from .fields import config_fields, unwrap_optional
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,6 @@ def _missing(exc: Exception) -> None:
     raise UserError(f"{exc}; install the package with its extras from the repository root: {how}")
 
 
-def _unwrap_optional(tp):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
 ENV_PREFIX = "ALLSIDES_BATCH"
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 # Keys of a training_recipe.json (allsides_batch/training/train.py) next to its "config": what the run
@@ -111,19 +102,20 @@ class ConfigFileOption(click.Option):
 
 
 def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...] = (),
-                      flags: dict[str, tuple[str, ...]] | None = None):
+                      flags: dict[str, tuple[str, ...]] | None = None, config_file: bool = True):
     """Decorator adding one click option per dataclass field (nested dataclasses flattened with
-    their field name as suffix: Columns.text → --text-column), and `--config FILE` once per command
-    (values from a YAML/TOML/JSON file or a training recipe; see CONFIG_HELP). Each option can also
-    come from ALLSIDES_BATCH_<COMMAND>_<OPTION> when the command runs under the LazyGroup."""
+    their field name as suffix: Columns.text → --text-column), and unless `config_file` is false,
+    `--config FILE` once per command (values from a YAML/TOML/JSON file or a training recipe; see
+    CONFIG_HELP). Each option can also come from ALLSIDES_BATCH_<COMMAND>_<OPTION> when the command runs
+    under the LazyGroup."""
     flags = flags or {}
 
     def decorate(func):
-        for name, tp, default, help_text in reversed(list(_fields(cls))):
+        for name, tp, default, help_text in reversed(list(config_fields(cls))):
             if name in skip:
                 continue
             opt = flags.get(name, ("--" + name.replace("_", "-"),))
-            base, optional = _unwrap_optional(tp)
+            base, optional = unwrap_optional(tp)
             kwargs: dict = {"help": help_text, "show_default": True, "show_envvar": True}
             if typing.get_origin(base) is list:
                 kwargs.update(multiple=True, required=name in required, show_default=False)
@@ -141,19 +133,24 @@ def dataclass_options(cls, skip: tuple[str, ...] = (), required: tuple[str, ...]
                 if optional:
                     kwargs["show_default"] = False
             func = click.option(*opt, name, **kwargs)(func)
-        params = getattr(func, "__click_params__", [])
-        config = next((p for p in params if isinstance(p, ConfigFileOption)), None)
-        if config is None:
-            func = click.option("--config", "config", cls=ConfigFileOption, metavar="FILE", is_eager=True,
-                                expose_value=False, show_envvar=True, callback=_load_config_file,
-                                help=CONFIG_HELP)(func)
-            config = func.__click_params__[-1]
-        else:  # a second dataclass on the same command (evaluate): one --config, listed first
-            params.remove(config)
-            params.append(config)
-        config.sources.append((cls, tuple(skip)))
-        return func
+        return _with_config_option(func, cls, skip) if config_file else func
     return decorate
+
+
+def _with_config_option(func, cls, skip: tuple[str, ...]):
+    """Add `--config FILE` to the command being decorated, once, and record `cls` as a source of its keys."""
+    params = getattr(func, "__click_params__", [])
+    config = next((p for p in params if isinstance(p, ConfigFileOption)), None)
+    if config is None:
+        func = click.option("--config", "config", cls=ConfigFileOption, metavar="FILE", is_eager=True,
+                            expose_value=False, show_envvar=True, callback=_load_config_file,
+                            help=CONFIG_HELP)(func)
+        config = func.__click_params__[-1]
+    else:  # a second dataclass on the same command (evaluate): one --config, listed first
+        params.remove(config)
+        params.append(config)
+    config.sources.append((cls, tuple(skip)))
+    return func
 
 
 def _load_config_file(ctx: click.Context, param: ConfigFileOption, path: str | None) -> None:
@@ -223,7 +220,7 @@ def _check_number(param: click.Option, written: str, value: object, path: str) -
 
 
 def _nested_suffix(name: str) -> str:
-    """The option-name suffix of a nested dataclass field's options (columns → _column), as _fields."""
+    """The option-name suffix of a nested dataclass field's options (columns → _column), as fields.config_fields."""
     return f"_{name[:-1] if name.endswith('s') else name}"
 
 
@@ -231,39 +228,12 @@ def config_file_values(command: click.Command, data: dict, sources: list, path: 
     """Map a config file's keys onto `command`'s parameter names: ({param name: value}, ignored keys).
     A training recipe ({"config": {...}, provenance...}) contributes its config part; there, fields of the
     config dataclasses that this command skips are ignored rather than refused."""
-    recipe = isinstance(data.get("config"), dict)
-    skipped: set[str] = set()
-    if recipe:
-        extra = sorted(set(data) - {"config"} - RECIPE_PROVENANCE_KEYS)
-        if extra:
-            provenance = ", ".join(sorted(RECIPE_PROVENANCE_KEYS))
-            raise UserError(f"--config {path!r}: unknown key(s) {', '.join(extra)} next to 'config' (a training "
-                            f"recipe holds 'config' and the provenance keys {provenance})")
-        data = data["config"]
-        skipped = {name for _, skip in sources for name in skip}
-    elif data and set(data) <= RECIPE_PROVENANCE_KEYS and "max_length_used" in data:
-        raise UserError(f"--config {path!r} is a training recipe without its `config` (an ensemble member's?); "
-                        "give the training_recipe.json of the model directory itself")
-    names: dict[str, click.Option] = {}
-    for p in command.params:
-        if not isinstance(p, click.Option) or not p.expose_value or not p.name:
-            continue
-        names.setdefault(p.name, p)
-        for opt in p.opts:  # the flag names (--outlet for `outlets`); not the --no-X of a flag pair
-            if opt.startswith("--"):
-                names.setdefault(opt[2:].replace("-", "_"), p)
-    flat: list[tuple[str, str, object]] = []  # (key as written, normalised option name, value)
-    for key, value in data.items():
-        key = str(key)
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                flat.append((f"{key}.{sub}", f"{sub}{_nested_suffix(key)}".replace("-", "_"), v))
-        else:
-            flat.append((key, key.replace("-", "_"), value))
+    data, skipped = _recipe_config(data, sources, path)
+    names = _option_names(command)
     values: dict = {}
     origin: dict[str, str] = {}
     unknown, ignored = [], []
-    for written, norm, value in flat:
+    for written, norm, value in _flatten(data):
         if norm in skipped:  # a recipe's field this command leaves out (cv: test, overwrite, output)
             ignored.append(written)
             continue
@@ -274,41 +244,84 @@ def config_file_values(command: click.Command, data: dict, sources: list, path: 
         if param.name in origin:
             raise UserError(f"--config {path!r} sets {param.opts[0]} twice ({origin[param.name]} and {written})")
         origin[param.name] = written
-        if value is None:  # null: the option's default
-            continue
-        if param.multiple:
-            value = [value] if isinstance(value, (str, int, float, bool)) else value
-            if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
-                raise UserError(f"--config {path!r}: {written} must be a value or a list of values")
-        elif isinstance(value, (list, dict)):
-            raise UserError(f"--config {path!r}: {written} takes one value ({param.opts[0]}), got a list")
-        for item in value if param.multiple else [value]:
-            _check_number(param, written, item, path)
-        values[param.name] = value
+        if value is not None:  # null: the option's default
+            values[param.name] = _option_value(param, written, value, path)
     if unknown:
-        import difflib
-
-        known = [n for n, p in names.items() if not isinstance(p, ConfigFileOption)]
-        hints = []
-        for written, norm in unknown:
-            close = difflib.get_close_matches(norm, known, n=1)
-            hints.append(f"{written} (did you mean {close[0]}?)" if close else written)
-        raise UserError(f"--config {path!r}: unknown key(s) {', '.join(hints)}: not an option of "
-                        f"`{command.name}` (`{command.name} --help` lists them; keys take dashes or underscores, "
-                        "column options also nested under `columns:`)")
+        raise _unknown_keys(command, names, unknown, path)
     return values, ignored
 
 
-def _fields(cls, suffix: str = ""):
-    hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            yield from _fields(tp, suffix=f"_{f.name[:-1] if f.name.endswith('s') else f.name}")
+def _recipe_config(data: dict, sources: list, path: str) -> tuple[dict, set[str]]:
+    """(the settings of a config file, the field names it may hold that the command skips): a training
+    recipe's `config` part and its skipped fields, or the file itself and none."""
+    if not isinstance(data.get("config"), dict):
+        if data and set(data) <= RECIPE_PROVENANCE_KEYS and "max_length_used" in data:
+            raise UserError(f"--config {path!r} is a training recipe without its `config` (an ensemble member's?); "
+                            "give the training_recipe.json of the model directory itself")
+        return data, set()
+    extra = sorted(set(data) - {"config"} - RECIPE_PROVENANCE_KEYS)
+    if extra:
+        provenance = ", ".join(sorted(RECIPE_PROVENANCE_KEYS))
+        raise UserError(f"--config {path!r}: unknown key(s) {', '.join(extra)} next to 'config' (a training "
+                        f"recipe holds 'config' and the provenance keys {provenance})")
+    return data["config"], {name for _, skip in sources for name in skip}
+
+
+def _option_names(command: click.Command) -> dict[str, click.Option]:
+    """Every name a config key may use for an option of `command`: its parameter name and its flag names
+    (--outlet for `outlets`; not the --no-X of a flag pair), with underscores."""
+    names: dict[str, click.Option] = {}
+    for p in command.params:
+        if not isinstance(p, click.Option) or not p.expose_value or not p.name:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        yield f.name + suffix, tp, default, f.metadata.get("help", "")
+        names.setdefault(p.name, p)
+        for opt in p.opts:
+            if opt.startswith("--"):
+                names.setdefault(opt[2:].replace("-", "_"), p)
+    return names
+
+
+def _flatten(data: dict) -> list[tuple[str, str, object]]:
+    """(key as written, normalised option name, value) per setting; a nested mapping (columns: {text: body})
+    names the options of its fields (text_column)."""
+    flat: list[tuple[str, str, object]] = []
+    for key, value in data.items():
+        key = str(key)
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                flat.append((f"{key}.{sub}", f"{sub}{_nested_suffix(key)}".replace("-", "_"), v))
+        else:
+            flat.append((key, key.replace("-", "_"), value))
+    return flat
+
+
+def _option_value(param: click.Option, written: str, value: object, path: str) -> object:
+    """A config value checked against its option: a list only for a multiple option (one value becomes a
+    list of one), and a number of the option's type."""
+    if param.multiple:
+        value = [value] if isinstance(value, (str, int, float, bool)) else value
+        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+            raise UserError(f"--config {path!r}: {written} must be a value or a list of values")
+    elif isinstance(value, (list, dict)):
+        raise UserError(f"--config {path!r}: {written} takes one value ({param.opts[0]}), got a list")
+    for item in value if param.multiple else [value]:
+        _check_number(param, written, item, path)
+    return value
+
+
+def _unknown_keys(command: click.Command, names: dict[str, click.Option], unknown: list[tuple[str, str]],
+                  path: str) -> UserError:
+    """The error for keys that name no option, each with the closest option name where there is one."""
+    import difflib
+
+    known = [n for n, p in names.items() if not isinstance(p, ConfigFileOption)]
+    hints = []
+    for written, norm in unknown:
+        close = difflib.get_close_matches(norm, known, n=1)
+        hints.append(f"{written} (did you mean {close[0]}?)" if close else written)
+    return UserError(f"--config {path!r}: unknown key(s) {', '.join(hints)}: not an option of "
+                     f"`{command.name}` (`{command.name} --help` lists them; keys take dashes or underscores, "
+                     "column options also nested under `columns:`)")
 
 
 def build_config(cls, values: dict):

@@ -30,6 +30,13 @@ WINDOW_STRIDE = 64  # tokens shared by consecutive windows
 # more likely the wrong files (CSV, a wrong glob) than damage, and a night that scored little should say so.
 MAX_UNREADABLE_FILES = 0.5
 
+# Where the nightly job reads and writes by default, relative to the repository root (the directory `make run`,
+# `python -m allsides_batch.flows` and the deployments' pull step run in): the shared AllSides articles (corpus
+# and training data), the published models with their `latest` link, and the night's output root.
+SHARED_CORPUS = "../shared/data/allsides/articles.parquet"
+MODELS_ROOT = "models"
+NIGHTLY_OUTPUT = "runs/nightly"
+
 
 def stride_limit(max_length: int) -> int:
     """The smallest stride too large for windows of max_length tokens: a window holds max_length - 2 tokens
@@ -163,12 +170,8 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar per training epoch (stderr)"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.columns, dict):
-            self.columns = Columns(**self.columns)
-        if isinstance(self.data, str):
-            self.data = [self.data]
-        if isinstance(self.test, str):
-            self.test = [self.test]
+        _as_columns(self)
+        _as_lists(self, "data", "test")
         _check_literals(self)
         _positive(self, "learning_rate", "train_batch_size", "eval_batch_size", "epochs", "max_length",
                   "adam_epsilon")
@@ -183,15 +186,11 @@ class TrainConfig:
         if self.train_windows > 1:
             _check_stride(self, "window_stride", self.max_length)
         _optional_positive(self, "max_steps", "max_train_samples", "max_eval_samples")
-        for name in ("adam_beta1", "adam_beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must be between 0 and 1, got {self.val_fraction}")
+        _below_one(self, "adam_beta1", "adam_beta2")
+        _check_val_fraction(self)
         if not re.fullmatch(r"outlet|random|column:.+", self.split):
             raise ConfigError("split", f"must be 'outlet', 'random' or 'column:NAME', got {self.split!r}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
-            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check_device(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -245,10 +244,54 @@ def _optional_positive(obj, *names: str) -> None:
             raise ConfigError(name, f"must be > 0 when given, got {value}")
 
 
+def _below_one(obj, *names: str) -> None:
+    """A share or threshold in [0, 1)."""
+    for name in names:
+        if not 0.0 <= getattr(obj, name) < 1.0:
+            raise ConfigError(name, f"must be in [0, 1), got {getattr(obj, name)}")
+
+
+def _check_val_fraction(obj) -> None:
+    """train's validation share, which evaluate --split outlet/random repeats."""
+    if not 0.0 < obj.val_fraction < 1.0:
+        raise ConfigError("val_fraction", f"must be between 0 and 1, got {obj.val_fraction}")
+
+
+def _check_device(obj) -> None:
+    if not DEVICE.fullmatch(obj.device):
+        raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {obj.device!r}")
+
+
+def _as_columns(obj) -> None:
+    """Columns given as a mapping (a config file, a flow parameter) become Columns."""
+    if isinstance(obj.columns, dict):
+        obj.columns = Columns(**obj.columns)
+
+
+def _as_lists(obj, *names: str) -> None:
+    """A list field given one path as a string holds that one path."""
+    for name in names:
+        if isinstance(getattr(obj, name), str):
+            setattr(obj, name, [getattr(obj, name)])
+
+
 def _check_stride(obj, name: str, max_length: int) -> None:
     limit = stride_limit(max_length)
     if getattr(obj, name) >= limit:
         raise ConfigError(name, f"must be smaller than max_length - 2 ({limit}), got {getattr(obj, name)}")
+
+
+def _check_unreadable_share(obj) -> None:
+    """score's --max-unreadable-files, which nightly passes on."""
+    if not 0.0 <= obj.max_unreadable_files <= 1.0:
+        raise ConfigError("max_unreadable_files", f"must be a share in [0, 1], got {obj.max_unreadable_files}")
+
+
+def _check_dates(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not _is_date(value):
+            raise ConfigError(name, f"must be a date YYYY-MM-DD, got {value!r}")
 
 
 def _is_date(value: str) -> bool:
@@ -317,12 +360,9 @@ class ScoreConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.columns, dict):
-            self.columns = Columns(**self.columns)
-        if not 0.0 <= self.max_unreadable_files <= 1.0:
-            raise ConfigError("max_unreadable_files", f"must be a share in [0, 1], got {self.max_unreadable_files}")
-        if isinstance(self.input, str):
-            self.input = [self.input]
+        _as_columns(self)
+        _check_unreadable_share(self)
+        _as_lists(self, "input")
         _check_literals(self)
         _optional_positive(self, "max_length", "batch_tokens")
         _non_negative(self, "stride", "quantize_check")
@@ -331,8 +371,7 @@ class ScoreConfig:
         if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise ConfigError("run_id", f"must be a plain name (letters, digits, '.', '_', '-'; at most 128, not "
                                         f"starting with '.'), got {self.run_id!r}")
-        if not DEVICE.fullmatch(self.device):
-            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check_device(self)
         # The stride only matters in chunk mode; truncating runs keep the default whatever the length.
         if self.long_text == "chunk" and self.max_length is not None:
             _check_stride(self, "stride", self.max_length)
@@ -379,14 +418,10 @@ class AggregateConfig:
     def __post_init__(self) -> None:
         _check_literals(self)
         _positive(self, "min_articles")
-        if not 0.0 <= self.label_threshold < 1.0:
-            raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
+        _below_one(self, "label_threshold")
         if not 0.0 < self.set_level < 1.0:
             raise ConfigError("set_level", f"must be in (0, 1), got {self.set_level}")
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and not _is_date(value):
-                raise ConfigError(name, f"must be a date YYYY-MM-DD, got {value!r}")
+        _check_dates(self, "since", "until")
         if self.since and self.until and self.since > self.until:
             raise ConfigError("until", f"{self.until} is before --since {self.since}")
 
@@ -407,7 +442,7 @@ class EvaluateConfig:
     val_fraction: float = field(default=TrainConfig.val_fraction,
                                 metadata={"help": "validation share for --split outlet/random"})
     seed: int = field(default=TrainConfig.seed, metadata={"help": "seed of --split outlet/random (train's --seed)"})
-    group_by: str = field(default=TrainConfig.group_by,
+    group_by: GroupBy = field(default=TrainConfig.group_by,
                           metadata={"help": "--split outlet groups by source or domain (train's --group-by)"})
     min_articles: int = field(default=OUTLET_MIN_ARTICLES,
                               metadata={"help": "outlet-level metrics use outlets with at least N articles"})
@@ -417,20 +452,15 @@ class EvaluateConfig:
     output: str | None = field(default=None, metadata={"help": "directory for evaluation.json and evaluation.md"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, str):
-            self.data = [self.data]
+        _as_lists(self, "data")
         if not re.fullmatch(r"all|outlet|random|column:[^=]+(=.+)?", self.split):
             raise ConfigError(
                 "split", f"must be all, outlet, random, column:NAME or column:NAME=VALUE; got {self.split!r}"
             )
-        if self.group_by not in get_args(GroupBy):
-            raise ConfigError("group_by", f"must be source or domain, got {self.group_by!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must be between 0 and 1, got {self.val_fraction}")
-        if self.min_articles < 1:
-            raise ConfigError("min_articles", f"must be >= 1, got {self.min_articles}")
-        if not 0.0 <= self.label_threshold < 1.0:
-            raise ConfigError("label_threshold", f"must be in [0, 1), got {self.label_threshold}")
+        _check_literals(self)
+        _check_val_fraction(self)
+        _positive(self, "min_articles")
+        _below_one(self, "label_threshold")
 
 
 @dataclass
@@ -456,10 +486,45 @@ class ReportConfig:
                 "(weak or calibrated models score near 0)"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.outlets, str):
-            self.outlets = [self.outlets]
-        if self.axis not in ("full", "data"):
-            raise ConfigError("axis", f"must be full or data, got {self.axis!r}")
-        for name in ("max_outlets", "dpi"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
+        _as_lists(self, "outlets")
+        _check_literals(self)
+        _positive(self, "max_outlets", "dpi")
+
+
+@dataclass
+class NightConfig:
+    """The nightly job's options, which `allsides-batch nightly` and `python -m allsides_batch.flows` both take
+    (allsides_batch/flows/__main__.py runs it): the corpus and where the night goes, and how to train
+    models/latest when there is none. The transformer defaults are the CPU demo's (40 steps at 64 tokens); a GPU
+    worker trains the full recipe."""
+
+    corpus: list[str] = field(default_factory=list, metadata={
+        "help": "Parquet file(s), directories or globs to score (default: the shared AllSides articles)"})
+    output: str = field(default=NIGHTLY_OUTPUT, metadata={
+        "help": "output root: scores shared by all nights, nights/<date>/aggregates and report"})
+    models_root: str = field(default=MODELS_ROOT, metadata={"help": "published models and the latest pointer"})
+    train_data: list[str] = field(default_factory=list, metadata={
+        "help": "labelled Parquet to train models/latest on when there is none (default: the shared AllSides "
+                "articles, whatever --corpus is)"})
+    kind: ModelKind = field(default=TrainConfig.kind, metadata={
+        "help": "model kind to train when no model exists (train's default)"})
+    base_model: str | None = field(default=None, metadata={
+        "help": "encoder to fine-tune for --kind transformer/ensemble (default: the pretrained MiniLM-L6)"})
+    train_steps: int = field(default=40, metadata={"help": "training budget of a transformer when training"})
+    max_length: int = field(default=64, metadata={"help": "tokens per article (transformer)"})
+    quantize: Literal["none", "int8"] | None = field(default=None, metadata={
+        "help": "CPU scoring weights of a transformer (default int8; a linear model has none)"})
+    retrain: bool = field(default=False, metadata={"help": "train and publish a new model even if latest exists"})
+    allow_below_chance: bool = field(default=False, metadata={
+        "help": "publish a model trained here even if its validation macro-F1 is at or below chance (1/3)"})
+    run_date: str | None = field(default=None, metadata={"help": "YYYY-MM-DD (default: today, UTC)"})
+    max_unreadable_files: float = field(default=MAX_UNREADABLE_FILES, metadata={
+        "help": "fail the night (exit 2, after committing what was scored) when more than this share of the "
+                "corpus files it read was unreadable; a night where all were always fails"})
+    progress: bool = field(default=True, metadata={"help": "progress bars while training and scoring"})
+
+    def __post_init__(self) -> None:
+        _as_lists(self, "corpus", "train_data")
+        _check_literals(self)
+        _positive(self, "train_steps", "max_length")
+        _check_unreadable_share(self)

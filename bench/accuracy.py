@@ -32,7 +32,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+
+DATA = (REPO / SHARED_CORPUS).resolve()
 METRICS = ("macro_f1", "accuracy", "ece", "spearman")
 
 # The plain TF-IDF baseline: word 1-2-grams, sublinear tf, 200k features, C = 1, every article weighted

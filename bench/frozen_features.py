@@ -48,7 +48,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+
+DATA = (REPO / SHARED_CORPUS).resolve()
 STATS_CACHE = REPO / "runs" / "outlet_statistics"
 CACHE = REPO / "runs" / "frozen_features"
 FOLDS = 5

@@ -17,7 +17,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+
+SHARED = (REPO / SHARED_CORPUS).resolve()
 
 
 def main() -> None:

@@ -23,13 +23,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from allsides_batch.models.linear import TOKEN_PATTERN, tfidf_rows
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+from allsides_batch.models.linear import TOKEN_PATTERN, tfidf_rows  # noqa: E402
 from allsides_batch.training.data import outlet_folds  # noqa: E402
 from allsides_batch.training.linear import outlet_sample_weights  # noqa: E402
 from allsides_batch.training.train import report_from_probs  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "allsides",
-                    "articles.parquet")
+DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", SHARED_CORPUS))
 CACHE = "/tmp/linear_variants_counts.npz"
 
 # name -> settings; every variant trains on all non-test folds

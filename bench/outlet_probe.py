@@ -18,10 +18,11 @@ import pyarrow.parquet as pq
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from allsides_batch.config import SHARED_CORPUS
 from allsides_batch.text.masking import MASK_VERSION
 from allsides_batch.text.prep import TextPrep, prepare_text
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "allsides" / "articles.parquet"
+DATA = (Path(__file__).resolve().parents[1] / SHARED_CORPUS).resolve()
 
 
 def main(outlets: int = 20, per_outlet: int = 150, seed: int = 0) -> None:

@@ -28,7 +28,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+
+DATA = (REPO / SHARED_CORPUS).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:

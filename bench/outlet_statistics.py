@@ -31,7 +31,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+
+DATA = (REPO / SHARED_CORPUS).resolve()
 CACHE = REPO / "runs" / "outlet_statistics"
 FOLDS = 5
 

@@ -22,7 +22,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+
+SHARED = (REPO / SHARED_CORPUS).resolve()
 
 
 def seeded_minilm(out: Path) -> str:

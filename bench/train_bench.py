@@ -25,14 +25,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from allsides_batch.config import TrainConfig  # noqa: E402
+from allsides_batch.config import SHARED_CORPUS, TrainConfig  # noqa: E402
 from allsides_batch.models.hardware import resolve_device, resolve_precision  # noqa: E402
-from allsides_batch.models.hub import load_base_model, load_tokenizer
+from allsides_batch.models.hub import load_base_model, load_tokenizer  # noqa: E402
 from allsides_batch.text.prep import encode  # noqa: E402
 from allsides_batch.training.data import load_labelled, make_split  # noqa: E402
 from allsides_batch.training.train import train_model  # noqa: E402
 
-DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "allsides", "articles.parquet")
+DEFAULT_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", SHARED_CORPUS))
 
 
 def _minilm() -> str:

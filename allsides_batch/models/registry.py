@@ -18,6 +18,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass
 
+from ..config import MODELS_ROOT
 from ..errors import UserError
 from .hub import is_local_path
 from .identity import missing_model_files, model_id
@@ -98,7 +99,7 @@ def point_latest(models_root: str, mid: str) -> str:
     return os.path.abspath(link)
 
 
-def resolve_model(model: str, models_root: str = "models") -> str:
+def resolve_model(model: str, models_root: str = MODELS_ROOT) -> str:
     """'latest' (or a models-root entry name) → the real directory it names now; a path → its
     absolute path; anything else (a hub name) unchanged."""
     if model == LATEST or (os.sep not in model and os.path.isdir(os.path.join(models_root, model))):

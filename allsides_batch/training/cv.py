@@ -20,7 +20,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..errors import UserError
 from ..storage.io import write_json
-from .data import LabelledData, load_labelled, make_split, outlet_folds, split_random
+from .data import LabelledData, check_fold_count, load_labelled, make_split, outlet_folds, split_random
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +83,22 @@ def inner_split(cfg: TrainConfig, rest: LabelledData, grouping: str) -> tuple[np
     return split_random(rest.labels, cfg.val_fraction, cfg.seed)
 
 
-def fold_assignment(cfg: TrainConfig, data: LabelledData, folds: int, grouping: str) -> np.ndarray:
-    """The fold (0..folds-1) of every article: whole outlets (or domains, cfg.group_by) per fold for
-    grouping 'outlet', label-stratified random folds for 'random'."""
+def check_cv(cfg: TrainConfig, folds: int, grouping: str) -> None:
+    """What cross_validate refuses, before any data is read: an unknown grouping, fewer than 2 folds, and a
+    column split (cv makes its own folds)."""
     if grouping not in ("outlet", "random"):
         raise UserError(f"--grouping must be outlet or random, got {grouping!r}")
+    check_fold_count(folds)
+    if cfg.split.startswith("column:"):
+        raise UserError("cv makes its own folds: use --split outlet or random for the inner validation split")
+
+
+def fold_assignment(cfg: TrainConfig, data: LabelledData, folds: int, grouping: str) -> np.ndarray:
+    """The fold (0..folds-1) of every article: whole outlets (or domains, cfg.group_by) per fold for
+    grouping 'outlet', label-stratified random folds for 'random' (check_cv's groupings)."""
     if grouping == "outlet":
         assign = outlet_folds(data.groups(cfg.group_by), data.labels, folds, cfg.seed)
     else:
-        if folds < 2:
-            raise UserError(f"need at least 2 folds, got {folds}")
         assign = random_folds(data.labels, folds, cfg.seed)
     empty = [f for f in range(folds) if not (assign == f).any()]
     if empty:
@@ -123,10 +129,7 @@ def cross_validate(cfg: TrainConfig, folds: int = 5, grouping: str = "outlet", o
     model fits on one core; a transformer already uses them all)."""
     from .train import text_prep
 
-    if grouping not in ("outlet", "random"):
-        raise UserError(f"--grouping must be outlet or random, got {grouping!r}")
-    if cfg.split.startswith("column:"):
-        raise UserError("cv makes its own folds: use --split outlet or random for the inner validation split")
+    check_cv(cfg, folds, grouping)
     if data is None:
         if not cfg.data:
             raise UserError("--data is required: labelled Parquet file(s), a directory, a glob or hf:NAME")

@@ -183,6 +183,12 @@ def _from_tables(tables: list[pa.Table], files: list[dict], columns: Columns, sp
 
 # ----------------------------------------------------------------------------------------------- splits
 
+def check_fold_count(k: int) -> None:
+    """Folds need at least two: one held out, one to train on."""
+    if k < 2:
+        raise UserError(f"need at least 2 folds, got {k}")
+
+
 def outlet_folds(sources: Sequence[str], labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Assign every row a fold in [0, k): all rows of an outlet share a fold (grouped), and each fold
     gets about 1/k of each label (stratified).
@@ -192,8 +198,7 @@ def outlet_folds(sources: Sequence[str], labels: np.ndarray, k: int, seed: int) 
     (the sum of squared deviations), which balances fold sizes and label mixes together. The same
     seed gives the same folds.
     """
-    if k < 2:
-        raise UserError(f"need at least 2 folds, got {k}")
+    check_fold_count(k)
     rng = np.random.default_rng(seed)
     outlets, inverse = np.unique(np.asarray(sources, dtype=object).astype(str), return_inverse=True)
     if len(outlets) < k:
