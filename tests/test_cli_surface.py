@@ -42,8 +42,8 @@ def test_nightly_help_lists_the_options_of_python_m_flows_without_importing_pref
     help_text = _invoke("nightly", "--help").output
     for option in NIGHTLY_OPTIONS:
         assert option in help_text, option
-    flows_help = subprocess.run([sys.executable, "-m", "flows", "--help"], capture_output=True, text=True, cwd=REPO,
-                                check=True).stdout
+    flows_help = subprocess.run([sys.executable, "-m", "allsides_batch.flows", "--help"], capture_output=True,
+                                text=True, cwd=REPO, check=True).stdout
     for option in NIGHTLY_OPTIONS:
         assert option.split(" /")[0] in flows_help, option  # the same job, the same settings
     code = ("import sys; from click.testing import CliRunner; from allsides_batch.__main__ import app; "
@@ -140,7 +140,7 @@ def test_transformer_training_honours_no_progress(tiny_model_dir, unique_sample,
 
 def test_hints_name_commands_and_installs_that_exist():
     wrong = []
-    for path in [*REPO.joinpath("allsides_batch").rglob("*.py"), *REPO.joinpath("flows").rglob("*.py")]:
+    for path in REPO.joinpath("allsides_batch").rglob("*.py"):
         text = path.read_text()
         for word in re.findall(r"(?:allsides-batch|python -m allsides_batch) ([a-z][a-z-]*)", text):
             if word not in COMMANDS:
