@@ -20,7 +20,7 @@ from allsides_batch.scoring import STALL_ENV as SCORE_STALL
 from allsides_batch.storage.layout import leases_root
 from allsides_batch.training.train import STALL_ENV as TRAIN_STALL
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _start(args: list[str], log: Path, cwd: Path, **env: str) -> subprocess.Popen:

@@ -122,7 +122,7 @@ def test_library_modules_configure_no_handlers():
     basicConfig."""
     from pathlib import Path
 
-    package = Path(__file__).resolve().parents[1] / "allsides_batch"
+    package = Path(__file__).resolve().parents[2] / "allsides_batch"
     for path in package.rglob("*.py"):
         text = path.read_text()
         assert "basicConfig" not in text, path

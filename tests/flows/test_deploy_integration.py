@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 RUN_DATE = "2026-11-28"
 SCORE_OPTS = dict(max_length=64, device="cpu", workers=1)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from allsides_batch.__main__ import COMMANDS, app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NIGHTLY_OPTIONS = ("--corpus", "--output", "--models-root", "--kind", "--base-model", "--train-steps",
                    "--max-length", "--quantize", "--retrain", "--allow-below-chance", "--run-date",
                    "--progress / --no-progress")
