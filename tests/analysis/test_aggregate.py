@@ -14,55 +14,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from score_rows import HAND, model_with_outlets, score_row, write_scores
 
 from allsides_batch.analysis.aggregate import outlet_aggregates
 from allsides_batch.config import AggregateConfig
 from allsides_batch.errors import ConfigError, UserError
 from allsides_batch.metrics import t_critical
-from allsides_batch.schema import SCORED_AT, SCORES_SCHEMA
-
-LABEL_OF = {0: "left", 1: "center", 2: "right"}
-# The scorer's schema with scored_at as ISO text: the rows below give it as strings
-STRING_TIME_SCHEMA = SCORES_SCHEMA.set(SCORES_SCHEMA.get_field_index(SCORED_AT), pa.field(SCORED_AT, pa.string()))
-
-
-def score_row(id_, source, date, p_left, p_right, *, url=None, source_url=None, model="m1",
-              scored_at="2026-01-01T00:00:00+00:00", run="r1") -> dict:
-    p_center = 1.0 - p_left - p_right
-    probs = [p_left, p_center, p_right]
-    return {"id": id_, "source": source, "date": date, "label": LABEL_OF[int(np.argmax(probs))],
-            "p_left": p_left, "p_center": p_center, "p_right": p_right, "bias_score": p_right - p_left,
-            "confidence": max(probs), "n_tokens": 100, "truncated": False, "model_id": model, "run_id": run,
-            "scored_at": scored_at, "url": url, "source_url": source_url}
-
-
-def write_scores(root: Path, rows: list[dict], part: str = "part-0") -> Path:
-    """The scorer's layout: ROOT/scores/model_id=<id>/part-*.parquet (+ an empty quarantine)."""
-    by_model: dict[str, list[dict]] = {}
-    for row in rows:
-        by_model.setdefault(row["model_id"], []).append(row)
-    for model, items in by_model.items():
-        out = root / "scores" / f"model_id={model}"
-        out.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist(items).cast(STRING_TIME_SCHEMA)
-        pq.write_table(table, out / f"{part}.parquet")
-    (root / "quarantine").mkdir(exist_ok=True)
-    return root
 
 
 def run(tmp_path: Path, scores: Path, **kwargs):
     cfg = AggregateConfig(scores=str(scores), output=str(tmp_path / "agg"), **kwargs)
     summary = outlet_aggregates(cfg)
     return summary, pq.read_table(summary.output_path).to_pylist()
-
-
-# Outlet A: two articles in January 2020 (same week), one in February; outlet B: one in January.
-HAND = [
-    score_row("a1", "A", "2020-01-06", 0.7, 0.1),   # bias -0.6, left
-    score_row("a2", "A", "2020-01-08", 0.2, 0.6),   # bias +0.4, right
-    score_row("a3", "A", "2020-02-03", 0.1, 0.1),   # bias  0.0, center
-    score_row("b1", "B", "2020-01-31", 0.1, 0.8),   # bias +0.7, right
-]
 
 
 def test_month_aggregates_equal_hand_computation(tmp_path):
@@ -407,15 +370,6 @@ def test_cli_runs_without_torch(tmp_path):
 
 # ------------------------------------------------------------------------------------ seen in training
 
-def _model_dir(tmp_path: Path, sources: dict, domains: dict) -> Path:
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "training_outlets.json").write_text(json.dumps(
-        {"version": 1, "fitted_on": "training rows", "articles": sum(sources.values()), "sources": sources,
-         "domains": domains, "validation": {"articles": 0, "sources": {}, "domains": {}}}))
-    return model
-
-
 def test_outlets_the_model_trained_on_are_marked_seen(tmp_path):
     rows = [score_row("a1", "Known", "2026-01-01", 0.7, 0.1, url="https://www.known.com/x"),
             score_row("a2", "Known", "2026-01-02", 0.6, 0.2, url="https://known.com/y"),
@@ -423,7 +377,7 @@ def test_outlets_the_model_trained_on_are_marked_seen(tmp_path):
             score_row("c1", "Fresh", "2026-01-01", 0.1, 0.8, url="https://fresh.org/a"),
             score_row("d1", "NoUrl", "2026-01-01", 0.3, 0.3)]
     scores = write_scores(tmp_path / "out", rows)
-    model = _model_dir(tmp_path, {"Known": 40}, {"known.com": 40})
+    model = model_with_outlets(tmp_path, {"Known": 40}, {"known.com": 40})
     summary, table = run(tmp_path, scores, model=str(model))
     by = {r["outlet"]: r for r in table}
     assert (by["Known"]["seen_in_training"], by["Known"]["domain_seen_in_training"]) == (True, True)

@@ -107,7 +107,7 @@ def test_summary_table_rows_and_marks():
 @pytest.mark.slow
 def test_write_report_from_aggregate_output(tmp_path):
     """End to end from score-shaped Parquet: aggregate (all + month), then report; also via the CLI."""
-    from test_aggregate import score_row, write_scores
+    from score_rows import score_row, write_scores
 
     rng = np.random.default_rng(3)
     rows = [score_row(f"{o}-{j}", f"Outlet {o}", f"2020-{1 + j % 4:02d}-1{j % 9}", float(p), float(0.9 - p))
@@ -132,7 +132,7 @@ def test_write_report_from_aggregate_output(tmp_path):
 
 # A: January (2 articles) and February; B: January only; C: January and March. Latest months differ.
 def _windows_scores(tmp_path: Path) -> Path:
-    from test_aggregate import HAND, score_row, write_scores
+    from score_rows import HAND, score_row, write_scores
 
     return write_scores(tmp_path / "s", HAND + [score_row("c1", "C", "2020-01-15", 0.2, 0.5),    # +0.3, right
                                                 score_row("c2", "C", "2020-03-02", 0.7, 0.2)])   # -0.5, left
@@ -260,10 +260,10 @@ def test_outlets_the_model_trained_on_are_marked_on_chart_and_table(tmp_path, ch
     """Aggregated with --model: the outlet it trained on (A) gets a square on the chart, '■ seen' on its
     tick label, a title line with the count, and 'yes' in the table with what a seen position means."""
     from matplotlib.collections import PathCollection
-    from test_aggregate import _model_dir
+    from score_rows import model_with_outlets
 
     scores = _windows_scores(tmp_path)
-    model = _model_dir(tmp_path, {"A": 50}, {})
+    model = model_with_outlets(tmp_path, {"A": 50}, {})
     _aggregate(scores, tmp_path / "agg", "all", model=str(model))
     paths = write_report(str(tmp_path / "agg"), str(tmp_path / "report"))
     (call,) = chart_spy

@@ -293,11 +293,11 @@ def test_k8s_deployments_load_and_ask_for_gpus_where_they_score():
 def test_image_cmd_starts_a_healthy_worker_against_a_server(tmp_path):
     """The Dockerfile's CMD, with this environment's `prefect`, against `prefect server start` on a
     loopback port: the worker's health endpoint answers 200 and the worker is registered with the pool."""
-    from test_deploy_integration import Proc, _free_port
+    from process_groups import Proc, free_port
 
     home = tmp_path / "prefect-home"
     home.mkdir()
-    port, health_port = _free_port(), _free_port()
+    port, health_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_UI_ENABLED="false", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
@@ -359,7 +359,7 @@ def test_image_cmd_starts_a_healthy_worker_against_a_server(tmp_path):
         probe[0] = sys.executable
         ok = subprocess.run(probe, env={**env, "PREFECT_WORKER_WEBSERVER_PORT": str(health_port)}, timeout=30)
         assert ok.returncode == 0
-        down = subprocess.run(probe, env={**env, "PREFECT_WORKER_WEBSERVER_PORT": str(_free_port())},
+        down = subprocess.run(probe, env={**env, "PREFECT_WORKER_WEBSERVER_PORT": str(free_port())},
                               capture_output=True, timeout=30)
         assert down.returncode != 0
     finally:

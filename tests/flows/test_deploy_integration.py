@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from process_groups import Proc, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -156,51 +156,6 @@ def test_shard_retry_condition_and_defaults():
 
 # ---------------------------------------------------------------------------------------- processes
 
-class Proc:
-    """A command in its own session (process group), output to a log file."""
-
-    def __init__(self, args: list[str], env: dict, log: Path):
-        self.log = log
-        self.fh = open(log, "w")
-        self.p = subprocess.Popen(args, env=env, cwd=REPO, stdout=self.fh, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-
-    def stop(self, sig: int = signal.SIGTERM, grace: float = 15.0) -> None:
-        """Stop it and everything it started: Prefect starts flow runs in sessions of their own, so
-        the process tree is collected first, then each process signalled."""
-        import psutil
-
-        try:
-            tree = psutil.Process(self.p.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            tree = []
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, sig)
-        for child in tree:
-            try:
-                child.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(tree, timeout=grace)
-        for child in alive:
-            child.kill()
-        try:
-            self.p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.p.pid, signal.SIGKILL)
-            self.p.wait()
-        self.fh.close()
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Receiver:
     """An HTTP endpoint in this process that records what is POSTed to it: the failure notification's
     webhook points here."""
@@ -247,7 +202,7 @@ def receiver():
 def server(tmp_path_factory, receiver):
     """A real Prefect server on a loopback port, SQLite in its own PREFECT_HOME; yields the CLI env."""
     home = tmp_path_factory.mktemp("prefect-server-home")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_UI_ENABLED="false", PATH=f"{Path(sys.executable).parent}:{env['PATH']}",

@@ -113,7 +113,7 @@ def test_train_writes_the_rule_and_out_of_fold_scores(trained, articles_sample):
 
 
 def test_aggregate_applies_the_fitted_rule_and_keeps_the_fixed_one_by_flag(trained, tmp_path):
-    from test_aggregate import score_row, write_scores
+    from score_rows import score_row, write_scores
 
     from allsides_batch.analysis.aggregate import outlet_aggregates
     from allsides_batch.config import AggregateConfig
@@ -159,7 +159,7 @@ def test_report_draws_how_the_model_places_outlets_it_never_saw(trained, tmp_pat
     from those scores (checked here by hand from the Parquet file)."""
     from collections import defaultdict
 
-    from test_aggregate import score_row, write_scores
+    from score_rows import score_row, write_scores
 
     from allsides_batch.analysis.aggregate import outlet_aggregates
     from allsides_batch.analysis.report import write_report
