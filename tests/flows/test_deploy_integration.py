@@ -67,7 +67,7 @@ def test_prefect_yaml_deployments():
 
 def test_kubernetes_job_template_requests_a_gpu_per_job_variable():
     # the GPU is the `gpu_count` job variable (no default: left out of the pod unless a deployment sets
-    # it); rendered with Prefect's templating in tests/test_deploy_files.py
+    # it); rendered with Prefect's templating in test_deploy_files.py
     template = json.loads((DEPLOY / "k8s-gpu-job-template.json").read_text())
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"

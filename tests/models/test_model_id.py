@@ -2,7 +2,8 @@
 the scores can: with the max length, truncate vs chunk, the chunk stride, int8 and the calibration; not
 with the batch size, the progress bar, the workers, the run id, the int8 check or, in truncate mode, the
 stride. Each pair of settings is scored too, so the test holds the id to the scores, both ways.
-(max_windows and the label map have their own tests: test_hardening.py and test_score.py.)"""
+(max_windows and the label map have their own tests: scoring/test_refusals_and_limits.py and
+scoring/test_run.py.)"""
 
 from __future__ import annotations
 

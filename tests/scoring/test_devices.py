@@ -1,4 +1,4 @@
-"""Device parsing and file division for multi-device scoring (the runs themselves: test_score.py)."""
+"""Device parsing and file division for multi-device scoring (the runs themselves: test_run.py)."""
 
 from __future__ import annotations
 
