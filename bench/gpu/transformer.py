@@ -1,12 +1,12 @@
 """The transformer member of the accuracy protocol's ensemble row, fold by fold, on a GPU machine:
 the library's own fit_transformer on the same outlet-grouped folds and inner validation splits as
-bench/accuracy.py, from the pack bench/gpu_pack.py makes. It saves each fold's validation and test
-probabilities; bench/accuracy.py --transformer-probs DIR then fits the linear member on this machine
+bench/quality/accuracy.py, from the pack bench/gpu/pack.py makes. It saves each fold's validation and test
+probabilities; bench/quality/accuracy.py --transformer-probs DIR then fits the linear member on this machine
 (full texts), combines the two as the ensemble does and records the rows.
 
 On the GPU machine (needs torch, transformers, pyarrow, scikit-learn, scipy; not polars or prefect):
 
-    PYTHONPATH=. python bench/gpu_transformer.py --pack .gpu --out "$OUT" --deadline-s 480
+    python -m bench.gpu.transformer --pack .gpu --out "$OUT" --deadline-s 480
 
 Folds are independent: --folds-to-run 3,4 finishes a run that stopped at its deadline, in the same or
 another session. Each fold writes fold<k>.npz (ids and probabilities) and updates folds.json (the
@@ -29,9 +29,7 @@ from pathlib import Path
 os.environ["TOKENIZERS_PARALLELISM"] = "true"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench.common import REPO  # noqa: E402
 
 
 def main() -> None:
@@ -52,8 +50,6 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from accuracy import transformer_budget
-    from gpu_pack import ids_digest
 
     from allsides_batch.config import TrainConfig
     from allsides_batch.storage.io import write_json
@@ -62,6 +58,8 @@ def main() -> None:
     from allsides_batch.training.data import load_labelled
     from allsides_batch.training.fitted import limit_rows
     from allsides_batch.training.transformer import fit_transformer
+    from bench.gpu.pack import ids_digest
+    from bench.quality.accuracy import transformer_budget
 
     started = time.perf_counter()
     pack = Path(args.pack)
@@ -71,7 +69,7 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     data = load_labelled([str(pack / "articles.parquet")], prep=TextPrep(), fingerprint=False)
     if len(data) != meta["articles"] or ids_digest(data.ids) != meta["ids_sha256_16"]:
-        sys.exit("the pack's articles are not the ones it was made from: make it again with bench/gpu_pack.py")
+        sys.exit("the pack's articles are not the ones it was made from: make it again with bench/gpu/pack.py")
     budget = transformer_budget(gpu, args.max_train_samples or 0)
     if args.max_length and args.max_length > meta["max_length"]:
         sys.exit(f"--max-length {args.max_length}: the pack holds {meta['max_length']} tokens per article")

