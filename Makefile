@@ -53,9 +53,9 @@ test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
 
 bench: install
-	$(PY) bench/train_bench.py
-	$(PY) bench/score_bench.py --n 128 --max-length 512
-	$(PY) bench/score_memory.py
+	$(PY) -m bench.speed.train_bench
+	$(PY) -m bench.speed.score_bench --n 128 --max-length 512
+	$(PY) -m bench.speed.score_memory
 
 style: install
 	$(VENV)/bin/ruff check --fix allsides_batch tests bench deploy requirements

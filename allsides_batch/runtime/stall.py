@@ -2,8 +2,8 @@
 `<stage>:<n>` (or `<stage>`, the first time), the n-th time a process reaches `stage` it writes `<stage>` to
 the file named by `<env>_MARKER` and waits to be killed or interrupted, or, when `<env>_RELEASE` names a
 file, until that file exists and then goes on (a slow step rather than a dead one). Tests use it to stop a
-run at an exact point (tests/test_score.py, tests/test_train_promises.py), or slow it down at one (the
-concurrent-runs test of the scorer's manifest); unset, it costs one dictionary lookup."""
+run at an exact point (tests/scoring/test_run.py, tests/training/test_output_directory.py), or slow it down
+at one (the concurrent-runs test of the scorer's manifest); unset, it costs one dictionary lookup."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ identically. What goes:
   photo credits, column disclaimers) and The Hill's inline "… MORE" name expansions.
 
 Only line-level removals and inline substitutions: the slant-bearing sentences stay untouched.
-Every pattern was written against real articles of the shared AllSides data (tests/test_masking.py).
+Every pattern was written against real articles of the shared AllSides data (tests/text/test_masking.py).
 """
 
 from __future__ import annotations

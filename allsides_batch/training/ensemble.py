@@ -74,7 +74,7 @@ def combine_members(cfg, members: dict, val_data, test_data,
                     seconds: float) -> tuple[dict, np.ndarray, np.ndarray | None]:
     """The ensemble of fitted members (each with val_probs, test_probs and its metrics): weights fitted
     on the validation split, then the ensemble's metrics (with the weights and each member's reports),
-    validation and test probabilities. bench/accuracy.py also calls it with a transformer member whose
+    validation and test probabilities. bench/quality/accuracy.py also calls it with a transformer member whose
     probabilities were computed on another machine."""
     from .fitted import metrics_from_article_logits
 

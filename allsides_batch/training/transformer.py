@@ -1,6 +1,6 @@
 """Fine-tuning a transformer: tokens → loop (evaluate every epoch, keep the best, stop early) →
 calibrate. Plain PyTorch rather than the Hugging Face Trainer: dynamic padding, one pre-tokenization
-pass with character cuts, length-sorted evaluation. bench/train_bench.py compares the two on the same
+pass with character cuts, length-sorted evaluation. bench/speed/train_bench.py compares the two on the same
 recipe. The outlet-robust options (masking, adversary, class balancing, several windows per article,
 temperature scaling) live in text/masking.py, robust.py, text/windows.py and calibration.py; here they
 are only wired in."""

@@ -1,0 +1,1 @@
+"""Speed: scoring and training throughput against the Hugging Face baselines, and the scorer's memory."""
