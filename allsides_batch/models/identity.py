@@ -11,6 +11,7 @@ import re
 
 from .. import LABELS
 from ..errors import UserError
+from ..storage.io import hash_file, memo_while_unchanged
 from .files import (
     CALIBRATION_FILE,
     CONFIG_FILE,
@@ -113,16 +114,19 @@ _ID_FILES = (TRANSFORMER_WEIGHTS_FILE, CONFIG_FILE, TEXT_PREP_FILE, CALIBRATION_
 
 def model_id(model_dir: str) -> str:
     """Short hash of weights + config + tokenizer files + text preparation (+ calibration, kind, linear
-    files, ensemble members): two runs with the same id scored identically."""
-    digest = hashlib.sha256()
+    files, ensemble members): two runs with the same id scored identically. Each file is read once per
+    process while it stays the same (storage.io.memo_while_unchanged)."""
     names = list(_ID_FILES)
     if read_model_kind(model_dir)["kind"] == "ensemble":
         names += [f"{member}/{name}" for member in ENSEMBLE_MEMBERS for name in _ID_FILES]
-    for name in names:
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
+    present = [(name, os.path.join(model_dir, name)) for name in names
+               if os.path.isfile(os.path.join(model_dir, name))]
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        for name, path in present:
             digest.update(name.encode())
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
+            hash_file(path, digest)
+        return digest.hexdigest()[:16]
+
+    return memo_while_unchanged(("model_id", *(name for name, _ in present)), [path for _, path in present], compute)
