@@ -97,9 +97,10 @@ REQUIRED_FILES = {"transformer": (CONFIG_FILE, TRANSFORMER_WEIGHTS_FILE),
                   "linear": (VECTORIZER_FILE, LINEAR_WEIGHTS_FILE)}
 
 
-def missing_model_files(model_dir: str) -> list[str]:
-    """Files the directory's model kind needs that are not there (relative paths; empty when complete)."""
-    kind = read_model_kind(model_dir)["kind"]
+def missing_model_files(model_dir: str, kind: str | None = None) -> list[str]:
+    """Files the directory's model kind needs that are not there (relative paths; empty when complete).
+    `kind`: the directory's, when the caller has read it already."""
+    kind = kind or read_model_kind(model_dir)["kind"]
     if kind == "ensemble":
         needed = [f"{m}/{name}" for m in ENSEMBLE_MEMBERS for name in REQUIRED_FILES[m]]
     else:
@@ -112,12 +113,13 @@ _ID_FILES = (TRANSFORMER_WEIGHTS_FILE, CONFIG_FILE, TEXT_PREP_FILE, CALIBRATION_
              VECTORIZER_FILE, LINEAR_WEIGHTS_FILE, *TOKENIZER_FILES)
 
 
-def model_id(model_dir: str) -> str:
+def model_id(model_dir: str, kind: str | None = None) -> str:
     """Short hash of weights + config + tokenizer files + text preparation (+ calibration, kind, linear
-    files, ensemble members): two runs with the same id scored identically. Each file is read once per
-    process while it stays the same (storage.io.memo_while_unchanged)."""
+    files, ensemble members): two runs with the same id scored identically. `kind`: the directory's, when
+    the caller has read it already. Each file is read once per process while it stays the same
+    (storage.io.memo_while_unchanged)."""
     names = list(_ID_FILES)
-    if read_model_kind(model_dir)["kind"] == "ensemble":
+    if (kind or read_model_kind(model_dir)["kind"]) == "ensemble":
         names += [f"{member}/{name}" for member in ENSEMBLE_MEMBERS for name in _ID_FILES]
     present = [(name, os.path.join(model_dir, name)) for name in names
                if os.path.isfile(os.path.join(model_dir, name))]
