@@ -131,16 +131,17 @@ def _check_tokenizer_fits(tokenizer, model_dir: str) -> None:
                         f"{_COPY_TOKENIZER}")
 
 
-def check_complete(model_dir: str) -> None:
+def check_complete(model_dir: str, kind: str | None = None) -> None:
     """Refuse, before any work, a model directory that cannot score: a transformer (or an ensemble's
     transformer/) needs config.json, safetensors weights and a tokenizer that fits it; a linear model
     (or an ensemble's linear/) its vectorizer and weights. Every file scoring reads is read here once,
-    so a damaged one (model_files) is named now rather than failing a worker part-way."""
-    kind = read_model_kind(model_dir)["kind"]
+    so a damaged one (model_files) is named now rather than failing a worker part-way. `kind`: the
+    directory's, when the caller has read it already."""
+    kind = kind or read_model_kind(model_dir)["kind"]
     transformers = {"transformer": [model_dir], "linear": [],
                     "ensemble": [os.path.join(model_dir, "transformer")]}[kind]
     linears = {"transformer": [], "linear": [model_dir], "ensemble": [os.path.join(model_dir, "linear")]}[kind]
-    linear = [name for name in missing_model_files(model_dir)
+    linear = [name for name in missing_model_files(model_dir, kind)
               if os.path.basename(name) not in REQUIRED_FILES["transformer"]]
     if linear:
         raise UserError(f"{model_dir!r} is not a complete model directory: {', '.join(linear)} missing; "

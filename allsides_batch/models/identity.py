@@ -11,6 +11,7 @@ import re
 
 from .. import LABELS
 from ..errors import UserError
+from ..storage.io import hash_file, memo_while_unchanged
 from .files import (
     CALIBRATION_FILE,
     CONFIG_FILE,
@@ -96,9 +97,10 @@ REQUIRED_FILES = {"transformer": (CONFIG_FILE, TRANSFORMER_WEIGHTS_FILE),
                   "linear": (VECTORIZER_FILE, LINEAR_WEIGHTS_FILE)}
 
 
-def missing_model_files(model_dir: str) -> list[str]:
-    """Files the directory's model kind needs that are not there (relative paths; empty when complete)."""
-    kind = read_model_kind(model_dir)["kind"]
+def missing_model_files(model_dir: str, kind: str | None = None) -> list[str]:
+    """Files the directory's model kind needs that are not there (relative paths; empty when complete).
+    `kind`: the directory's, when the caller has read it already."""
+    kind = kind or read_model_kind(model_dir)["kind"]
     if kind == "ensemble":
         needed = [f"{m}/{name}" for m in ENSEMBLE_MEMBERS for name in REQUIRED_FILES[m]]
     else:
@@ -111,18 +113,22 @@ _ID_FILES = (TRANSFORMER_WEIGHTS_FILE, CONFIG_FILE, TEXT_PREP_FILE, CALIBRATION_
              VECTORIZER_FILE, LINEAR_WEIGHTS_FILE, *TOKENIZER_FILES)
 
 
-def model_id(model_dir: str) -> str:
+def model_id(model_dir: str, kind: str | None = None) -> str:
     """Short hash of weights + config + tokenizer files + text preparation (+ calibration, kind, linear
-    files, ensemble members): two runs with the same id scored identically."""
-    digest = hashlib.sha256()
+    files, ensemble members): two runs with the same id scored identically. `kind`: the directory's, when
+    the caller has read it already. Each file is read once per process while it stays the same
+    (storage.io.memo_while_unchanged)."""
     names = list(_ID_FILES)
-    if read_model_kind(model_dir)["kind"] == "ensemble":
+    if (kind or read_model_kind(model_dir)["kind"]) == "ensemble":
         names += [f"{member}/{name}" for member in ENSEMBLE_MEMBERS for name in _ID_FILES]
-    for name in names:
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
+    present = [(name, os.path.join(model_dir, name)) for name in names
+               if os.path.isfile(os.path.join(model_dir, name))]
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        for name, path in present:
             digest.update(name.encode())
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
+            hash_file(path, digest)
+        return digest.hexdigest()[:16]
+
+    return memo_while_unchanged(("model_id", *(name for name, _ in present)), [path for _, path in present], compute)

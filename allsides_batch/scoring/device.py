@@ -157,12 +157,10 @@ class _FileOutput:
 def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id: str,
                 summary: ScoreSummary, progress=lambda n: None, n_devices: int = 1) -> None:
     """Score `files` on one device into p.layout, adding counts and part paths to `summary`."""
-    scorer = Scorer.from_config(dataclasses.replace(cfg, max_length=p.max_length or None), device)
+    scorer = Scorer.from_config(cfg, device, p.model)  # the model as the plan described it: not read again
     reference = None
     if cfg.quantize == "int8" and cfg.quantize_check:
-        reference = Scorer.from_config(
-            dataclasses.replace(cfg, max_length=p.max_length or None, quantize="none"), device
-        )
+        reference = Scorer.from_config(dataclasses.replace(cfg, quantize="none"), device, p.model)
     workers = cfg.workers if cfg.workers is not None else default_workers(scorer.device.type, n_devices, p.kind)
     tokenizers = Tokenizers(scorer.spec, workers)
     unit_rows = 4096 if scorer.device.type == "cuda" else 256

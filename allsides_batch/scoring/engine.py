@@ -23,18 +23,16 @@ import torch
 from ..config import WINDOW_STRIDE, ScoreConfig, stride_limit
 from ..errors import UserError
 from ..models.calibration import load_temperature, softmax, window_mean
-from ..models.files import read_recipe
+from ..models.description import ModelDescription, describe_model
 from ..models.hardware import resolve_device, resolve_precision
-from ..models.hub import load_classifier, load_tokenizer, local_model_dir
-from ..models.identity import label_order, parse_label_map, read_model_kind
+from ..models.hub import load_classifier, load_tokenizer
 from ..runtime.shutdown import ignore_interrupt
 from ..runtime.stall import SCORE_STALL_ENV, stall_point
 from ..text.prep import TextPrep, prepare_text
 from ..text.windows import Encoded, encode_windows, head_tokens, pad_batch
 
-__all__ = ["EncodeSpec", "Encoded", "Scorer", "TextEncoder", "Tokenizers", "default_max_length", "die_with_parent",
-           "encode_texts", "forward_with_halving", "head_tokens", "member_dirs", "merge_encoded", "prepare_rows",
-           "token_batches"]
+__all__ = ["EncodeSpec", "Encoded", "Placement", "Scorer", "TextEncoder", "Tokenizers", "die_with_parent",
+           "encode_texts", "forward_with_halving", "head_tokens", "merge_encoded", "prepare_rows", "token_batches"]
 
 
 @dataclass(frozen=True)
@@ -220,24 +218,53 @@ def forward_with_halving(forward: Callable[[torch.Tensor, torch.Tensor], torch.T
                       forward_with_halving(forward, ids[half:], mask[half:], on_halve)])
 
 
-def default_max_length(model_dir: str, config, tokenizer) -> int:
-    """training_recipe.json's max_length_used, else the tokenizer's limit capped by the position table and 512."""
-    used = (read_recipe(model_dir) or {}).get("max_length_used")
-    if used:
-        return int(used)
-    limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
-    positions = getattr(config, "max_position_embeddings", None)
-    return min(limit, int(positions)) if positions else limit
-
-
-def member_dirs(model_dir: str, kind: str) -> tuple[str | None, str | None]:
-    """(transformer directory, linear directory) of a model of `kind`; None where it has no such part."""
-    if kind == "ensemble":
-        return os.path.join(model_dir, "transformer"), os.path.join(model_dir, "linear")
-    return (None, model_dir) if kind == "linear" else (model_dir, None)
-
-
 _INT8_ON_GPU = "--quantize int8 is for CPU scoring; on a GPU use --precision bf16/fp16"
+
+
+def _check_lengths(cfg: ScoreConfig, max_length: int, config) -> None:
+    """max_length within the model's position table; the chunk stride and window cap that fit it."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and max_length > positions:
+        raise UserError(f"--max-length {max_length} exceeds the model's {positions} positions")
+    if cfg.long_text == "chunk" and cfg.stride >= stride_limit(max_length):
+        raise UserError(f"--stride {cfg.stride} must be smaller than --max-length {max_length} minus 2")
+    if cfg.max_windows < 1:
+        raise UserError(f"--max-windows {cfg.max_windows}: an article needs at least one window")
+
+
+def _ready(model, quantize: str, dev: torch.device):
+    """The classifier for inference on `dev`: evaluation mode, no gradients, int8 when asked (CPU only)."""
+    model.eval().requires_grad_(False)
+    if quantize == "int8":
+        if dev.type != "cpu":  # --device auto on a machine with a GPU
+            raise UserError(_INT8_ON_GPU)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # Per-channel scales agree with fp32 more often than one scale per tensor, at the same speed:
+        # docs/scoring.md, "Throughput" (the int8 rows and their reading).
+        with warnings.catch_warnings():  # torch announces eager-mode quantization's move to torchao
+            warnings.simplefilter("ignore")
+            model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    return model.to(dev)
+
+
+def _batch_tokens(cfg: ScoreConfig, dev: torch.device, max_length: int) -> int:
+    """--batch-tokens, else the device's default; at least one window."""
+    budget = cfg.batch_tokens or (131072 if dev.type == "cuda" else 16384)
+    if budget < max_length:
+        raise UserError(f"--batch-tokens {budget} must be at least --max-length {max_length}")
+    return budget
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how the transformer runs: the device, the autocast dtype, the tokens a batch may hold at
+    first (Scorer.batch_tokens shrinks after an out-of-memory) and int8 quantization."""
+
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    batch_tokens: int = 0
+    quantize: str = "none"
 
 
 class Scorer:
@@ -245,71 +272,49 @@ class Scorer:
     transformer runs here; a linear model's logits arrive computed in the tokenizer workers
     (Encoded.linear_logits), so on a GPU worker the linear half of an ensemble never slows the forward loop."""
 
-    def __init__(self, model, tokenizer, model_dir: str, device: torch.device, dtype: torch.dtype,
-                 order: list[int], max_length: int, batch_tokens: int, temperature: float,
-                 spec: EncodeSpec, quantize: str = "none", kind: str = "transformer",
-                 linear_temperature: float = 1.0, weights: dict[str, float] | None = None):
-        self.model, self.tokenizer, self.model_dir = model, tokenizer, model_dir
-        self.device, self.dtype, self.order, self.max_length = device, dtype, order, max_length
-        self.batch_tokens, self.temperature, self.spec, self.quantize = batch_tokens, temperature, spec, quantize
-        self.kind, self.linear_temperature, self.weights = kind, linear_temperature, weights
+    def __init__(self, described: ModelDescription, spec: EncodeSpec, placement: Placement, model=None,
+                 tokenizer=None, temperatures: tuple[float, float] = (1.0, 1.0)):
+        """`temperatures`: the transformer's and the linear model's (models/calibration.py)."""
+        self.described, self.spec, self.model, self.tokenizer = described, spec, model, tokenizer
+        self.model_dir, self.kind, self.weights = described.model_dir, described.kind, described.weights
+        self.order, self.max_length = list(described.order), described.max_length
+        self.device, self.dtype, self.quantize = placement.device, placement.dtype, placement.quantize
+        self.batch_tokens = placement.batch_tokens
+        self.temperature, self.linear_temperature = temperatures
         self.pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
         self.halvings = 0
         self._encoder: TextEncoder | None = None
 
     @classmethod
-    def from_config(cls, cfg: ScoreConfig, device: str | None = None) -> Scorer:
-        """Load model and tokenizer once; refuse unmappable labels and bad options before any work."""
-        model_dir = local_model_dir(cfg.model)
-        info = read_model_kind(model_dir)
-        kind = info["kind"]
-        transformer_dir, linear_dir = member_dirs(model_dir, kind)
+    def from_config(cls, cfg: ScoreConfig, device: str | None = None,
+                    described: ModelDescription | None = None) -> Scorer:
+        """Load model and tokenizer once; refuse unmappable labels and bad options before any work.
+        `described`: the model as the run's plan described it (models/description.py), so that the directory
+        is not read again; without it, it is described here."""
+        described = described or describe_model(cfg)
         requested = device or cfg.device
         # Refused for what was asked, before resolve_device: the answer must not depend on whether this
         # machine happens to see a GPU (there resolve_device would refuse with "no CUDA device" instead).
-        if cfg.quantize == "int8" and kind != "linear" and requested.startswith("cuda"):
+        if cfg.quantize == "int8" and described.kind != "linear" and requested.startswith("cuda"):
             raise UserError(_INT8_ON_GPU)
         dev = resolve_device(requested)
-        prep = TextPrep.load(model_dir)
-        linear_t = load_temperature(linear_dir) if linear_dir else 1.0
-        if kind == "linear":
+        prep = TextPrep.load(described.model_dir)
+        linear_t = load_temperature(described.linear_dir) if described.linear_dir else 1.0
+        if described.kind == "linear":
             if cfg.quantize == "int8":
                 raise UserError("--quantize int8 applies to transformer models; a linear model needs no quantizing")
-            spec = EncodeSpec(None, prep, 0, "truncate", cfg.stride, linear_dir)
-            return cls(None, None, model_dir, dev, torch.float32, [0, 1, 2], 0, 0, 1.0, spec, kind=kind,
-                       linear_temperature=linear_t)
+            spec = EncodeSpec(None, prep, 0, "truncate", cfg.stride, described.linear_dir)
+            return cls(described, spec, Placement(dev), temperatures=(1.0, linear_t))
+        transformer_dir, max_length = described.transformer_dir, described.max_length
         tokenizer = load_tokenizer(transformer_dir)  # first: it refuses a directory without a usable one
         model = load_classifier(transformer_dir)
-        order = label_order(model.config, parse_label_map(cfg.label_map))
         dtype = resolve_precision(cfg.precision, dev)
-        max_length = cfg.max_length or default_max_length(transformer_dir, model.config, tokenizer)
-        positions = getattr(model.config, "max_position_embeddings", None)
-        if positions and max_length > positions:
-            raise UserError(f"--max-length {max_length} exceeds the model's {positions} positions")
-        if cfg.long_text == "chunk" and cfg.stride >= stride_limit(max_length):
-            raise UserError(f"--stride {cfg.stride} must be smaller than --max-length {max_length} minus 2")
-        if cfg.max_windows < 1:
-            raise UserError(f"--max-windows {cfg.max_windows}: an article needs at least one window")
-        model.eval().requires_grad_(False)
-        if cfg.quantize == "int8":
-            if dev.type != "cpu":  # --device auto on a machine with a GPU
-                raise UserError(_INT8_ON_GPU)
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-            # Per-channel scales agree with fp32 more often than one scale per tensor, at the same speed:
-            # docs/scoring.md, "Throughput" (the int8 rows and their reading).
-            with warnings.catch_warnings():  # torch announces eager-mode quantization's move to torchao
-                warnings.simplefilter("ignore")
-                model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-        model.to(dev)
-        budget = cfg.batch_tokens or (131072 if dev.type == "cuda" else 16384)
-        if budget < max_length:
-            raise UserError(f"--batch-tokens {budget} must be at least --max-length {max_length}")
-        spec = EncodeSpec(transformer_dir, prep, max_length, cfg.long_text, cfg.stride, linear_dir,
+        _check_lengths(cfg, max_length, model.config)
+        model = _ready(model, cfg.quantize, dev)
+        placement = Placement(dev, dtype, _batch_tokens(cfg, dev, max_length), cfg.quantize)
+        spec = EncodeSpec(transformer_dir, prep, max_length, cfg.long_text, cfg.stride, described.linear_dir,
                           cfg.max_windows)
-        return cls(model, tokenizer, model_dir, dev, dtype, order, max_length, budget,
-                   load_temperature(transformer_dir), spec, cfg.quantize, kind=kind, linear_temperature=linear_t,
-                   weights=info.get("weights"))
+        return cls(described, spec, placement, model, tokenizer, (load_temperature(transformer_dir), linear_t))
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         use_autocast = self.dtype != torch.float32

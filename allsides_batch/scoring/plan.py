@@ -1,17 +1,16 @@
-"""What a run will do, decided before any work: the model's score id and layout, the input files'
-content keys, the files left to score (ScoreSummary: what a run did)."""
+"""What a run will do, decided before any work: the model described once (models/description.py), its
+score id and layout, the input files' content keys, the files left to score (ScoreSummary: what a run did)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 
 from ..config import ScoreConfig
 from ..errors import UserError
-from ..models.files import CONFIG_FILE
+from ..models.description import ModelDescription, describe_model
 from ..schema import INPUT_REQUIRED
 from ..storage.corpus import check_manifest, file_key, write_cache
 from ..storage.io import check_output_dir, expand_inputs, parquet_file
@@ -51,20 +50,31 @@ class ScoreSummary:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything decided before any work: the model's score id, its layout, the files left to score."""
+    """Everything decided before any work: the model (described once for the whole run), its score id and
+    layout, the files left to score."""
 
-    model_dir: str
+    model: ModelDescription
     score_id: str
-    max_length: int
     layout: Layout
     files: list[str]
     skipped: int
     total_rows: int
-    kind: str = "transformer"
     identity: dict = field(default_factory=dict)   # input URL -> (content key, fingerprint)
     corpus: dict = field(default_factory=dict)     # content key -> every input path holding that content
     same_content: int = 0                          # paths skipped: their bytes are another input's
     broken: dict = field(default_factory=dict)     # (model id, key) -> why its entry is not done (corpus.py)
+
+    @property
+    def model_dir(self) -> str:
+        return self.model.model_dir
+
+    @property
+    def max_length(self) -> int:
+        return self.model.max_length
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
 
 
 def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = "transformer") -> str:
@@ -84,23 +94,11 @@ def score_id(base_model_id: str, cfg: ScoreConfig, max_length: int, kind: str = 
 
 def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     """Check model, labels and input columns (a clear error before any work) and list files not yet done."""
-    from ..models.hub import check_complete, load_tokenizer, local_model_dir
-    from ..models.identity import label_order, model_id, parse_label_map, read_model_kind
-    from .engine import default_max_length, member_dirs
-
     if not cfg.output:
         raise UserError("--output is required: the directory for scores, quarantine and manifest")
     check_output_dir(cfg.output)
-    model_dir = local_model_dir(cfg.model)  # a local path that is not a directory: "model directory not found"
-    kind = read_model_kind(model_dir)["kind"]
-    check_complete(model_dir)  # every file scoring reads, readable and finite, before any work
-    transformer_dir, linear_dir = member_dirs(model_dir, kind)
-    max_length = 0
-    if transformer_dir is not None:
-        config = _load_config(transformer_dir)
-        label_order(config, parse_label_map(cfg.label_map))
-        max_length = cfg.max_length or default_max_length(transformer_dir, config, load_tokenizer(transformer_dir))
-    layout = Layout(cfg.output.rstrip("/"), score_id(model_id(model_dir), cfg, max_length, kind))
+    model = describe_model(cfg, complete=True, with_id=True)
+    layout = Layout(cfg.output.rstrip("/"), score_id(model.model_id, cfg, model.max_length, model.kind))
     all_files = list(files) if files is not None else expand_inputs(cfg.input)
     hashed: list = []  # fingerprint cache entries, written once the plan holds (nothing written before)
     identity = {url: file_key(url, layout.output, hashed) for url in all_files}
@@ -113,6 +111,16 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
     broken = {(c.model_id, c.key): c.problem for c in checked if c.problem is not None}
     # one path per content: the same bytes reached through a symlink or a copy are scored once
     todo = [paths[0] for key, paths in corpus.items() if key not in done]
+    total = _rows_to_score(cfg, todo)
+    same = sum(len(paths) - 1 for paths in corpus.values())
+    write_cache(hashed)
+    return Plan(model, layout.score_id, layout, todo, len(all_files) - len(todo), total, identity=identity,
+                corpus=corpus, same_content=same, broken=broken)
+
+
+def _rows_to_score(cfg: ScoreConfig, todo: list[str]) -> int:
+    """The rows of the files left to score (an unreadable file: one quarantine row); a UserError for a file
+    without the columns scoring needs."""
     names = input_columns(cfg.columns)
     total = 0
     for url in todo:
@@ -126,21 +134,7 @@ def plan(cfg: ScoreConfig, files: list[str] | None = None) -> Plan:
             raise UserError(f"{url}: missing column(s) {', '.join(missing)}; has {pf.schema_arrow.names}. "
                             "Map columns with --id-column/--source-column/--text-column")
         total += pf.metadata.num_rows
-    same = sum(len(paths) - 1 for paths in corpus.values())
-    write_cache(hashed)
-    return Plan(model_dir, layout.score_id, max_length, layout, todo, len(all_files) - len(todo), total, kind,
-                identity=identity, corpus=corpus, same_content=same, broken=broken)
-
-
-def _load_config(model_dir: str):
-    from transformers import AutoConfig
-
-    if not os.path.isfile(os.path.join(model_dir, CONFIG_FILE)):
-        raise UserError(f"{model_dir!r} is not a model directory: no {CONFIG_FILE}")
-    try:
-        return AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read the model config in {model_dir!r}: {exc}") from exc
+    return total
 
 
 def pending_files(cfg: ScoreConfig) -> list[str]:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from .io import _fs, join, read_json, write_json
+from .io import _fs, file_sha256, is_local_fs, join, read_json, write_json
 from .layout import FINGERPRINTS, MODEL_PARTITION, Layout, manifest_root, part_key, quarantine_root, scores_root
 
 
@@ -25,7 +25,7 @@ def _signature(fs, path: str, url: str) -> tuple[dict, dict | None] | None:
     cannot be set by a user, so a rewrite that keeps size and mtime (`cp -p`) still changes the
     signature. Object stores: size and the ETag / MD5 the store computes from the content, which is
     then the fingerprint itself."""
-    if "://" not in url or _is_local(fs):
+    if "://" not in url or is_local_fs(fs):
         try:
             st = os.stat(url if "://" not in url else path)
         except FileNotFoundError:
@@ -41,19 +41,6 @@ def _signature(fs, path: str, url: str) -> tuple[dict, dict | None] | None:
     sig = {"size": info.get("size"), "stamp": str(stamp)}
     content = next((str(info[k]).strip('"') for k in ("ETag", "etag", "md5Hash") if info.get(k)), None)
     return sig, ({"size": info.get("size"), "etag": content} if content else None)
-
-
-def _is_local(fs) -> bool:
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return "file" in protocols or "local" in protocols
-
-
-def _sha256(fs, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def content_key(url: str, cache_root: str | None = None, pending: list | None = None) -> tuple[str, dict] | None:
@@ -77,7 +64,7 @@ def content_key(url: str, cache_root: str | None = None, pending: list | None = 
         cached = _read_cache(cache)
         if cached and cached.get("path") == where and cached.get("signature") == sig:
             return cached["key"], cached["fingerprint"]
-    fingerprint = known or {"size": sig["size"], "sha256": _sha256(fs, path)}
+    fingerprint = known or {"size": sig["size"], "sha256": file_sha256(url)}
     key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:20]
     if cache:
         entry = (cache, {"path": where, "signature": sig, "fingerprint": fingerprint, "key": key})

@@ -1,12 +1,15 @@
-"""Parquet in and out over any fsspec URL: input expansion, reading, atomic commits, fingerprints."""
+"""Parquet in and out over any fsspec URL: input expansion, reading, atomic commits, and the one place a
+file's bytes are hashed (hash_file), with its in-process memo (memo_while_unchanged), and fingerprints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import fsspec
 import pyarrow as pa
@@ -22,6 +25,11 @@ def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
         raise UserError(f"cannot open {url!r}: {exc}") from exc
+
+
+def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
 
 
 def _unstrip(fs: fsspec.AbstractFileSystem, original: str, path: str) -> str:
@@ -162,11 +170,73 @@ def read_json(url: str):
         return json.load(fh)
 
 
+def local_path(url: str) -> str | None:
+    """The local file a URL names (a plain path as given, or a file:// URL's path); None for other stores."""
+    if "://" not in url:
+        return url
+    fs, path = _fs(url)
+    return path if is_local_fs(fs) else None
+
+
+def hash_file(url: str, digest=None):
+    """Feed the bytes of a file (a local path or any fsspec URL) into `digest`, a hashlib object (a new
+    sha256 when None), and return it. Every file hash of the package is read here."""
+    local = local_path(url)
+    if local is None:
+        fs, path = _fs(url)
+        opened = fs.open(path, "rb")
+    else:
+        opened = open(local, "rb")
+    with opened as fh:
+        return hashlib.file_digest(fh, lambda: digest if digest is not None else hashlib.sha256())
+
+
+# A file changed this recently might change again within the same tick of the file-system clock (a few
+# milliseconds) and keep its whole stat; its results are not kept (git's "racily clean" files).
+RECENT_NS = 100_000_000
+_MEMO_SIZE = 4096
+_MEMO: dict[tuple, object] = {}
+T = TypeVar("T")
+
+
+def _stat_key(path: str) -> tuple | None:
+    """A local file's path and stat (size, mtime, ctime, inode, device): while it is the same, so are the
+    bytes (a rewrite that keeps size and mtime, as `cp -p` does, still moves ctime). None if it changed
+    within RECENT_NS or is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if time.time_ns() - st.st_ctime_ns < RECENT_NS:
+        return None
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def memo_while_unchanged(what: tuple, paths: Sequence[str], compute: Callable[[], T]) -> T:
+    """compute(), or what it returned for `what` earlier in this process while the local files `paths` were
+    the same (_stat_key): a model file that the plan, the shards and the reconcile of one night all read is
+    hashed once. The stat is taken before compute() reads, so a change part-way is a miss next time."""
+    keys = tuple(_stat_key(p) for p in paths)
+    if None in keys:
+        return compute()
+    key = (what, keys)
+    if key not in _MEMO:
+        value = compute()
+        if len(_MEMO) >= _MEMO_SIZE:
+            del _MEMO[next(iter(_MEMO))]
+        _MEMO[key] = value
+    return _MEMO[key]
+
+
+def file_sha256(url: str) -> str:
+    """The sha256 (hex) of a file's bytes; a local file's is kept in-process while it stays the same."""
+    local = local_path(url)
+    if local is None:
+        return hash_file(url).hexdigest()
+    return memo_while_unchanged(("sha256",), [local], lambda: hash_file(local).hexdigest())
+
+
 def file_fingerprint(url: str) -> dict:
     """Size and sha256 of a file's bytes: names the exact data a model was trained on."""
     fs, path = _fs(url)
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"path": url, "bytes": fs.size(path), "sha256": digest.hexdigest()}
+    return {"path": url, "bytes": fs.size(path), "sha256": file_sha256(url)}
