@@ -74,8 +74,8 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
     # Ctrl-C reaches the whole process group; the parent ends its device processes with SIGTERM, which
     # unwinds here so the part being written is dropped
     ignore_interrupt(unwind_on_term=True)
-    from .device import score_files
     from .plan import ScoreSummary
+    from .stream import score_files
 
     if device == "cpu":
         import torch
