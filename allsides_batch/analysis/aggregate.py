@@ -223,11 +223,6 @@ def _check_promises(parts: ScoreParts, model: str) -> None:
                         "run `score` again over the same input: it rescores those files")
 
 
-def score_files(scores: str) -> list[str]:
-    """Parquet files of the scores table (see score_parts). Quarantine files are never read as scores."""
-    return score_parts(scores).files
-
-
 def read_outlet_map(path: str) -> dict[str, str]:
     """CSV with a header and two columns: outlet name as found (or domain), canonical name. A chain
     (A,B and B,C) maps each name to the end of its chain (A and B to C); a cycle (A,B and B,A) is an error."""
