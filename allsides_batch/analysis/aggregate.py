@@ -524,9 +524,10 @@ def _counts(rows: pl.LazyFrame, cfg: AggregateConfig) -> tuple[pl.Expr, dict, di
     return keep, counts, dates
 
 
-def _summary(cfg: AggregateConfig, found_parts: ScoreParts, articles: _Articles, counts: dict, dates: dict,
-             table: pl.DataFrame, rule: OutletRule | None, *, out_path: str, model: str, found: list[str],
-             notes: list[str]) -> AggregateSummary:
+def _summary(  # noqa: PLR0913 (private, called once: the result of each step of outlet_aggregates it reports)
+    cfg: AggregateConfig, found_parts: ScoreParts, articles: _Articles, counts: dict, dates: dict,
+    table: pl.DataFrame, rule: OutletRule | None, *, out_path: str, model: str, found: list[str], notes: list[str],
+) -> AggregateSummary:
     import polars as pl
 
     conflicts = articles.conflicts

@@ -42,8 +42,10 @@ def aggregate_rows(path: str) -> list[dict]:
     return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
 
-def night_summary(run_date: str, score_id: str, model_dir: str, output: str, shards: list[dict], agg: dict,
-                  report: dict, seconds: float, fan_out: str, n_files: int) -> dict:
+def night_summary(  # noqa: PLR0913 (the night's facts as plain values: Night lives in score_corpus.py, above this)
+    run_date: str, score_id: str, model_dir: str, output: str, shards: list[dict], agg: dict, report: dict,
+    seconds: float, fan_out: str, n_files: int,
+) -> dict:
     from allsides_batch.storage.layout import Layout
 
     layout = Layout(output, score_id)
