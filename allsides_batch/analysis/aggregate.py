@@ -223,11 +223,6 @@ def _check_promises(parts: ScoreParts, model: str) -> None:
                         "run `score` again over the same input: it rescores those files")
 
 
-def score_files(scores: str) -> list[str]:
-    """Parquet files of the scores table (see score_parts). Quarantine files are never read as scores."""
-    return score_parts(scores).files
-
-
 def read_outlet_map(path: str) -> dict[str, str]:
     """CSV with a header and two columns: outlet name as found (or domain), canonical name. A chain
     (A,B and B,C) maps each name to the end of its chain (A and B to C); a cycle (A,B and B,A) is an error."""
@@ -529,9 +524,10 @@ def _counts(rows: pl.LazyFrame, cfg: AggregateConfig) -> tuple[pl.Expr, dict, di
     return keep, counts, dates
 
 
-def _summary(cfg: AggregateConfig, found_parts: ScoreParts, articles: _Articles, counts: dict, dates: dict,
-             table: pl.DataFrame, rule: OutletRule | None, *, out_path: str, model: str, found: list[str],
-             notes: list[str]) -> AggregateSummary:
+def _summary(  # noqa: PLR0913 (private, called once: the result of each step of outlet_aggregates it reports)
+    cfg: AggregateConfig, found_parts: ScoreParts, articles: _Articles, counts: dict, dates: dict,
+    table: pl.DataFrame, rule: OutletRule | None, *, out_path: str, model: str, found: list[str], notes: list[str],
+) -> AggregateSummary:
     import polars as pl
 
     conflicts = articles.conflicts

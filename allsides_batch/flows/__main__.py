@@ -6,12 +6,12 @@ AllSides articles, with the model at models/latest; if there is none yet, `train
 first with train's default model kind (see docs/results.md). Ends by printing where scores,
 aggregates and chart are and the top of the per-outlet table.
 
-The default kind, the full-text linear model, trains on a 2-core CPU in a few minutes and scores
-about 1,700 articles a second there, so the demo model is the real one. `--kind transformer` trains
-the demo transformer instead, sized for a CPU (full-length scoring of 36,254 articles would take hours
-at about 5 articles/s and 512 tokens): the pretrained MiniLM-L6 fine-tuned for 40 steps of 32 articles
-(learning rate 1e-4, 4 warmup steps) at 64 tokens, scored with dynamic int8 weights. Those scores are
-real but weak; a GPU worker trains the full recipe.
+The default kind, the full-text linear model, trains and scores on a 2-core CPU fast enough that the
+demo model is the real one. `--kind transformer` trains the demo transformer instead, sized for a CPU
+(full-length scoring of the shared articles at 512 tokens would take hours there): the pretrained
+MiniLM-L6 fine-tuned for 40 steps of 32 articles (learning rate 1e-4, 4 warmup steps) at 64 tokens,
+scored with dynamic int8 weights. Those scores are real but weak; a GPU worker trains the full recipe.
+The measured times and rates of both are in docs/operations.md ("Measured").
 """
 
 from __future__ import annotations

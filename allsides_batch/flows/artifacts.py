@@ -14,8 +14,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 TABLE_COLUMNS = ("outlet", "n_articles", "mean_bias_score", "ci95_low", "ci95_high", "outlet_label",
                  "share_left", "share_center", "share_right", "mean_confidence", "low_n")
-# The report files the night links to, in the order the summary lists them.
-REPORT_FILES = (("outlet_chart", "outlet chart"), ("trend_chart", "trend chart"), ("table", "summary table"),
+# The report files the night links to: (key in the report dict, label), in the order the summary lists them.
+REPORT_LINKS = (("outlet_chart", "outlet chart"), ("trend_chart", "trend chart"), ("table", "summary table"),
                 ("unseen_chart", "outlets the model never saw (chart)"),
                 ("unseen_table", "outlets the model never saw (table)"),
                 ("terms", "why the top outlets sit where they do"))
@@ -42,8 +42,10 @@ def aggregate_rows(path: str) -> list[dict]:
     return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
 
-def night_summary(run_date: str, score_id: str, model_dir: str, output: str, shards: list[dict], agg: dict,
-                  report: dict, seconds: float, fan_out: str, n_files: int) -> dict:
+def night_summary(  # noqa: PLR0913 (the night's facts as plain values: Night lives in score_corpus.py, above this)
+    run_date: str, score_id: str, model_dir: str, output: str, shards: list[dict], agg: dict, report: dict,
+    seconds: float, fan_out: str, n_files: int,
+) -> dict:
     from allsides_batch.storage.layout import Layout
 
     layout = Layout(output, score_id)
@@ -75,7 +77,7 @@ def file_link(path: str) -> str:
 
 def report_links(report: dict) -> list[tuple[str, str]]:
     """(label, URL) of each report file the night wrote."""
-    return [(label, file_link(report[key])) for key, label in REPORT_FILES if report.get(key)]
+    return [(label, file_link(report[key])) for key, label in REPORT_LINKS if report.get(key)]
 
 
 def _seen_text(seen: int | None) -> str:

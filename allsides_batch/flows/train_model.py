@@ -140,7 +140,7 @@ def train_model_flow(  # noqa: PLR0913 (Prefect parameters: each typed, so a dep
     set_latest: bool = True,
     recipe: dict | None = None,
 ) -> dict:
-    """Fine-tune, evaluate and publish a model. `output` (default runs/train/<time>) keeps this run's
+    """Train, evaluate and publish a model. `output` (default runs/train/<time>) keeps this run's
     own copy; `<models_root>/<model_id>` is the published one and `<models_root>/latest` points at
     it once evaluation passed (on test data when given, else validation: above chance, 1/3 macro-F1, unless
     `allow_below_chance`, and at least `min_macro_f1`). The other parameters but `recipe` are TrainConfig

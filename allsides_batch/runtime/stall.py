@@ -11,7 +11,7 @@ import os
 import threading
 
 TRAIN_STALL_ENV = "ALLSIDES_BATCH_TRAIN_STALL"  # training's seam (training/train.py, outlet_rule.py)
-SCORE_STALL_ENV = "ALLSIDES_BATCH_SCORE_STALL"  # scoring's seam (scoring/device.py; "encode" in a tokenizer worker)
+SCORE_STALL_ENV = "ALLSIDES_BATCH_SCORE_STALL"  # scoring's seam (scoring/stream.py; "encode" in a tokenizer worker)
 _COUNTS: dict[tuple[str, str], int] = {}
 
 

@@ -1,7 +1,7 @@
 """The streaming scorer: Parquet files in, one score row per article out, exactly once.
 
-`score_corpus` plans the run (plan.py), scores the files on one device (device.py) or on several, one
-process each (devices.py), then reconciles the output with the corpus as it is now (corpus.py).
+`score_corpus` plans the run (plan.py), scores the files on one device (stream.py) or on several, one
+process each (device_processes.py), then reconciles the output with the corpus as it is now (corpus.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from ..models.hub import is_local_path
 from ..storage.corpus import reconcile
 from ..storage.io import write_json
 from ..storage.leases import hold
-from .device import score_files
-from .devices import parse_devices, score_on_devices
+from .device_processes import parse_devices, score_on_devices
 from .plan import ScoreSummary, pending_files, plan, score_id
+from .stream import score_files
 
 __all__ = ["score_corpus", "plan", "pending_files", "score_id", "ScoreSummary", "check_unreadable"]
 

@@ -51,11 +51,13 @@ def epoch_row(report: dict, epoch: float, step: int, train_loss: float) -> dict:
             "outlet_spearman": report["outlets"]["spearman"]}
 
 
-def fit_metrics(cfg: TrainConfig, epochs: list[dict], best_epoch: float, best_value: float, seconds: float,
+def fit_metrics(cfg: TrainConfig, epochs: list[dict], best: tuple[float, float], seconds: float,
                 validation: dict, calibration: Calibration | None, test: dict | None = None,
                 test_uncalibrated: dict | None = None) -> dict:
-    """metrics.json for every kind: the epoch rows, the one chosen by cfg.metric_for_best, the validation
-    report (at the fitted temperature), the temperature fit, and the test reports with and without it."""
+    """metrics.json for every kind: the epoch rows, the one chosen by cfg.metric_for_best (`best`: its epoch
+    and value), the validation report (at the fitted temperature), the temperature fit, and the test reports
+    with and without it."""
+    best_epoch, best_value = best
     return {"metric_for_best": cfg.metric_for_best, "best_epoch": best_epoch, "best_value": best_value,
             "epochs": epochs, "train_seconds": seconds, "validation": validation,
             "calibration": asdict(calibration) if calibration else None, "test": test,
@@ -78,7 +80,7 @@ def metrics_from_article_logits(cfg: TrainConfig, val_data: LabelledData, val_lo
         test_probs = article_probs(test_logits, temperature)
         test = report_from_probs(test_data.labels, test_data.sources, test_probs, temperature)
         test_uncalibrated = report_from_probs(test_data.labels, test_data.sources, article_probs(test_logits), 1.0)
-    metrics = fit_metrics(cfg, [epoch_row(report, 1, 0, train_loss)], 1, report[cfg.metric_for_best], seconds,
+    metrics = fit_metrics(cfg, [epoch_row(report, 1, 0, train_loss)], (1, report[cfg.metric_for_best]), seconds,
                           report, calibration, test, test_uncalibrated)
     return metrics, calibration, val_probs, test_probs
 

@@ -38,10 +38,11 @@ def outlet_sample_weights(sources: list[str], power: float) -> np.ndarray | None
     return w * (len(w) / w.sum())
 
 
-def fit_tfidf_logreg(texts: list[str], labels: np.ndarray, sources: list[str], *, ngram_max: int = 2,
-                     max_features: int | None = 200_000, min_df: int = 2, min_outlets: int = 1, c: float = 1.0,
-                     outlet_weight: float = 0.0, class_weight: str = "none",
-                     max_iter: int = 1000) -> tuple[LinearModel, float]:
+def fit_tfidf_logreg(  # noqa: PLR0913 (keyword options mirroring scikit-learn's TfidfVectorizer and LogisticRegression)
+    texts: list[str], labels: np.ndarray, sources: list[str], *, ngram_max: int = 2,
+    max_features: int | None = 200_000, min_df: int = 2, min_outlets: int = 1, c: float = 1.0,
+    outlet_weight: float = 0.0, class_weight: str = "none", max_iter: int = 1000,
+) -> tuple[LinearModel, float]:
     """Fit TF-IDF + multinomial logistic regression (lbfgs) on training articles' texts: the estimator
     alone, no split, report or refit (fit_linear_model, kind linear's train.fit, does those).
 

@@ -284,7 +284,7 @@ def _finish(cfg: TrainConfig, run: _Run, best: _Best, history: list[dict], step:
         test_probs = _window_probs(test_enc, test_logits, temperature)
         test = report_from_probs(test_enc.labels, test_enc.sources, test_probs, temperature)
         test_uncalibrated = report_from_logits(test_enc, test_logits, 1.0)
-    metrics = fit_metrics(cfg, history, best.epoch, best.value, seconds, validation, calibration, test,
+    metrics = fit_metrics(cfg, history, (best.epoch, best.value), seconds, validation, calibration, test,
                           test_uncalibrated)
     return Fitted(model=run.model, tokenizer=run.tokenizer, metrics=metrics, calibration=calibration,
                   max_length=run.max_length, steps=step, device=run.device, dtype=run.dtype, val_probs=val_probs,

@@ -7,7 +7,7 @@ import torch
 
 from allsides_batch.config import ScoreConfig
 from allsides_batch.errors import UserError
-from allsides_batch.scoring.devices import divide_files, parse_devices
+from allsides_batch.scoring.device_processes import divide_files, parse_devices
 
 
 def _cfg(**kw) -> ScoreConfig:

@@ -168,71 +168,122 @@ def score_files(cfg: ScoreConfig, p: Plan, files: list[str], device: str, run_id
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(cfg, files, tokenizers, unit_rows, events, stop), daemon=True)
     feeder.start()
-    qschema = QUARANTINE_SCHEMA
-    current: _FileOutput | None = None
-    agree = checked = 0
+    check = _Int8Check(reference, cfg.quantize_check) if reference is not None else None
+    model_loop = _ModelLoop(p, run_id, scorer, check, summary, progress)
     try:
-        while True:
-            kind, *args = events.get()
-            if kind == "stop":
-                break
-            if kind == "error":
-                raise args[0]
-            if kind == "file":
-                url = args[0]
-                identity = p.identity[url]  # plan fingerprinted every file it hands out
-                current = _FileOutput(p.layout, url, qschema, identity, p.corpus.get(identity[0], [url]))
-                run = {MODEL_ID: p.score_id, RUN_ID: run_id, SCORED_AT: current.scored_at}
-            elif kind == "unit":
-                table, enc, rows = args[0], args[1](), args[2]
-                probs = scorer.row_probs(enc)
-                finite = np.isfinite(probs).all(axis=1)  # (N,) a NaN or infinite row is never labelled
-                if not finite.all():
-                    bad = np.flatnonzero(~finite)
-                    current.add_quarantine(model_refused_rows(table.take(bad), [rows[i] for i in bad],
-                                                              NON_FINITE), run)
-                current.scores.write(_score_table(table, probs, enc, run, finite))
-                current.rows_in += table.num_rows
-                progress(table.num_rows)
-                if reference is not None and checked < cfg.quantize_check:
-                    n = min(cfg.quantize_check - checked, enc.rows)
-                    ref = reference.row_probs(_first_rows(enc, n))
-                    agree += int((ref.argmax(1) == probs[:n].argmax(1)).sum())
-                    checked += n
-            elif kind == "quarantine":
-                current.add_quarantine(args[0], run)
-                current.rows_in += args[0].num_rows
-                progress(args[0].num_rows)
-            elif kind == "unreadable":
-                current.restart()
-                current.rows_in = 1
-                current.add_quarantine(unreadable_row(args[1]), run)
-                progress(1)
-                committed = summary.files_scored
-                _commit_file(current, run, summary)
-                summary.files_unreadable += summary.files_scored - committed
-            elif kind == "end":
-                _commit_file(current, run, summary)
+        model_loop.consume(events)
     except BaseException as exc:
         stop.set()
-        if current is not None:
-            current.abort()
+        model_loop.abort()
         if isinstance(exc, BrokenProcessPool):
             raise UserError(TOKENIZER_DIED) from exc
         raise
     finally:
-        stop.set()
-        while feeder.is_alive():  # unblock a feeder waiting on a full queue
-            try:
-                events.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        _stop_feeder(feeder, events, stop)
         tokenizers.close()
     summary.batch_halvings += scorer.halvings
-    if reference is not None and checked:
-        summary.int8_rows_checked += checked
-        summary.int8_label_agreement = round(agree / checked, 4)
+    if check is not None:
+        check.report(summary)
     summary.devices.append(str(scorer.device))
+
+
+def _stop_feeder(feeder: threading.Thread, events: queue.Queue, stop: threading.Event) -> None:
+    stop.set()
+    while feeder.is_alive():  # unblock a feeder waiting on a full queue
+        try:
+            events.get(timeout=0.1)
+        except queue.Empty:
+            pass
+
+
+class _Int8Check:
+    """--quantize-check: how often the int8 model's label agrees with the full-precision `reference`'s on
+    the first `limit` rows scored."""
+
+    def __init__(self, reference: Scorer, limit: int):
+        self.reference, self.limit = reference, limit
+        self.agree = self.checked = 0
+
+    def add(self, enc: Encoded, probs: np.ndarray) -> None:
+        if self.checked >= self.limit:
+            return
+        n = min(self.limit - self.checked, enc.rows)
+        ref = self.reference.row_probs(_first_rows(enc, n))
+        self.agree += int((ref.argmax(1) == probs[:n].argmax(1)).sum())
+        self.checked += n
+
+    def report(self, summary: ScoreSummary) -> None:
+        if self.checked:
+            summary.int8_rows_checked += self.checked
+            summary.int8_label_agreement = round(self.agree / self.checked, 4)
+
+
+class _ModelLoop:
+    """The consumer of _feed's events: each unit scored by the model into the parts of the file it belongs
+    to, quarantined rows written beside them, each file committed at its end."""
+
+    def __init__(self, p: Plan, run_id: str, scorer: Scorer, check: _Int8Check | None, summary: ScoreSummary,
+                 progress):
+        self.p, self.run_id, self.scorer, self.check = p, run_id, scorer, check
+        self.summary, self.progress = summary, progress
+        self.current: _FileOutput | None = None
+        self.run: dict = {}
+
+    def consume(self, events: queue.Queue) -> None:
+        """Handle events until the feeder's last; an error in the feeder is raised here, in this thread."""
+        handlers = {"file": self._file, "unit": self._unit, "quarantine": self._quarantine,
+                    "unreadable": self._unreadable, "end": self._end}
+        while True:
+            kind, *args = events.get()
+            if kind == "stop":
+                return
+            if kind == "error":
+                raise args[0]
+            handlers[kind](*args)
+
+    def abort(self) -> None:
+        """Drop the parts of the file being written."""
+        if self.current is not None:
+            self.current.abort()
+
+    def _file(self, url: str) -> None:
+        identity = self.p.identity[url]  # plan fingerprinted every file it hands out
+        self.current = _FileOutput(self.p.layout, url, QUARANTINE_SCHEMA, identity,
+                                   self.p.corpus.get(identity[0], [url]))
+        self.run = {MODEL_ID: self.p.score_id, RUN_ID: self.run_id, SCORED_AT: self.current.scored_at}
+
+    def _unit(self, table: pa.Table, waiter, rows: list[int]) -> None:
+        current, enc = self.current, waiter()
+        probs = self.scorer.row_probs(enc)
+        finite = np.isfinite(probs).all(axis=1)  # (N,) a NaN or infinite row is never labelled
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            current.add_quarantine(model_refused_rows(table.take(bad), [rows[i] for i in bad], NON_FINITE),
+                                   self.run)
+        current.scores.write(_score_table(table, probs, enc, self.run, finite))
+        current.rows_in += table.num_rows
+        self.progress(table.num_rows)
+        if self.check is not None:
+            self.check.add(enc, probs)
+
+    def _quarantine(self, table: pa.Table) -> None:
+        self.current.add_quarantine(table, self.run)
+        self.current.rows_in += table.num_rows
+        self.progress(table.num_rows)
+
+    def _unreadable(self, url: str, reason: str) -> None:
+        """The file turned out unreadable, perhaps part-way: one quarantine row stands for all of it."""
+        current = self.current
+        current.restart()
+        current.rows_in = 1
+        current.add_quarantine(unreadable_row(reason), self.run)
+        self.progress(1)
+        committed = self.summary.files_scored
+        _commit_file(current, self.run, self.summary)
+        self.summary.files_unreadable += self.summary.files_scored - committed
+
+    def _end(self, url: str) -> None:
+        _commit_file(self.current, self.run, self.summary)
 
 
 def _first_rows(enc: Encoded, n: int) -> Encoded:

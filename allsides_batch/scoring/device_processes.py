@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import queue
 import traceback
+from typing import NamedTuple
 
 from ..config import ScoreConfig
 from ..errors import UserError
@@ -60,11 +61,20 @@ def divide_files(files: list[str], n: int) -> list[list[str]]:
     return [sorted(s) for s in shares]
 
 
-def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: str, n_devices: int,
-                 out: mp.Queue, parent_pid: int | None = None, index: int = 0) -> None:
+class _Share(NamedTuple):
+    """One device process's work: its device and files, its place among the processes."""
+
+    index: int
+    device: str
+    files: list[str]
+    n_devices: int
+
+
+def _device_main(cfg: ScoreConfig, plan, share: _Share, run_id: str, out: mp.Queue,
+                 parent_pid: int | None = None) -> None:
     """Entry point of one device process. It dies with the parent that started it (`parent_pid`): a parent
     killed with SIGKILL leaves no device process scoring on, nor its tokenizer processes (see
-    score_engine.die_with_parent)."""
+    engine.die_with_parent)."""
     from ..runtime.shutdown import ignore_interrupt
     from .engine import die_with_parent
 
@@ -74,17 +84,18 @@ def _device_main(cfg: ScoreConfig, plan, files: list[str], device: str, run_id: 
     # Ctrl-C reaches the whole process group; the parent ends its device processes with SIGTERM, which
     # unwinds here so the part being written is dropped
     ignore_interrupt(unwind_on_term=True)
-    from .device import score_files
     from .plan import ScoreSummary
+    from .stream import score_files
 
-    if device == "cpu":
+    index = share.index
+    if share.device == "cpu":
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_devices))  # share the cores, don't oversubscribe
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // share.n_devices))  # share the cores, don't oversubscribe
     summary = ScoreSummary(run_id=run_id, model_id=plan.score_id, output=cfg.output)
     try:
-        score_files(cfg, plan, files, device, run_id, summary, lambda n: out.put((index, "progress", n)),
-                    n_devices)
+        score_files(cfg, plan, share.files, share.device, run_id, summary,
+                    lambda n: out.put((index, "progress", n)), share.n_devices)
     except UserError as exc:
         out.put((index, "user_error", str(exc)))
         return
@@ -98,31 +109,15 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
     """Run one process per device over its share of plan.files; merge their summaries into `summary`."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    shares = divide_files(plan.files, len(devices))
+    work = [(dev, files) for dev, files in zip(devices, divide_files(plan.files, len(devices))) if files]
+    shares = [_Share(i, dev, files, len(devices)) for i, (dev, files) in enumerate(work)]
     me = os.getpid()
-    work = [(dev, share) for dev, share in zip(devices, shares) if share]
-    procs = [ctx.Process(target=_device_main, args=(cfg, plan, share, dev, run_id, len(devices), out, me, i))
-             for i, (dev, share) in enumerate(work)]
+    procs = [ctx.Process(target=_device_main, args=(cfg, plan, share, run_id, out, me)) for share in shares]
     for proc in procs:
         proc.start()
-    reported, errors, agreements = set(), [], []
+    errors, agreements = [], []
     try:
-        while len(reported) < len(procs):
-            try:
-                index, kind, payload = out.get(timeout=1.0)
-            except queue.Empty:
-                _check_exited(procs, reported, out)
-                continue
-            if kind == "progress":
-                progress(payload)
-                continue
-            reported.add(index)
-            if kind == "done":
-                _merge(summary, payload)
-                if payload["int8_label_agreement"] is not None:
-                    agreements.append((payload["int8_label_agreement"], payload["int8_rows_checked"]))
-            else:
-                errors.append((kind, payload))
+        _collect(procs, out, summary, progress, errors, agreements)
     except BaseException:  # Ctrl-C, SIGTERM or a dead device process: the others stop now, not when done
         for proc in procs:
             if proc.is_alive():
@@ -131,14 +126,45 @@ def score_on_devices(cfg: ScoreConfig, plan, devices: list[str], run_id: str, su
     finally:
         # Every process has reported (or the run is failing): each exits within moments. Bounded all the
         # same, so a process stuck on its way out never holds the run.
-        for proc in procs:
-            proc.join(timeout=5 if errors else EXIT_WAIT_S)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
+        _join(procs, timeout=5 if errors else EXIT_WAIT_S)
     if agreements:
         checked = sum(n for _, n in agreements)
         summary.int8_label_agreement = round(sum(a * n for a, n in agreements) / checked, 4)
+    _raise_first(errors)
+
+
+def _collect(procs: list, out, summary, progress, errors: list, agreements: list) -> None:
+    """Read the processes' messages until each has reported: progress goes to `progress`, a summary is merged
+    into `summary` (its int8 agreement into `agreements`), a failure is added to `errors`."""
+    reported: set[int] = set()
+    while len(reported) < len(procs):
+        try:
+            index, kind, payload = out.get(timeout=1.0)
+        except queue.Empty:
+            _check_exited(procs, reported, out)
+            continue
+        if kind == "progress":
+            progress(payload)
+            continue
+        reported.add(index)
+        if kind == "done":
+            _merge(summary, payload)
+            if payload["int8_label_agreement"] is not None:
+                agreements.append((payload["int8_label_agreement"], payload["int8_rows_checked"]))
+        else:
+            errors.append((kind, payload))
+
+
+def _join(procs: list, timeout: float) -> None:
+    for proc in procs:
+        proc.join(timeout=timeout)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+
+
+def _raise_first(errors: list) -> None:
+    """Raise the first device process's failure: its UserError, its OSError, or its traceback."""
     for kind, payload in errors:
         if kind == "user_error":
             raise UserError(payload)
