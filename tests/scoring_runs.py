@@ -19,8 +19,10 @@ from allsides_batch.config import AggregateConfig, ScoreConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def score_config(model: str, inputs, out, **kw) -> ScoreConfig:
-    return ScoreConfig(model=model, input=[str(i) for i in inputs], output=str(out), progress=False, workers=0, **kw)
+def score_config(model, inputs, out, **kw) -> ScoreConfig:
+    """A ScoreConfig without progress bars, tokenizing in-process (workers 0); `kw` sets or overrides any field."""
+    return ScoreConfig(**{"model": str(model), "input": [str(i) for i in inputs], "output": str(out),
+                          "progress": False, "workers": 0, **kw})
 
 
 def scores_table(out: Path) -> pa.Table:

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from scoring_runs import score_config
 
 from allsides_batch.config import ScoreConfig
 from allsides_batch.scoring import score_corpus
@@ -20,8 +21,7 @@ MAXLEN = 64
 
 
 def _cfg(model, inputs, out) -> ScoreConfig:
-    return ScoreConfig(model=str(model), input=[str(i) for i in inputs], output=str(out), max_length=MAXLEN,
-                       device="cpu", progress=False, batch_tokens=8 * MAXLEN, workers=0)
+    return score_config(model, inputs, out, max_length=MAXLEN, device="cpu", batch_tokens=8 * MAXLEN)
 
 
 def _table(out: Path, name: str) -> pa.Table:

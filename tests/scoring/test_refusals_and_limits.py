@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from scoring_runs import score_config
 
 from allsides_batch.__main__ import app
 from allsides_batch.config import ScoreConfig
@@ -29,10 +30,8 @@ MAXLEN = 64
 
 
 def _cfg(model, inputs, out, **kw) -> ScoreConfig:
-    base = {"model": str(model), "input": [str(i) for i in inputs], "output": str(out), "max_length": MAXLEN,
-            "device": "cpu", "progress": False, "batch_tokens": 8 * MAXLEN, "workers": 0}
-    base.update(kw)
-    return ScoreConfig(**base)
+    return score_config(model, inputs, out, **{"max_length": MAXLEN, "device": "cpu", "batch_tokens": 8 * MAXLEN,
+                                               **kw})
 
 
 def _scores(out) -> pa.Table:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from hf_reference import plain_chunk_probs
+from scoring_runs import score_config
 
 from allsides_batch.config import ScoreConfig
 from allsides_batch.errors import UserError
@@ -41,10 +42,8 @@ def corpus(articles_sample, tmp_path_factory) -> Path:
 
 
 def _cfg(model, inputs, out, **kw) -> ScoreConfig:
-    base = {"model": str(model), "input": [str(i) for i in inputs], "output": str(out), "max_length": MAXLEN,
-            "device": "cpu", "progress": False, "batch_tokens": 4 * MAXLEN, "workers": 0}
-    base.update(kw)
-    return ScoreConfig(**base)
+    return score_config(model, inputs, out, **{"max_length": MAXLEN, "device": "cpu", "batch_tokens": 4 * MAXLEN,
+                                               **kw})
 
 
 def _read(path) -> pa.Table:
