@@ -29,6 +29,12 @@ from allsides_batch.fields import argparse_options
 # The CPU demo transformer's recipe beyond NightConfig's train_steps and max_length (its defaults, 40 and 64).
 DEMO = dict(batch_size=32, learning_rate=1e-4, warmup_steps=4, eval_samples=256, quantize="int8")
 
+# How long the job waits for Prefect's temporary local server to answer, unless the environment sets
+# PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: Prefect's own default (20 s) was too short on a busy
+# 2-core machine (its start, uvicorn and database migrations, took longer while the test suite ran beside it).
+EPHEMERAL_STARTUP_S = 120
+STARTUP_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
 
 def _minilm() -> str:
     try:
@@ -58,14 +64,39 @@ def nightly(cfg: NightConfig) -> dict:
     corpus = list(cfg.corpus or [SHARED_CORPUS])
     expand_inputs([c for c in corpus if "{run_date}" not in c])  # a corpus that is not there fails before any training
     latest = os.path.join(cfg.models_root, "latest")
-    if cfg.retrain or not os.path.exists(latest):
-        train_latest(cfg, latest)
-    reads_tokens = read_model_kind(latest)["kind"] != "linear"
-    quantize = cfg.quantize or (DEMO["quantize"] if reads_tokens else "none")
-    return score_corpus_flow(corpus=corpus, model="latest", models_root=cfg.models_root, output=cfg.output,
-                             run_date=cfg.run_date, max_length=cfg.max_length if reads_tokens else None,
-                             quantize=quantize, progress_bar=cfg.progress,
-                             max_unreadable_files=cfg.max_unreadable_files)
+    with ephemeral_server():
+        if cfg.retrain or not os.path.exists(latest):
+            train_latest(cfg, latest)
+        reads_tokens = read_model_kind(latest)["kind"] != "linear"
+        quantize = cfg.quantize or (DEMO["quantize"] if reads_tokens else "none")
+        return score_corpus_flow(corpus=corpus, model="latest", models_root=cfg.models_root, output=cfg.output,
+                                 run_date=cfg.run_date, max_length=cfg.max_length if reads_tokens else None,
+                                 quantize=quantize, progress_bar=cfg.progress,
+                                 max_unreadable_files=cfg.max_unreadable_files)
+
+
+@contextlib.contextmanager
+def ephemeral_server():
+    """While the job runs its flows: Prefect's temporary local server (started by the first flow when
+    PREFECT_API_URL is unset) gets EPHEMERAL_STARTUP_S to answer, unless the environment sets STARTUP_SETTING
+    (a longer setting from a Prefect profile is kept). A server that does not answer in time is a UserError
+    that says what to do, not Prefect's traceback."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as startup
+    from prefect.settings import temporary_settings
+
+    from allsides_batch.errors import UserError
+
+    updates = {} if STARTUP_SETTING in os.environ else {startup: max(startup.value(), EPHEMERAL_STARTUP_S)}
+    with temporary_settings(updates=updates):
+        seconds = startup.value()
+        try:
+            yield
+        except RuntimeError as exc:
+            if "connect to ephemeral Prefect API server" not in str(exc):
+                raise
+            raise UserError(f"Prefect's temporary local server did not answer within {seconds} s; on a busy machine "
+                            f"set {STARTUP_SETTING} higher, or run `prefect server start` and set PREFECT_API_URL "
+                            "to its API (docs/operations.md)") from None
 
 
 def train_latest(cfg: NightConfig, latest: str) -> None:

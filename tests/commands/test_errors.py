@@ -266,9 +266,41 @@ def test_nightly_fails_in_one_line_when_the_corpus_is_unreadable(linear_model, t
     assert not (tmp_path / "night" / "nights").exists()
 
 
-def _nightly(corpus: Path, tmp_path: Path):
+@pytest.mark.slow
+def test_nightly_whose_temporary_server_does_not_answer_in_time_fails_in_one_line(linear_model, tmp_path):
+    """The setting from the environment is kept (0 s: no server can answer), and Prefect's RuntimeError
+    becomes one line that says what to do."""
+    from allsides_batch.models.registry import publish_model
+
+    publish_model(linear_model, str(tmp_path / "models"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["1"], "source": ["cnn.com"], "text": ["the senate vote"]}),
+                   corpus / "today.parquet")
+    run = _nightly(corpus, tmp_path, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
+    _one_error_line_of_process(run, "temporary local server did not answer within 0 s",
+                               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", last=False)
+    assert not (tmp_path / "night" / "scores").exists()
+
+
+def test_the_temporary_server_gets_two_minutes_unless_the_environment_says(monkeypatch):
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as startup
+
+    from allsides_batch.flows.__main__ import EPHEMERAL_STARTUP_S, ephemeral_server
+
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    before = startup.value()
+    with ephemeral_server():
+        assert startup.value() == EPHEMERAL_STARTUP_S == 120
+    assert startup.value() == before
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "7")
+    with ephemeral_server():
+        assert startup.value() == 7  # the environment's value is kept, lower than the job's default or not
+
+
+def _nightly(corpus: Path, tmp_path: Path, **env_extra: str):
     """`nightly` on its own ephemeral Prefect server (PREFECT_API_URL unset), models published under tmp_path."""
-    env = {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **env_extra}
     return run_cli("nightly", "--corpus", corpus, "--output", tmp_path / "night", "--models-root",
                    tmp_path / "models", "--run-date", "2026-01-02", "--no-progress", env=env,
                    unset=("PREFECT_API_URL",))
